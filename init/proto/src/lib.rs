@@ -1,0 +1,553 @@
+//! The control protocol between the sandlot runtime (host side) and
+//! `sandlot-init` (PID 1 inside every sandbox). One definition, used by both.
+//!
+//! Transport: one `SOCK_SEQPACKET` unix socket pair per sandbox. Every
+//! message is one datagram, so framing is free and a short read is an error.
+//! The host passes the stdio file descriptors of a command alongside its
+//! [`Spawn`] request with `SCM_RIGHTS`; output therefore never flows through
+//! init. In the sandbox the control socket is always file descriptor
+//! [`CONTROL_FD`].
+//!
+//! Encoding: a one-byte tag, then fixed-width little-endian fields; byte
+//! strings are a `u32` length followed by the bytes; lists are a `u32` count
+//! followed by the items. Decoders reject trailing bytes, unknown tags and
+//! lengths that run past the message.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+/// Bumped whenever a message changes shape; init reports it in [`Event::Ready`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The descriptor number of the control socket inside the sandbox.
+pub const CONTROL_FD: i32 = 3;
+
+/// The largest datagram either side sends or accepts. A spawn request
+/// (argv + env + cwd) must fit; the runtime rejects bigger ones up front.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+
+/// Number of stdio descriptors a [`Spawn`] may carry.
+pub const STDIO_FDS: usize = 3;
+
+/// A message from the host to the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Setup sync point: the host has written the id maps and placed the
+    /// child in its cgroups; the child may continue towards exec of init.
+    /// Encoded as exactly one byte so that the child can check it without
+    /// allocating.
+    Go,
+    /// Start a command.
+    Spawn(Spawn),
+    /// Deliver a signal to a command started by [`Request::Spawn`].
+    Signal {
+        id: u64,
+        signal: i32,
+        /// Signal the command's whole process group, not just its leader.
+        group: bool,
+    },
+    /// Deliver a signal to every process in the sandbox except init.
+    SignalAll { signal: i32 },
+}
+
+/// Which standard streams of a [`Spawn`] come as descriptors with the
+/// message; the others are connected to `/dev/null` inside the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StdioMask(pub u8);
+
+impl StdioMask {
+    pub const STDIN: u8 = 1;
+    pub const STDOUT: u8 = 2;
+    pub const STDERR: u8 = 4;
+    pub const ALL: StdioMask = StdioMask(7);
+
+    pub fn has(self, stream: u8) -> bool {
+        self.0 & stream != 0
+    }
+
+    /// How many descriptors travel with the message.
+    pub fn count(self) -> usize {
+        (self.0 & 7).count_ones() as usize
+    }
+}
+
+/// Everything init needs to start one command. init looks `argv[0]` up in
+/// the `PATH` of `env` when it has no slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spawn {
+    /// The host's identifier of this command; echoed in every event about it.
+    pub id: u64,
+    pub argv: Vec<Vec<u8>>,
+    /// `KEY=VALUE` entries, the complete environment of the command.
+    pub env: Vec<Vec<u8>>,
+    pub cwd: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    /// Which stdio descriptors are attached, in order stdin, stdout, stderr.
+    pub stdio: StdioMask,
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Exited(i32),
+    Signaled { signal: i32, core_dumped: bool },
+}
+
+/// Resource usage of a finished command (from `wait4`): the command and
+/// every descendant it waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    pub user_micros: u64,
+    pub system_micros: u64,
+    pub max_rss_kib: u64,
+}
+
+/// A message from the sandbox to the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Sent by the runtime's own child before init runs: setup step `step`
+    /// failed with `errno`. The child exits right after.
+    SetupFailed { step: u32, errno: i32 },
+    /// init is up and serving requests.
+    Ready { version: u32 },
+    /// A command started; `pid` is its pid inside the sandbox.
+    Spawned { id: u64, pid: i32 },
+    /// A command could not start (`errno` of the failing step, usually
+    /// `execve`).
+    SpawnFailed { id: u64, errno: i32 },
+    /// A command's leader ended.
+    Exited {
+        id: u64,
+        pid: i32,
+        status: Status,
+        usage: Usage,
+    },
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    Empty,
+    UnknownTag(u8),
+    Truncated,
+    TrailingBytes(usize),
+    TooLong(usize),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Empty => write!(f, "empty control message"),
+            DecodeError::UnknownTag(tag) => write!(f, "unknown control message tag {tag}"),
+            DecodeError::Truncated => write!(f, "truncated control message"),
+            DecodeError::TrailingBytes(n) => {
+                write!(f, "{n} unexpected bytes after control message")
+            }
+            DecodeError::TooLong(n) => {
+                write!(f, "control message of {n} bytes exceeds {MAX_MESSAGE}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+mod tag {
+    pub const GO: u8 = 0x01;
+    pub const SPAWN: u8 = 0x02;
+    pub const SIGNAL: u8 = 0x03;
+    pub const SIGNAL_ALL: u8 = 0x04;
+
+    pub const SETUP_FAILED: u8 = 0x81;
+    pub const READY: u8 = 0x82;
+    pub const SPAWNED: u8 = 0x83;
+    pub const SPAWN_FAILED: u8 = 0x84;
+    pub const EXITED: u8 = 0x85;
+}
+
+/// The encoded form of [`Request::Go`], for the child that must not allocate.
+pub const GO_BYTES: [u8; 1] = [tag::GO];
+
+/// Length of an encoded [`Event::SetupFailed`].
+pub const SETUP_FAILED_LEN: usize = 9;
+
+/// Encode [`Event::SetupFailed`] without allocating (the child of a
+/// multithreaded host may only make async-signal-safe calls).
+pub fn encode_setup_failed(step: u32, errno: i32) -> [u8; SETUP_FAILED_LEN] {
+    let mut out = [0u8; SETUP_FAILED_LEN];
+    out[0] = tag::SETUP_FAILED;
+    out[1..5].copy_from_slice(&step.to_le_bytes());
+    out[5..9].copy_from_slice(&errno.to_le_bytes());
+    out
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new(tag: u8) -> Self {
+        Writer(vec![tag])
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, v: &[u8]) {
+        self.u32(v.len() as u32);
+        self.0.extend_from_slice(v);
+    }
+    fn list(&mut self, items: &[Vec<u8>]) {
+        self.u32(items.len() as u32);
+        for item in items {
+            self.bytes(item);
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(i32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
+        let len = self.u32()? as usize;
+        Ok(self.take(len)?.to_vec())
+    }
+    /// A count of items, each at least `min_item` bytes long: checked against
+    /// what is left so that a hostile count cannot make us reserve memory.
+    fn count(&mut self, min_item: usize) -> Result<usize, DecodeError> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min_item) > self.buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(n)
+    }
+    fn list(&mut self) -> Result<Vec<Vec<u8>>, DecodeError> {
+        let n = self.count(4)?;
+        (0..n).map(|_| self.bytes()).collect()
+    }
+    fn finish(self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes(self.buf.len()))
+        }
+    }
+}
+
+fn split_tag(buf: &[u8]) -> Result<(u8, Reader<'_>), DecodeError> {
+    if buf.len() > MAX_MESSAGE {
+        return Err(DecodeError::TooLong(buf.len()));
+    }
+    let (&tag, rest) = buf.split_first().ok_or(DecodeError::Empty)?;
+    Ok((tag, Reader { buf: rest }))
+}
+
+impl Request {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Request::Go => GO_BYTES.to_vec(),
+            Request::Spawn(s) => {
+                let mut w = Writer::new(tag::SPAWN);
+                w.u64(s.id);
+                w.list(&s.argv);
+                w.list(&s.env);
+                w.bytes(&s.cwd);
+                w.u32(s.uid);
+                w.u32(s.gid);
+                w.u32(s.groups.len() as u32);
+                for g in &s.groups {
+                    w.u32(*g);
+                }
+                w.u8(s.stdio.0);
+                w.0
+            }
+            Request::Signal { id, signal, group } => {
+                let mut w = Writer::new(tag::SIGNAL);
+                w.u64(*id);
+                w.i32(*signal);
+                w.u8(u8::from(*group));
+                w.0
+            }
+            Request::SignalAll { signal } => {
+                let mut w = Writer::new(tag::SIGNAL_ALL);
+                w.i32(*signal);
+                w.0
+            }
+        }
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Request, DecodeError> {
+        let (tag, mut r) = split_tag(buf)?;
+        let req = match tag {
+            tag::GO => Request::Go,
+            tag::SPAWN => {
+                let id = r.u64()?;
+                let argv = r.list()?;
+                let env = r.list()?;
+                let cwd = r.bytes()?;
+                let uid = r.u32()?;
+                let gid = r.u32()?;
+                let n = r.count(4)?;
+                let groups = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
+                let stdio = StdioMask(r.u8()?);
+                Request::Spawn(Spawn {
+                    id,
+                    argv,
+                    env,
+                    cwd,
+                    uid,
+                    gid,
+                    groups,
+                    stdio,
+                })
+            }
+            tag::SIGNAL => Request::Signal {
+                id: r.u64()?,
+                signal: r.i32()?,
+                group: r.u8()? != 0,
+            },
+            tag::SIGNAL_ALL => Request::SignalAll { signal: r.i32()? },
+            other => return Err(DecodeError::UnknownTag(other)),
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+impl Event {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Event::SetupFailed { step, errno } => encode_setup_failed(*step, *errno).to_vec(),
+            Event::Ready { version } => {
+                let mut w = Writer::new(tag::READY);
+                w.u32(*version);
+                w.0
+            }
+            Event::Spawned { id, pid } => {
+                let mut w = Writer::new(tag::SPAWNED);
+                w.u64(*id);
+                w.i32(*pid);
+                w.0
+            }
+            Event::SpawnFailed { id, errno } => {
+                let mut w = Writer::new(tag::SPAWN_FAILED);
+                w.u64(*id);
+                w.i32(*errno);
+                w.0
+            }
+            Event::Exited {
+                id,
+                pid,
+                status,
+                usage,
+            } => {
+                let mut w = Writer::new(tag::EXITED);
+                w.u64(*id);
+                w.i32(*pid);
+                match status {
+                    Status::Exited(code) => {
+                        w.u8(0);
+                        w.i32(*code);
+                    }
+                    Status::Signaled {
+                        signal,
+                        core_dumped,
+                    } => {
+                        w.u8(if *core_dumped { 2 } else { 1 });
+                        w.i32(*signal);
+                    }
+                }
+                w.u64(usage.user_micros);
+                w.u64(usage.system_micros);
+                w.u64(usage.max_rss_kib);
+                w.0
+            }
+        }
+    }
+
+    pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
+        let (tag, mut r) = split_tag(buf)?;
+        let event = match tag {
+            tag::SETUP_FAILED => Event::SetupFailed {
+                step: r.u32()?,
+                errno: r.i32()?,
+            },
+            tag::READY => Event::Ready { version: r.u32()? },
+            tag::SPAWNED => Event::Spawned {
+                id: r.u64()?,
+                pid: r.i32()?,
+            },
+            tag::SPAWN_FAILED => Event::SpawnFailed {
+                id: r.u64()?,
+                errno: r.i32()?,
+            },
+            tag::EXITED => {
+                let id = r.u64()?;
+                let pid = r.i32()?;
+                let kind = r.u8()?;
+                let value = r.i32()?;
+                let status = match kind {
+                    0 => Status::Exited(value),
+                    1 | 2 => Status::Signaled {
+                        signal: value,
+                        core_dumped: kind == 2,
+                    },
+                    other => return Err(DecodeError::UnknownTag(other)),
+                };
+                let usage = Usage {
+                    user_micros: r.u64()?,
+                    system_micros: r.u64()?,
+                    max_rss_kib: r.u64()?,
+                };
+                Event::Exited {
+                    id,
+                    pid,
+                    status,
+                    usage,
+                }
+            }
+            other => return Err(DecodeError::UnknownTag(other)),
+        };
+        r.finish()?;
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_spawn() -> Spawn {
+        Spawn {
+            id: 42,
+            argv: vec![b"/bin/sh".to_vec(), b"-c".to_vec(), b"echo hi".to_vec()],
+            env: vec![b"PATH=/usr/bin".to_vec(), b"EMPTY=".to_vec()],
+            cwd: b"/root".to_vec(),
+            uid: 1000,
+            gid: 1000,
+            groups: vec![1000, 27],
+            stdio: StdioMask::ALL,
+        }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let requests = [
+            Request::Go,
+            Request::Spawn(sample_spawn()),
+            Request::Signal {
+                id: 7,
+                signal: 15,
+                group: true,
+            },
+            Request::SignalAll { signal: 9 },
+        ];
+        for req in requests {
+            assert_eq!(Request::decode(&req.encode()), Ok(req));
+        }
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let events = [
+            Event::SetupFailed { step: 3, errno: 22 },
+            Event::Ready {
+                version: PROTOCOL_VERSION,
+            },
+            Event::Spawned { id: 1, pid: 2 },
+            Event::SpawnFailed { id: 1, errno: 2 },
+            Event::Exited {
+                id: 9,
+                pid: 12,
+                status: Status::Exited(3),
+                usage: Usage {
+                    user_micros: 10,
+                    system_micros: 20,
+                    max_rss_kib: 30,
+                },
+            },
+            Event::Exited {
+                id: 9,
+                pid: 12,
+                status: Status::Signaled {
+                    signal: 9,
+                    core_dumped: true,
+                },
+                usage: Usage::default(),
+            },
+        ];
+        for event in events {
+            assert_eq!(Event::decode(&event.encode()), Ok(event));
+        }
+    }
+
+    #[test]
+    fn go_is_one_byte_and_setup_failed_needs_no_allocation() {
+        assert_eq!(Request::Go.encode(), GO_BYTES);
+        assert_eq!(
+            Event::decode(&encode_setup_failed(5, 1)),
+            Ok(Event::SetupFailed { step: 5, errno: 1 })
+        );
+    }
+
+    #[test]
+    fn malformed_messages_are_rejected() {
+        assert_eq!(Request::decode(&[]), Err(DecodeError::Empty));
+        assert_eq!(Request::decode(&[0x7f]), Err(DecodeError::UnknownTag(0x7f)));
+        let mut spawn = Request::Spawn(sample_spawn()).encode();
+        spawn.push(0);
+        assert_eq!(Request::decode(&spawn), Err(DecodeError::TrailingBytes(1)));
+        let full = Request::Spawn(sample_spawn()).encode();
+        for cut in 1..full.len() {
+            assert!(
+                Request::decode(&full[..cut]).is_err(),
+                "prefix of {cut} bytes decoded"
+            );
+        }
+        // A count claiming four billion items must not allocate or panic.
+        let mut hostile = vec![tag::SPAWN];
+        hostile.extend_from_slice(&1u64.to_le_bytes());
+        hostile.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(Request::decode(&hostile), Err(DecodeError::Truncated));
+        assert!(matches!(
+            Event::decode(&vec![0u8; MAX_MESSAGE + 1]),
+            Err(DecodeError::TooLong(_))
+        ));
+    }
+}

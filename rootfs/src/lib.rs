@@ -1,0 +1,1 @@
+//! sandlot templates

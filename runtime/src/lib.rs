@@ -1,0 +1,1 @@
+pub const INIT: &[u8] = include_bytes!(env!("SANDLOT_INIT_PATH"));

@@ -1,0 +1,1 @@
+//! helpers shared by the integration tests
