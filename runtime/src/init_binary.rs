@@ -1,0 +1,65 @@
+//! The init binary, embedded at build time (see build.rs) and loaded once
+//! per process into a sealed memfd. Sandboxes exec it from that descriptor:
+//! no path a sandbox could write to ever holds it (the runc CVE-2019-5736
+//! class), and it runs in any template — glibc, musl or no libc at all —
+//! because it is static.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MFdFlags};
+
+use crate::error::{Error, Result};
+
+/// The static init, as built by build.rs.
+pub const INIT_BINARY: &[u8] = include_bytes!(env!("SANDLOT_INIT_PATH"));
+
+static INIT_MEMFD: OnceLock<OwnedFd> = OnceLock::new();
+
+/// The descriptor number of the process-wide sealed init memfd.
+pub fn init_fd() -> Result<RawFd> {
+    if let Some(fd) = INIT_MEMFD.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    let fd = load()?;
+    // Another thread may have won the race; its descriptor is as good.
+    Ok(INIT_MEMFD.get_or_init(|| fd).as_raw_fd())
+}
+
+fn load() -> Result<OwnedFd> {
+    let fd = memfd_create(
+        c"sandlot-init",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .map_err(|e| Error::setup("memfd_create for init", e))?;
+    let mut file = File::from(fd);
+    file.write_all(INIT_BINARY)
+        .map_err(|e| Error::io("write init into its memfd", e))?;
+    // Sealed for good: nothing, not even this process, can change it now.
+    let seals = SealFlag::F_SEAL_SEAL
+        | SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals))
+        .map_err(|e| Error::setup("seal the init memfd", e))?;
+    Ok(file.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_is_a_static_elf_and_its_memfd_is_sealed() {
+        assert_eq!(&INIT_BINARY[..4], b"\x7fELF");
+        let fd = init_fd().unwrap();
+        let seals = fcntl(crate::sys::fd::borrow(fd), FcntlArg::F_GET_SEALS).unwrap();
+        let sealed = SealFlag::from_bits_truncate(seals);
+        assert!(sealed.contains(SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL));
+        // The same descriptor serves every runtime of the process.
+        assert_eq!(init_fd().unwrap(), fd);
+    }
+}

@@ -1,0 +1,115 @@
+use std::fmt;
+
+/// Where a sandbox is in its life.
+///
+/// ```text
+/// Pending ──► Starting ──► Running ⇄ Active
+///    │            │           │  ╲   │
+///    ▼            ▼           │   Paused
+///  Failed       Error         ▼
+///                          Destroyed  (from every live state)
+/// ```
+/// `Running` means idle; `Active` means at least one command is in flight.
+/// `Failed` (rejected before anything was built), `Error` (setup failed and
+/// was rolled back) and `Destroyed` are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Pending,
+    Starting,
+    Running,
+    Active,
+    Paused,
+    Error,
+    Failed,
+    Destroyed,
+}
+
+impl State {
+    /// Whether the state machine allows `self → next`.
+    pub fn can_become(self, next: State) -> bool {
+        use State::*;
+        matches!(
+            (self, next),
+            (Pending, Starting)
+                | (Pending, Failed)
+                | (Starting, Running)
+                | (Starting, Error)
+                | (Starting, Destroyed)
+                | (Running, Active)
+                | (Active, Running)
+                | (Running, Paused)
+                | (Active, Paused)
+                | (Paused, Running)
+                | (Paused, Active)
+                | (Running, Destroyed)
+                | (Active, Destroyed)
+                | (Paused, Destroyed)
+        )
+    }
+
+    /// A sandbox in a live state holds kernel resources.
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            State::Starting | State::Running | State::Active | State::Paused
+        )
+    }
+
+    /// Commands may be started.
+    pub fn accepts_commands(self) -> bool {
+        matches!(self, State::Running | State::Active)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, State::Error | State::Failed | State::Destroyed)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Active => "active",
+            State::Paused => "paused",
+            State::Error => "error",
+            State::Failed => "failed",
+            State::Destroyed => "destroyed",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::State::{self, *};
+
+    const ALL: [State; 8] = [
+        Pending, Starting, Running, Active, Paused, Error, Failed, Destroyed,
+    ];
+
+    #[test]
+    fn terminal_states_are_final() {
+        for from in [Error, Failed, Destroyed] {
+            for to in ALL {
+                assert!(!from.can_become(to), "{from} -> {to} must be illegal");
+            }
+        }
+    }
+
+    #[test]
+    fn every_live_state_can_be_destroyed_and_nothing_skips_starting() {
+        for from in ALL.into_iter().filter(|s| s.is_live()) {
+            assert!(from.can_become(Destroyed), "{from} -> destroyed");
+        }
+        assert!(!Pending.can_become(Running));
+        assert!(!Pending.can_become(Destroyed));
+        assert!(!Running.can_become(Starting));
+        assert!(!Destroyed.can_become(Running));
+        assert!(!Running.can_become(Error));
+    }
+}

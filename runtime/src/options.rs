@@ -1,0 +1,179 @@
+//! What a caller asks for when creating a sandbox, validated up front.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Like the reference service: a sandbox lives 5 minutes unless told
+/// otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Longer than any sane sandbox; anything above is a caller's mistake.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Writable space (overlay upper, /tmp, /dev/shm) when none is asked for.
+pub const DEFAULT_DISK: u64 = 1 << 30;
+
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    pub template: String,
+    pub timeout: Duration,
+    pub metadata: BTreeMap<String, String>,
+    /// Variables every command of the sandbox starts with.
+    pub env: Vec<(String, String)>,
+    /// Defaults to the sandbox id.
+    pub hostname: Option<String>,
+    /// Bytes of writable space.
+    pub disk: u64,
+}
+
+impl Default for SandboxOptions {
+    fn default() -> Self {
+        SandboxOptions {
+            template: sandlot_rootfs::BASE_NAME.into(),
+            timeout: DEFAULT_TIMEOUT,
+            metadata: BTreeMap::new(),
+            env: Vec::new(),
+            hostname: None,
+            disk: DEFAULT_DISK,
+        }
+    }
+}
+
+pub(crate) fn validate_timeout(timeout: Duration) -> Result<()> {
+    if timeout.is_zero() {
+        return Err(Error::invalid("timeout", "must be above zero"));
+    }
+    if timeout > MAX_TIMEOUT {
+        return Err(Error::invalid(
+            "timeout",
+            format!("{timeout:?} exceeds the maximum of {MAX_TIMEOUT:?}"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_env_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(Error::invalid("env", format!("bad variable name {name:?}")));
+    }
+    Ok(())
+}
+
+impl SandboxOptions {
+    pub fn template(name: impl Into<String>) -> Self {
+        SandboxOptions {
+            template: name.into(),
+            ..SandboxOptions::default()
+        }
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    pub fn disk(mut self, bytes: u64) -> Self {
+        self.disk = bytes;
+        self
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.template.is_empty() {
+            return Err(Error::invalid("template", "name is empty"));
+        }
+        validate_timeout(self.timeout)?;
+        for (key, value) in &self.metadata {
+            if key.is_empty() {
+                return Err(Error::invalid("metadata", "a key is empty"));
+            }
+            if key.len() > 256 || value.len() > 4096 {
+                return Err(Error::invalid(
+                    "metadata",
+                    format!("entry {key:?} is too long (keys up to 256 bytes, values up to 4096)"),
+                ));
+            }
+        }
+        for (name, value) in &self.env {
+            validate_env_name(name)?;
+            if value.contains('\0') {
+                return Err(Error::invalid(
+                    "env",
+                    format!("value of {name} contains a NUL byte"),
+                ));
+            }
+        }
+        if let Some(hostname) = &self.hostname {
+            let valid = !hostname.is_empty()
+                && hostname.len() <= 63
+                && hostname
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !hostname.starts_with('-');
+            if !valid {
+                return Err(Error::invalid(
+                    "hostname",
+                    format!("{hostname:?} is not a hostname (1-63 letters, digits, '-')"),
+                ));
+            }
+        }
+        if self.disk < (1 << 20) {
+            return Err(Error::invalid(
+                "disk",
+                format!("{} bytes is below the 1 MiB minimum", self.disk),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let options = SandboxOptions::default();
+        assert_eq!(options.timeout, Duration::from_secs(300));
+        options.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_options_name_the_option() {
+        let cases = [
+            (SandboxOptions::default().timeout(Duration::ZERO), "timeout"),
+            (
+                SandboxOptions::default().timeout(Duration::from_secs(u64::MAX / 2)),
+                "timeout",
+            ),
+            (SandboxOptions::default().metadata("", "x"), "metadata"),
+            (SandboxOptions::default().env("A=B", "x"), "env"),
+            (SandboxOptions::default().env("", "x"), "env"),
+            (SandboxOptions::default().hostname("bad host"), "hostname"),
+            (SandboxOptions::template(""), "template"),
+            (SandboxOptions::default().disk(10), "disk"),
+        ];
+        for (options, option) in cases {
+            match options.validate() {
+                Err(Error::InvalidOptions { option: got, .. }) => assert_eq!(got, option),
+                other => panic!("{option}: expected InvalidOptions, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! One I/O thread per runtime ("sandlot-io"): an epoll loop over every
+//! sandbox's control socket and init pidfd and every running command's
+//! stdout and stderr pipes, plus the per-command deadlines.
+//!
+//! It never blocks on a sandbox: control sends from here are non-blocking,
+//! and work that can take time (tearing a sandbox down) goes to the reaper.
+//! Output is forwarded as it arrives, in order; a command's `Exit` event is
+//! sent only after its pipes were drained, so it always comes last.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Instant;
+
+use crossbeam_channel::Sender;
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+
+use crate::commands::{OutputStream, ProcessEvent};
+use crate::control::{self, Incoming};
+use crate::error::{Error, Result};
+use crate::lifecycle::{ReaperJob, Reason};
+use crate::sandbox::SandboxShared;
+
+/// Bytes read from a pipe per event before other sources get a turn.
+const READ_CHUNK: usize = 64 * 1024;
+const READS_PER_WAKE: usize = 4;
+
+pub(crate) type Token = u64;
+
+enum Source {
+    Wake,
+    Control(Weak<SandboxShared>),
+    InitExit(Weak<SandboxShared>),
+    Output(Output),
+}
+
+pub(crate) struct Output {
+    pub sandbox: Weak<SandboxShared>,
+    pub command: u64,
+    pub stream: OutputStream,
+    pub events: Sender<ProcessEvent>,
+    pub fd: OwnedFd,
+}
+
+struct Timer {
+    sandbox: Weak<SandboxShared>,
+    command: u64,
+}
+
+pub(crate) struct Reactor {
+    epoll: Epoll,
+    wake: EventFd,
+    sources: Mutex<HashMap<Token, Source>>,
+    next_token: AtomicU64,
+    timers: Mutex<(BinaryHeap<Reverse<(Instant, u64)>>, HashMap<u64, Timer>)>,
+    stopping: AtomicBool,
+}
+
+const WAKE: Token = 0;
+
+impl Reactor {
+    pub fn new() -> Result<Arc<Reactor>> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
+            .map_err(|e| Error::setup("epoll_create", e))?;
+        let wake = EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+            .map_err(|e| Error::setup("eventfd", e))?;
+        epoll
+            .add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))
+            .map_err(|e| Error::setup("epoll_ctl", e))?;
+        let mut sources = HashMap::new();
+        sources.insert(WAKE, Source::Wake);
+        Ok(Arc::new(Reactor {
+            epoll,
+            wake,
+            sources: Mutex::new(sources),
+            next_token: AtomicU64::new(WAKE + 1),
+            timers: Mutex::new((BinaryHeap::new(), HashMap::new())),
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    fn add(&self, fd: BorrowedFd<'_>, source: Source) -> Result<Token, Errno> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        self.sources.lock().unwrap().insert(token, source);
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+        if let Err(e) = self.epoll.add(fd, EpollEvent::new(flags, token)) {
+            self.sources.lock().unwrap().remove(&token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    /// Watches a sandbox's control socket and init pidfd.
+    pub fn watch_sandbox(
+        &self,
+        sandbox: &Arc<SandboxShared>,
+        control: BorrowedFd<'_>,
+        pidfd: BorrowedFd<'_>,
+    ) -> Result<[Token; 2], Errno> {
+        let control_token = self.add(control, Source::Control(Arc::downgrade(sandbox)))?;
+        match self.add(pidfd, Source::InitExit(Arc::downgrade(sandbox))) {
+            Ok(exit_token) => Ok([control_token, exit_token]),
+            Err(e) => {
+                self.remove_watch(control_token, control);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops watching a descriptor the caller still holds open.
+    pub fn remove_watch(&self, token: Token, fd: BorrowedFd<'_>) {
+        let _ = self.epoll.delete(fd);
+        self.sources.lock().unwrap().remove(&token);
+    }
+
+    /// Forwards a command's output pipe; the reactor owns it from here.
+    pub fn watch_output(&self, output: Output) -> Result<Token, Errno> {
+        let raw = output.fd.as_raw_fd();
+        // The descriptor moves into the table; borrow its number for the
+        // registration (it stays open while the entry exists).
+        self.add(crate::sys::fd::borrow(raw), Source::Output(output))
+    }
+
+    /// Closes an output pipe without draining it.
+    pub fn drop_output(&self, token: Token) {
+        if let Some(Source::Output(out)) = self.take(token) {
+            drop(out);
+        }
+    }
+
+    fn take(&self, token: Token) -> Option<Source> {
+        let source = self.sources.lock().unwrap().remove(&token)?;
+        if let Source::Output(out) = &source {
+            let _ = self.epoll.delete(out.fd.as_fd());
+        }
+        Some(source)
+    }
+
+    /// Reads what is left in an output pipe (the command exited, so nothing
+    /// more will come from it — only, perhaps, from a background child that
+    /// inherited it) and closes it.
+    pub fn drain_output(&self, token: Token) {
+        if let Some(Source::Output(out)) = self.take(token) {
+            let mut buf = vec![0u8; READ_CHUNK];
+            while let ReadOutcome::Data = forward(&out, &mut buf) {}
+        }
+    }
+
+    /// Arms a command deadline.
+    pub fn add_timer(&self, at: Instant, sandbox: Weak<SandboxShared>, command: u64) {
+        let mut timers = self.timers.lock().unwrap();
+        let key = self.next_token.fetch_add(1, Ordering::Relaxed);
+        timers.0.push(Reverse((at, key)));
+        timers.1.insert(key, Timer { sandbox, command });
+        drop(timers);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        let _ = self.wake.write(1);
+    }
+
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// The loop of the sandlot-io thread.
+    pub fn run(self: Arc<Self>, reaper: Sender<ReaperJob>) {
+        let mut events = vec![EpollEvent::empty(); 256];
+        let mut buf = vec![0u8; READ_CHUNK.max(sandlot_proto::MAX_MESSAGE)];
+        while !self.stopping.load(Ordering::SeqCst) {
+            let timeout = self.fire_timers();
+            let n = match self.epoll.wait(&mut events, timeout) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+            for event in &events[..n] {
+                self.dispatch(event.data(), &mut buf, &reaper);
+            }
+        }
+    }
+
+    /// Fires due command deadlines; returns how long epoll may sleep.
+    fn fire_timers(&self) -> EpollTimeout {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let next = {
+            let mut timers = self.timers.lock().unwrap();
+            while let Some(Reverse((at, key))) = timers.0.peek().copied() {
+                if at > now {
+                    break;
+                }
+                timers.0.pop();
+                if let Some(timer) = timers.1.remove(&key) {
+                    due.push(timer);
+                }
+            }
+            timers.0.peek().map(|Reverse((at, _))| *at)
+        };
+        for timer in due {
+            if let Some(sandbox) = timer.sandbox.upgrade() {
+                sandbox.command_timed_out(timer.command);
+            }
+        }
+        match next {
+            None => EpollTimeout::NONE,
+            Some(at) => {
+                let millis = at.saturating_duration_since(Instant::now()).as_millis() + 1;
+                EpollTimeout::try_from(millis.min(60_000) as i32).unwrap_or(EpollTimeout::NONE)
+            }
+        }
+    }
+
+    fn dispatch(&self, token: Token, buf: &mut [u8], reaper: &Sender<ReaperJob>) {
+        enum Action {
+            Wake,
+            Control(Weak<SandboxShared>),
+            InitExit(Weak<SandboxShared>),
+            Output,
+        }
+        let action = match self.sources.lock().unwrap().get(&token) {
+            None => return, // removed while the event was queued
+            Some(Source::Wake) => Action::Wake,
+            Some(Source::Control(sb)) => Action::Control(sb.clone()),
+            Some(Source::InitExit(sb)) => Action::InitExit(sb.clone()),
+            Some(Source::Output(_)) => Action::Output,
+        };
+        match action {
+            Action::Wake => {
+                let _ = self.wake.read();
+            }
+            Action::Control(sandbox) => {
+                let Some(sandbox) = sandbox.upgrade() else {
+                    return;
+                };
+                if !self.read_control(&sandbox, buf) {
+                    // init is gone: stop watching, let the reaper tear down.
+                    sandbox.unwatch_control(self);
+                    let _ = reaper.send(ReaperJob::Destroy(sandbox, Reason::InitDied));
+                }
+            }
+            Action::InitExit(sandbox) => {
+                let Some(sandbox) = sandbox.upgrade() else {
+                    return;
+                };
+                sandbox.unwatch_init(self);
+                let _ = reaper.send(ReaperJob::Destroy(sandbox, Reason::InitDied));
+            }
+            Action::Output => self.read_output(token, buf),
+        }
+    }
+
+    /// Handles every queued event; false when the socket closed or broke.
+    fn read_control(&self, sandbox: &Arc<SandboxShared>, buf: &mut [u8]) -> bool {
+        let Some(control) = sandbox.control() else {
+            return false;
+        };
+        loop {
+            match control::recv(control.as_fd(), buf, true) {
+                Ok(Incoming::Event(event)) => sandbox.on_event(self, event),
+                Ok(Incoming::Empty) => return true,
+                Ok(Incoming::Closed) | Err(_) => return false,
+            }
+        }
+    }
+
+    fn read_output(&self, token: Token, buf: &mut [u8]) {
+        for _ in 0..READS_PER_WAKE {
+            let outcome = {
+                let sources = self.sources.lock().unwrap();
+                let Some(Source::Output(out)) = sources.get(&token) else {
+                    return;
+                };
+                forward(out, buf)
+            };
+            match outcome {
+                ReadOutcome::Data => continue,
+                ReadOutcome::Empty => return,
+                ReadOutcome::Closed => {
+                    if let Some(Source::Output(out)) = self.take(token) {
+                        if let Some(sandbox) = out.sandbox.upgrade() {
+                            sandbox.output_closed(out.command, token);
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum ReadOutcome {
+    Data,
+    Empty,
+    Closed,
+}
+
+/// One non-blocking read from an output pipe, forwarded as an event.
+fn forward(out: &Output, buf: &mut [u8]) -> ReadOutcome {
+    match nix::unistd::read(out.fd.as_fd(), buf) {
+        Ok(0) => ReadOutcome::Closed,
+        Ok(n) => {
+            let chunk = buf[..n].to_vec();
+            let event = match out.stream {
+                OutputStream::Stdout => ProcessEvent::Stdout(chunk),
+                OutputStream::Stderr => ProcessEvent::Stderr(chunk),
+            };
+            // A receiver that went away just means nobody listens.
+            let _ = out.events.send(event);
+            ReadOutcome::Data
+        }
+        Err(Errno::EAGAIN) | Err(Errno::EINTR) => ReadOutcome::Empty,
+        Err(_) => ReadOutcome::Closed,
+    }
+}

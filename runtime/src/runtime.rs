@@ -1,0 +1,430 @@
+//! The runtime: the in-process lifecycle table and the three threads that
+//! serve every sandbox (spawner, reactor, reaper).
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use sandlot_rootfs::Template;
+
+use crate::control;
+use crate::error::{Error, Result};
+use crate::init_binary;
+use crate::lifecycle::{EventBus, LifecycleEvent, Reaper, ReaperJob, Reason, State};
+use crate::options::SandboxOptions;
+use crate::reactor::Reactor;
+use crate::sandbox::{Live, NewSandbox, Sandbox, SandboxInfo, SandboxShared};
+use crate::spawn::{CreateJob, Spawner, SpawnerConfig};
+use crate::sys::process;
+use crate::userns::IdRange;
+
+/// What every sandbox of a runtime shares with it.
+pub(crate) struct RuntimeCtx {
+    pub events: EventBus,
+    pub reactor: Arc<Reactor>,
+    pub reaper: Sender<ReaperJob>,
+    pub table: Mutex<HashMap<String, Arc<SandboxShared>>>,
+    pub range: IdRange,
+}
+
+/// Builds a [`Runtime`].
+#[derive(Debug, Clone)]
+pub struct RuntimeBuilder {
+    data_dir: PathBuf,
+    scratch_dir: PathBuf,
+    id_range: IdRange,
+    max_sandboxes: Option<usize>,
+    ready_timeout: Duration,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            data_dir: PathBuf::from("/var/lib/sandlot"),
+            scratch_dir: PathBuf::from("/run/sandlot"),
+            id_range: IdRange::default(),
+            max_sandboxes: None,
+            ready_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Where templates live (must be on an idmap-capable filesystem: ext4,
+    /// xfs, btrfs; tmpfs only on 6.3+).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = dir.into();
+        self
+    }
+
+    /// A directory the runtime covers with a tmpfs in its own private mount
+    /// namespace (the host sees only the empty directory).
+    pub fn scratch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scratch_dir = dir.into();
+        self
+    }
+
+    /// Host ids sandbox ids map to (default 100000, 65536 ids).
+    pub fn id_range(mut self, base: u32, count: u32) -> Self {
+        self.id_range = IdRange { base, count };
+        self
+    }
+
+    /// Creates past this many live sandboxes fail with `QuotaExceeded`.
+    pub fn max_sandboxes(mut self, max: usize) -> Self {
+        self.max_sandboxes = Some(max);
+        self
+    }
+
+    /// How long a new sandbox may take to report ready.
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    pub fn build(self) -> Result<Runtime> {
+        let euid = nix::unistd::geteuid().as_raw();
+        if euid != 0 {
+            return Err(Error::NotRoot { euid });
+        }
+        self.id_range.validate()?;
+        let init_fd = init_binary::init_fd()?;
+        let base = sandlot_rootfs::base(&self.data_dir).map_err(|source| Error::Template {
+            name: sandlot_rootfs::BASE_NAME.into(),
+            source,
+        })?;
+
+        let reactor = Reactor::new()?;
+        let mut reaper = Reaper::start()?;
+        let ctx = Arc::new(RuntimeCtx {
+            events: EventBus::default(),
+            reactor: reactor.clone(),
+            reaper: reaper.sender(),
+            table: Mutex::new(HashMap::new()),
+            range: self.id_range,
+        });
+        let reactor_thread = {
+            let reaper = reaper.sender();
+            let reactor = reactor.clone();
+            thread::Builder::new()
+                .name("sandlot-io".into())
+                .spawn(move || reactor.run(reaper))
+                .map_err(|e| Error::io("start the reactor thread", e))?
+        };
+        let spawner = Spawner::start(SpawnerConfig {
+            scratch_dir: self.scratch_dir.clone(),
+            range: self.id_range,
+            init_fd,
+        });
+        let spawner = match spawner {
+            Ok(spawner) => spawner,
+            Err(e) => {
+                reactor.stop();
+                let _ = reactor_thread.join();
+                reaper.stop();
+                return Err(e);
+            }
+        };
+        let mut templates = HashMap::new();
+        templates.insert(base.name.clone(), Arc::new(base));
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                ctx,
+                config: self,
+                spawner,
+                reaper: Mutex::new(reaper),
+                reactor_thread: Mutex::new(Some(reactor_thread)),
+                templates: Mutex::new(templates),
+                shut_down: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+/// Which sandboxes [`Runtime::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    states: Vec<State>,
+    metadata: Vec<(String, String)>,
+}
+
+impl ListFilter {
+    pub fn all() -> Self {
+        ListFilter::default()
+    }
+
+    /// Only sandboxes in `state` (several calls: any of them).
+    pub fn state(mut self, state: State) -> Self {
+        self.states.push(state);
+        self
+    }
+
+    /// Only sandboxes whose metadata has `key` = `value` (several: all).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    fn matches(&self, info: &SandboxInfo) -> bool {
+        (self.states.is_empty() || self.states.contains(&info.state))
+            && self
+                .metadata
+                .iter()
+                .all(|(k, v)| info.metadata.get(k) == Some(v))
+    }
+}
+
+struct RuntimeInner {
+    ctx: Arc<RuntimeCtx>,
+    config: RuntimeBuilder,
+    spawner: Spawner,
+    reaper: Mutex<Reaper>,
+    reactor_thread: Mutex<Option<thread::JoinHandle<()>>>,
+    templates: Mutex<HashMap<String, Arc<Template>>>,
+    shut_down: AtomicBool,
+}
+
+/// The in-process sandbox runtime. Clones share one runtime; when the last
+/// clone is dropped (or [`Runtime::shutdown`] is called) every sandbox is
+/// destroyed.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<RuntimeInner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("sandboxes", &self.inner.ctx.table.lock().unwrap().len())
+            .finish()
+    }
+}
+
+fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    process::random_bytes(&mut bytes).map_err(|e| Error::setup("getrandom", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Kills and reaps a child whose setup did not complete.
+struct ChildGuard<'a> {
+    pidfd: Option<&'a OwnedFd>,
+}
+
+impl ChildGuard<'_> {
+    fn disarm(mut self) {
+        self.pidfd = None;
+    }
+}
+
+impl Drop for ChildGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(pidfd) = self.pidfd {
+            let _ = process::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = process::reap_pidfd(pidfd.as_fd(), true);
+        }
+    }
+}
+
+impl Runtime {
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder::default()
+    }
+
+    /// A runtime with default settings.
+    pub fn new() -> Result<Runtime> {
+        RuntimeBuilder::default().build()
+    }
+
+    /// Every lifecycle transition of every sandbox from now on.
+    pub fn events(&self) -> Receiver<LifecycleEvent> {
+        self.inner.ctx.events.subscribe()
+    }
+
+    fn template(&self, name: &str) -> Result<Arc<Template>> {
+        self.inner
+            .templates
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::TemplateNotFound(name.to_string()))
+    }
+
+    /// Creates a sandbox and returns when its init is ready.
+    pub fn create(&self, options: SandboxOptions) -> Result<Sandbox> {
+        if self.inner.shut_down.load(Ordering::SeqCst) {
+            return Err(Error::RuntimeShutDown);
+        }
+        options.validate()?;
+        let template = self.template(&options.template)?;
+        let id = new_id()?;
+        let shared = SandboxShared::new(
+            NewSandbox {
+                hostname: options.hostname.clone().unwrap_or_else(|| id.clone()),
+                id: id.clone(),
+                template_name: options.template.clone(),
+                template: template.clone(),
+                metadata: options.metadata.clone(),
+                env: options.env.clone(),
+                timeout: options.timeout,
+            },
+            self.inner.ctx.clone(),
+        );
+        {
+            let mut table = self.inner.ctx.table.lock().unwrap();
+            if let Some(max) = self.inner.config.max_sandboxes {
+                if table.len() >= max {
+                    drop(table);
+                    let _ =
+                        shared.transition(State::Failed, Reason::Rejected("max_sandboxes".into()));
+                    return Err(Error::QuotaExceeded {
+                        what: "max_sandboxes",
+                        limit: max as u64,
+                    });
+                }
+            }
+            table.insert(id.clone(), shared.clone());
+        }
+        let _ = shared.transition(State::Starting, Reason::Created);
+        match self.start(&shared, template, &options) {
+            Ok(()) => Ok(Sandbox { shared }),
+            Err(e) => {
+                self.inner.ctx.table.lock().unwrap().remove(&id);
+                let _ = shared.transition(State::Error, Reason::SetupFailed(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        shared: &Arc<SandboxShared>,
+        template: Arc<Template>,
+        options: &SandboxOptions,
+    ) -> Result<()> {
+        let launched = self.inner.spawner.launch(CreateJob {
+            id: shared.id.clone(),
+            hostname: shared.hostname.clone(),
+            template,
+            disk_bytes: options.disk,
+            rlimits: vec![(libc::RLIMIT_CORE, 0, 0)],
+        })?;
+        let guard = ChildGuard {
+            pidfd: Some(&launched.pidfd),
+        };
+        control::wait_ready(
+            &shared.id,
+            launched.control.as_fd(),
+            self.inner.config.ready_timeout,
+        )?;
+        let root_path = format!("/proc/{}/root", launched.pid);
+        let root: OwnedFd = fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(&root_path)
+            .map_err(|e| Error::io(format!("open {root_path}"), e))?
+            .into();
+        let tokens = self
+            .inner
+            .ctx
+            .reactor
+            .watch_sandbox(shared, launched.control.as_fd(), launched.pidfd.as_fd())
+            .map_err(|e| Error::setup("watch the sandbox", e))?;
+        guard.disarm();
+        let live = Live {
+            pid: launched.pid,
+            pidfd: launched.pidfd,
+            control: Arc::new(launched.control),
+            root: Arc::new(root),
+            rw: launched.rw,
+            control_token: Some(tokens[0]),
+            init_token: Some(tokens[1]),
+        };
+        shared.set_live(live)?;
+        if let Err(state) = shared.transition(State::Running, Reason::Started) {
+            // Destroyed while starting (runtime shutdown): already torn down.
+            return Err(Error::SandboxNotRunning {
+                id: shared.id.clone(),
+                state,
+            });
+        }
+        let _ = self.inner.ctx.reaper.send(ReaperJob::Deadline(
+            Arc::downgrade(shared),
+            shared.deadline(),
+        ));
+        Ok(())
+    }
+
+    /// A handle to a live sandbox of this runtime.
+    pub fn connect(&self, id: &str) -> Result<Sandbox> {
+        self.inner
+            .ctx
+            .table
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|shared| Sandbox {
+                shared: shared.clone(),
+            })
+            .ok_or_else(|| Error::SandboxNotFound(id.to_string()))
+    }
+
+    /// The sandboxes that match `filter`, oldest first.
+    pub fn list(&self, filter: &ListFilter) -> Vec<SandboxInfo> {
+        let sandboxes: Vec<Arc<SandboxShared>> = self
+            .inner
+            .ctx
+            .table
+            .lock()
+            .unwrap()
+            .values()
+            .cloned()
+            .collect();
+        let mut infos: Vec<SandboxInfo> = sandboxes
+            .into_iter()
+            .map(|shared| Sandbox { shared }.info())
+            .filter(|info| filter.matches(info))
+            .collect();
+        infos.sort_by_key(|info| info.created_at);
+        infos
+    }
+
+    /// Destroys every sandbox and stops the runtime's threads. Idempotent;
+    /// also runs when the last clone of the runtime is dropped.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
+
+impl RuntimeInner {
+    fn shutdown(&self) {
+        if self.shut_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let sandboxes: Vec<Arc<SandboxShared>> =
+            self.ctx.table.lock().unwrap().values().cloned().collect();
+        for sandbox in sandboxes {
+            let _ = sandbox.destroy(Reason::HostShutdown);
+        }
+        self.reaper.lock().unwrap().stop();
+        self.ctx.reactor.stop();
+        if let Some(thread) = self.reactor_thread.lock().unwrap().take() {
+            let _ = thread.join();
+        }
+        self.spawner.stop();
+    }
+}
+
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

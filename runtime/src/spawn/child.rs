@@ -1,0 +1,237 @@
+//! The child's side of the setup sequence, from clone to exec of init.
+//!
+//! Runs in a copy of a multithreaded host: only syscalls, no allocation, no
+//! locks, no unwinding. Any failure sends `(step, errno)` on the control
+//! socket and exits; success ends in `execveat` of init, which closes our
+//! copy of the memfd and keeps the control socket at fd 3.
+//!
+//! The numbered steps mirror ARCHITECTURE.md ("child sequence").
+
+use std::ffi::CStr;
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{chdir, pivot_root, setgroups, setresgid, setresuid, Gid, Uid};
+use sandlot_proto::{encode_setup_failed, CONTROL_FD, GO_BYTES};
+
+use super::plan::{ChildPlan, MaskKind, Step, DEVPTS_OPTIONS, DEV_NULL, EMPTY_DIR_OPTIONS};
+use crate::sys::{fd, process};
+
+/// Reports `step`'s failure to the host and exits. Never returns.
+fn fail(control: RawFd, step: Step, errno: Errno) -> ! {
+    let frame = encode_setup_failed(step as u32, errno as i32);
+    let _ = fd::send_with_fds(fd::borrow(control), &frame, &[], false);
+    process::exit_now(1)
+}
+
+fn try_step(control: RawFd, step: Step, result: Result<(), Errno>) {
+    if let Err(errno) = result {
+        fail(control, step, errno);
+    }
+}
+
+const NO_DATA: Option<&CStr> = None;
+
+/// The child's whole life. Steps in order; see ARCHITECTURE.md.
+pub fn run(plan: &ChildPlan) -> ! {
+    let ctl = plan.control;
+    let _ = nix::unistd::close(plan.host_end);
+
+    // 1. Wait until the host wrote our id maps and placed us in our cgroups.
+    //    EOF means the host died before that: just go.
+    let mut go = [0u8; 1];
+    match nix::unistd::read(fd::borrow(ctl), &mut go) {
+        Ok(1) if go == GO_BYTES => {}
+        Ok(0) => process::exit_now(1),
+        Ok(_) => fail(ctl, Step::WaitGo, Errno::EPROTO),
+        Err(e) => fail(ctl, Step::WaitGo, e),
+    }
+
+    // 2. Become root of the new user namespace, with no supplementary
+    //    groups left over from the host (host root's groups would otherwise
+    //    follow us in).
+    try_step(
+        ctl,
+        Step::SetIds,
+        setgroups(&[])
+            .and_then(|()| setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)))
+            .and_then(|()| setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))),
+    );
+
+    // 3. Die with the spawner thread. Changing ids clears the parent-death
+    //    signal, so arm it only now, then check the host did not already go
+    //    away in between (its end of the control socket would be closed).
+    try_step(
+        ctl,
+        Step::ParentDeath,
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL),
+    );
+    if process::peer_hung_up(fd::borrow(ctl)) {
+        process::exit_now(1);
+    }
+
+    // 4. Our own cgroup namespace, rooted at the cgroups the host just put
+    //    us in: the sandbox sees "/" and no host path.
+    try_step(
+        ctl,
+        Step::CgroupNamespace,
+        unshare(CloneFlags::CLONE_NEWCGROUP),
+    );
+
+    // 5-6. Identity and the network namespace's only interface.
+    try_step(ctl, Step::Hostname, process::set_hostname(&plan.hostname));
+    try_step(ctl, Step::Loopback, process::loopback_up());
+
+    // 7. No mount event of ours may propagate anywhere.
+    try_step(
+        ctl,
+        Step::MakePrivate,
+        mount(
+            NO_DATA,
+            c"/",
+            NO_DATA,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            NO_DATA,
+        ),
+    );
+
+    // 8. The root assembled by the host is locked in this less privileged
+    //    namespace; pivot_root rejects a locked root, a fresh bind is not.
+    try_step(
+        ctl,
+        Step::BindRoot,
+        mount(
+            Some(plan.root.as_c_str()),
+            plan.root.as_c_str(),
+            NO_DATA,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            NO_DATA,
+        ),
+    );
+
+    // 9. A /proc of our pid namespace. Must happen while the host's /proc
+    //    is still visible: the kernel refuses a new proc mount in a
+    //    namespace that has no fully visible one.
+    try_step(
+        ctl,
+        Step::MountProc,
+        mount(
+            Some(c"proc"),
+            plan.proc_dir.as_c_str(),
+            Some(c"proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            NO_DATA,
+        ),
+    );
+
+    // 10. Our own pty namespace.
+    try_step(
+        ctl,
+        Step::MountDevpts,
+        mount(
+            Some(c"devpts"),
+            plan.devpts_dir.as_c_str(),
+            Some(c"devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some(DEVPTS_OPTIONS),
+        ),
+    );
+
+    // 11-12. Switch to the new root and drop every path to the host's.
+    try_step(ctl, Step::PivotRoot, chdir(plan.root.as_c_str()));
+    try_step(ctl, Step::PivotRoot, pivot_root(c".", c"."));
+    try_step(
+        ctl,
+        Step::DetachOldRoot,
+        umount2(c".", MntFlags::MNT_DETACH),
+    );
+    try_step(ctl, Step::DetachOldRoot, chdir(c"/"));
+
+    // 13. Hide kernel knobs, freeze the rest of /proc's writable parts.
+    for (path, kind) in &plan.masks {
+        if let Err(errno) = mask(path, *kind) {
+            // A knob this kernel does not have needs no mask.
+            if errno != Errno::ENOENT {
+                fail(ctl, Step::MaskProc, errno);
+            }
+        }
+    }
+
+    // 14. Resource limits, inherited by init and every command.
+    for &(resource, soft, hard) in &plan.rlimits {
+        try_step(
+            ctl,
+            Step::Rlimits,
+            process::set_rlimit(resource, soft, hard),
+        );
+    }
+
+    // 15. Descriptors: /dev/null on 0-2, the control socket on 3, the init
+    //     memfd on 4 (close-on-exec), nothing else. The host's stdio and
+    //     every stray descriptor it had are gone after this.
+    let ctl = place_descriptors(plan);
+
+    // 16-18. Privileges: no_new_privs (setuid binaries gain nothing).
+    try_step(ctl, Step::NoNewPrivs, process::set_no_new_privs());
+
+    // 19. Become init.
+    let errno = process::exec_fd(INIT_FD, &plan.init_argv, &plan.init_envp);
+    fail(ctl, Step::ExecInit, errno)
+}
+
+const INIT_FD: RawFd = 4;
+
+fn place_descriptors(plan: &ChildPlan) -> RawFd {
+    let ctl = plan.control;
+    let step = |r: Result<RawFd, Errno>| r.unwrap_or_else(|e| fail(ctl, Step::Descriptors, e));
+    let null = step(fd::open(DEV_NULL, libc::O_RDWR));
+    for target in 0..3 {
+        step(fd::dup_to(null, target, false).map(|()| target));
+    }
+    // Move both keepers above the target numbers first, so that placing one
+    // cannot overwrite the other.
+    let ctl_high = step(fd::dup_above(ctl, 10));
+    let init_high = step(fd::dup_above(plan.init_fd, 10));
+    step(fd::dup_to(ctl_high, CONTROL_FD, false).map(|()| CONTROL_FD));
+    step(fd::dup_to(init_high, INIT_FD, true).map(|()| INIT_FD));
+    if let Err(e) = fd::close_from(INIT_FD as u32 + 1) {
+        fail(CONTROL_FD, Step::Descriptors, e);
+    }
+    CONTROL_FD
+}
+
+fn mask(path: &CStr, kind: MaskKind) -> Result<(), Errno> {
+    match kind {
+        MaskKind::Null => mount(Some(DEV_NULL), path, NO_DATA, MsFlags::MS_BIND, NO_DATA),
+        MaskKind::EmptyDir => mount(
+            Some(c"tmpfs"),
+            path,
+            Some(c"tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some(EMPTY_DIR_OPTIONS),
+        ),
+        MaskKind::ReadOnly => {
+            mount(
+                Some(path),
+                path,
+                NO_DATA,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                NO_DATA,
+            )?;
+            mount(
+                NO_DATA,
+                path,
+                NO_DATA,
+                MsFlags::MS_BIND
+                    | MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                NO_DATA,
+            )
+        }
+    }
+}

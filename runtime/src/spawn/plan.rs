@@ -1,0 +1,214 @@
+//! Everything the child needs, computed before the clone: the child of a
+//! multithreaded host may not allocate, so every path is a ready CString,
+//! every pointer array is built, and the child only makes syscalls.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::RawFd;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The child's setup steps, in order. The number travels in
+/// `Event::SetupFailed` so the host can name the failing step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    WaitGo = 1,
+    SetIds,
+    ParentDeath,
+    CgroupNamespace,
+    Hostname,
+    Loopback,
+    MakePrivate,
+    BindRoot,
+    MountProc,
+    MountDevpts,
+    PivotRoot,
+    DetachOldRoot,
+    MaskProc,
+    Rlimits,
+    Descriptors,
+    Capabilities,
+    NoNewPrivs,
+    Seccomp,
+    ExecInit,
+}
+
+impl Step {
+    const ALL: [Step; 19] = [
+        Step::WaitGo,
+        Step::SetIds,
+        Step::ParentDeath,
+        Step::CgroupNamespace,
+        Step::Hostname,
+        Step::Loopback,
+        Step::MakePrivate,
+        Step::BindRoot,
+        Step::MountProc,
+        Step::MountDevpts,
+        Step::PivotRoot,
+        Step::DetachOldRoot,
+        Step::MaskProc,
+        Step::Rlimits,
+        Step::Descriptors,
+        Step::Capabilities,
+        Step::NoNewPrivs,
+        Step::Seccomp,
+        Step::ExecInit,
+    ];
+
+    pub fn from_code(code: u32) -> Option<Step> {
+        Step::ALL.into_iter().find(|s| *s as u32 == code)
+    }
+
+    /// What the step does, for error messages ("pivot_root into the
+    /// sandbox root: EINVAL").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Step::WaitGo => "wait for the host's go-ahead",
+            Step::SetIds => "become root of the user namespace",
+            Step::ParentDeath => "arm the parent-death signal",
+            Step::CgroupNamespace => "unshare the cgroup namespace",
+            Step::Hostname => "set the hostname",
+            Step::Loopback => "bring up the loopback interface",
+            Step::MakePrivate => "make / recursively private",
+            Step::BindRoot => "bind the sandbox root onto itself",
+            Step::MountProc => "mount /proc",
+            Step::MountDevpts => "mount /dev/pts",
+            Step::PivotRoot => "pivot_root into the sandbox root",
+            Step::DetachOldRoot => "detach the old root",
+            Step::MaskProc => "mask /proc",
+            Step::Rlimits => "set resource limits",
+            Step::Descriptors => "close inherited descriptors",
+            Step::Capabilities => "drop capabilities",
+            Step::NoNewPrivs => "set no_new_privs",
+            Step::Seccomp => "install the seccomp filter",
+            Step::ExecInit => "execute init",
+        }
+    }
+}
+
+/// How a /proc path is hidden or frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskKind {
+    /// Bind /dev/null over a file.
+    Null,
+    /// Mount an empty read-only tmpfs over a directory.
+    EmptyDir,
+    /// Bind the path onto itself read-only.
+    ReadOnly,
+}
+
+/// Kernel knobs hidden from or frozen in the sandbox (the set Docker and
+/// crun mask, the one our SECURITY.md lists).
+pub const PROC_MASKS: &[(&str, MaskKind)] = &[
+    ("/proc/kcore", MaskKind::Null),
+    ("/proc/keys", MaskKind::Null),
+    ("/proc/timer_list", MaskKind::Null),
+    ("/proc/sched_debug", MaskKind::Null),
+    ("/proc/latency_stats", MaskKind::Null),
+    ("/proc/timer_stats", MaskKind::Null),
+    ("/proc/acpi", MaskKind::EmptyDir),
+    ("/proc/scsi", MaskKind::EmptyDir),
+    ("/proc/asound", MaskKind::EmptyDir),
+    ("/proc/sys", MaskKind::ReadOnly),
+    ("/proc/irq", MaskKind::ReadOnly),
+    ("/proc/bus", MaskKind::ReadOnly),
+    ("/proc/fs", MaskKind::ReadOnly),
+    ("/proc/sysrq-trigger", MaskKind::ReadOnly),
+];
+
+/// One resource limit: (resource, soft, hard).
+pub type Rlimit = (libc::__rlimit_resource_t, u64, u64);
+
+pub struct ChildPlan {
+    /// The control socket (the child's end), at whatever number it has.
+    pub control: RawFd,
+    /// The host's end, which the child must close first: while the child
+    /// holds a copy, it could not notice the host going away.
+    pub host_end: RawFd,
+    /// The sealed memfd holding init.
+    pub init_fd: RawFd,
+    pub hostname: CString,
+    /// The merged root in the spawner's namespace.
+    pub root: CString,
+    pub proc_dir: CString,
+    pub devpts_dir: CString,
+    pub masks: Vec<(CString, MaskKind)>,
+    pub rlimits: Vec<Rlimit>,
+    _init_args: Vec<CString>,
+    /// NULL-terminated argv of init.
+    pub init_argv: Vec<*const libc::c_char>,
+    /// NULL-terminated (empty) environment of init.
+    pub init_envp: Vec<*const libc::c_char>,
+}
+
+pub const DEVPTS_OPTIONS: &CStr = c"newinstance,ptmxmode=0666,mode=0620,gid=5";
+pub const DEV_NULL: &CStr = c"/dev/null";
+pub const EMPTY_DIR_OPTIONS: &CStr = c"size=0,mode=0555";
+
+fn cstr(text: &str) -> Result<CString> {
+    CString::new(text).map_err(|_| Error::invalid("path", format!("{text:?} contains a NUL byte")))
+}
+
+impl ChildPlan {
+    pub fn new(
+        control: RawFd,
+        host_end: RawFd,
+        init_fd: RawFd,
+        hostname: &str,
+        root: &Path,
+        rlimits: Vec<Rlimit>,
+        sandbox_id: &str,
+    ) -> Result<ChildPlan> {
+        let root_text = root
+            .to_str()
+            .ok_or_else(|| Error::invalid("scratch_dir", "must be valid UTF-8"))?;
+        let init_args = vec![cstr("sandlot-init")?, cstr(sandbox_id)?];
+        let mut init_argv: Vec<*const libc::c_char> =
+            init_args.iter().map(|a| a.as_ptr()).collect();
+        init_argv.push(std::ptr::null());
+        Ok(ChildPlan {
+            control,
+            host_end,
+            init_fd,
+            hostname: cstr(hostname)?,
+            root: cstr(root_text)?,
+            proc_dir: cstr(&format!("{root_text}/proc"))?,
+            devpts_dir: cstr(&format!("{root_text}/dev/pts"))?,
+            masks: PROC_MASKS
+                .iter()
+                .map(|(path, kind)| Ok((cstr(path)?, *kind)))
+                .collect::<Result<_>>()?,
+            rlimits,
+            _init_args: init_args,
+            init_argv,
+            init_envp: vec![std::ptr::null()],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_codes_round_trip_and_are_described() {
+        for step in Step::ALL {
+            assert_eq!(Step::from_code(step as u32), Some(step));
+            assert!(!step.describe().is_empty());
+        }
+        assert_eq!(Step::from_code(0), None);
+        assert_eq!(Step::from_code(999), None);
+    }
+
+    #[test]
+    fn plan_pointer_arrays_are_null_terminated() {
+        let plan =
+            ChildPlan::new(5, 7, 6, "sb", Path::new("/run/sandlot/root"), vec![], "abc").unwrap();
+        assert_eq!(plan.init_argv.len(), 3);
+        assert!(plan.init_argv[2].is_null());
+        assert_eq!(plan.init_envp, vec![std::ptr::null()]);
+        assert_eq!(plan.proc_dir.as_bytes(), b"/run/sandlot/root/proc");
+    }
+}

@@ -1,0 +1,135 @@
+//! Descriptor plumbing: passing stdio descriptors to init with SCM_RIGHTS,
+//! closing everything a child inherited, and duplicating to fixed numbers.
+
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+use super::{check, Errno, SysResult};
+
+/// Most descriptors one control message carries (a command's stdio).
+pub const MAX_FDS: usize = 3;
+
+/// Control-message buffer for up to [`MAX_FDS`] descriptors, aligned for
+/// `cmsghdr` (CMSG_SPACE(3 * 4) = 32 bytes on 64-bit).
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 64]);
+
+/// Sends one datagram carrying `fds` (may be empty) on a SEQPACKET socket.
+/// Retries EINTR; never blocks forever when `nonblocking` is set (then a
+/// full socket buffer is `EAGAIN`).
+pub fn send_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    nonblocking: bool,
+) -> SysResult<()> {
+    if fds.len() > MAX_FDS {
+        return Err(Errno::EINVAL);
+    }
+    let mut cmsg = CmsgBuf([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (no name, no iov, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let bytes = (fds.len() * std::mem::size_of::<RawFd>()) as u32;
+        // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
+        msg.msg_control = cmsg.0.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: msg_control points at `space` (<= 64) aligned bytes, so
+        // the first header and its data area lie inside `cmsg`.
+        unsafe {
+            let hdr = libc::CMSG_FIRSTHDR(&msg);
+            (*hdr).cmsg_level = libc::SOL_SOCKET;
+            (*hdr).cmsg_type = libc::SCM_RIGHTS;
+            (*hdr).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            let data = libc::CMSG_DATA(hdr).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(fd.as_raw_fd());
+            }
+        }
+    }
+    let flags = libc::MSG_NOSIGNAL | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    loop {
+        // SAFETY: `msg` and everything it points to live across the call.
+        let ret = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) };
+        match check(ret as libc::c_long) {
+            Ok(n) if n as usize == data.len() => return Ok(()),
+            Ok(_) => return Err(Errno::EMSGSIZE),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives one datagram. No control buffer is offered, so descriptors a
+/// (possibly compromised) sender attaches are discarded by the kernel and
+/// can never reach the host. Returns `Ok(0)` at end of stream. A datagram
+/// longer than `buf` is an error (`EMSGSIZE`), never silently cut.
+pub fn recv_datagram(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> SysResult<usize> {
+    let flags = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let ret =
+            unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+        match check(ret as libc::c_long) {
+            Ok(n) if n as usize > buf.len() => return Err(Errno::EMSGSIZE),
+            Ok(n) => return Ok(n as usize),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// `close_range(first, u32::MAX, 0)`: closes every descriptor from `first`.
+pub fn close_from(first: u32) -> SysResult<()> {
+    // SAFETY: closing descriptors has no memory-safety impact on this
+    // process: it runs in a child that owns nothing that refers to them.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, 0u32) })?;
+    Ok(())
+}
+
+/// `dup3(old, new, flags)`, for placing a descriptor at a fixed number in
+/// the child. The child is about to exec, so the duplicate's ownership is
+/// handed to the next program.
+pub fn dup_to(old: RawFd, new: RawFd, cloexec: bool) -> SysResult<()> {
+    if old == new {
+        // dup3 refuses equal numbers; only the flag needs setting.
+        let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+        // SAFETY: F_SETFD on a descriptor number only changes its flags.
+        check(unsafe { libc::fcntl(old, libc::F_SETFD, flags) } as libc::c_long)?;
+        return Ok(());
+    }
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 only manipulates the descriptor table.
+    check(unsafe { libc::dup3(old, new, flags) } as libc::c_long)?;
+    Ok(())
+}
+
+/// A close-on-exec duplicate of `fd` numbered at least `min`.
+pub fn dup_above(fd: RawFd, min: RawFd) -> SysResult<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only manipulates the descriptor table.
+    Ok(check(unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) } as libc::c_long)? as RawFd)
+}
+
+/// `open(path, flags)` for the child, which must not allocate.
+pub fn open(path: &std::ffi::CStr, flags: libc::c_int) -> SysResult<RawFd> {
+    // SAFETY: `path` is NUL-terminated and valid for the call.
+    Ok(
+        check(unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) } as libc::c_long)?
+            as RawFd,
+    )
+}
+
+/// Borrows a descriptor number for as long as the process keeps it open.
+/// For the child, whose few descriptors stay open until exec or exit, and
+/// for numbers the caller owns by construction.
+pub fn borrow(raw: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: callers only pass descriptors that stay open for the rest of
+    // the (child) process's life or of the borrow's use.
+    unsafe { BorrowedFd::borrow_raw(raw) }
+}

@@ -1,0 +1,163 @@
+//! The id range a sandbox's user namespace maps to, and the long-lived
+//! "idmap" user namespace that idmapped mounts borrow their mapping from.
+//!
+//! All sandboxes of a runtime share one range (inside 0..count ↔ host
+//! base..base+count). That is safe because nothing else is shared between
+//! them: each has its own pid namespace (no pid of another sandbox can be
+//! named, so none can be signalled or ptraced), its own mount namespace and
+//! writable layer (no file of another sandbox is reachable), and its own
+//! network namespace (no abstract socket is shared). See SECURITY.md.
+
+use std::fs;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use nix::unistd::pipe2;
+
+use crate::error::{Error, Result};
+use crate::sys::{clone, process};
+
+/// Host ids `base..base + count` seen as `0..count` inside every sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdRange {
+    pub base: u32,
+    pub count: u32,
+}
+
+impl Default for IdRange {
+    fn default() -> Self {
+        IdRange {
+            base: 100_000,
+            count: 65_536,
+        }
+    }
+}
+
+impl IdRange {
+    /// The line for /proc/<pid>/uid_map and gid_map.
+    pub fn map_line(&self) -> String {
+        format!("0 {} {}\n", self.base, self.count)
+    }
+
+    /// The host id of `inside`, if the range maps it.
+    pub fn to_host(&self, inside: u32) -> Option<u32> {
+        (inside < self.count).then(|| self.base + inside)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.base == 0 {
+            return Err(Error::invalid(
+                "id_range",
+                "base 0 would make sandbox root host root",
+            ));
+        }
+        if self.count < 65_536 {
+            return Err(Error::invalid(
+                "id_range",
+                format!(
+                    "{} ids are too few: templates use ids up to 65534 (nobody)",
+                    self.count
+                ),
+            ));
+        }
+        if self.base.checked_add(self.count).is_none() {
+            return Err(Error::invalid(
+                "id_range",
+                "base + count overflows a 32-bit id",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Writes the id maps of a process that just entered a new user namespace.
+pub fn write_maps(pid: i32, range: &IdRange) -> Result<()> {
+    let line = range.map_line();
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, &line).map_err(|e| {
+            Error::setup_at(
+                "write id map",
+                path,
+                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A user namespace with `range`'s mapping, kept alive by its descriptor
+/// (for `MOUNT_ATTR_IDMAP`). A short-lived child enters a new user
+/// namespace and waits on a pipe while we write its maps and open its
+/// namespace; closing the pipe lets it exit.
+pub fn idmap_namespace(range: &IdRange) -> Result<OwnedFd> {
+    let (wait_end, release_end) =
+        pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::setup("create idmap pipe", e))?;
+    let release_raw = release_end.as_raw_fd();
+    let child = clone::fork_into(libc::CLONE_NEWUSER as u64, None, || -> std::convert::Infallible {
+        // Our copy of the write end would keep the pipe from ever ending.
+        let _ = nix::unistd::close(release_raw);
+        let mut byte = [0u8; 1];
+        let _ = nix::unistd::read(&wait_end, &mut byte);
+        process::exit_now(0)
+    })
+    .map_err(|e| {
+        if e == nix::errno::Errno::EPERM || e == nix::errno::Errno::EINVAL {
+            Error::Unsupported {
+                feature: "user namespaces",
+                reason: format!(
+                    "clone(CLONE_NEWUSER) failed with {e}; check /proc/sys/user/max_user_namespaces, \
+                     kernel.unprivileged_userns_clone and any AppArmor/SELinux restriction"
+                ),
+            }
+        } else {
+            Error::setup("clone the idmap helper", e)
+        }
+    })?;
+    drop(wait_end);
+    let result = write_maps(child.pid, range).and_then(|()| {
+        let path = format!("/proc/{}/ns/user", child.pid);
+        fs::File::open(&path)
+            .map(OwnedFd::from)
+            .map_err(|e| Error::io(format!("open {path}"), e))
+    });
+    drop(release_end);
+    let _ = process::reap_pidfd(child.pidfd.as_fd(), true);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_range_maps_root_to_an_unprivileged_id() {
+        let range = IdRange::default();
+        assert_eq!(range.map_line(), "0 100000 65536\n");
+        assert_eq!(range.to_host(0), Some(100_000));
+        assert_eq!(range.to_host(65_535), Some(165_535));
+        assert_eq!(range.to_host(65_536), None);
+        range.validate().unwrap();
+    }
+
+    #[test]
+    fn ranges_that_would_leak_host_ids_are_rejected() {
+        assert!(IdRange {
+            base: 0,
+            count: 65_536
+        }
+        .validate()
+        .is_err());
+        assert!(IdRange {
+            base: 100_000,
+            count: 1000
+        }
+        .validate()
+        .is_err());
+        assert!(IdRange {
+            base: u32::MAX - 10,
+            count: 65_536
+        }
+        .validate()
+        .is_err());
+    }
+}
