@@ -15,7 +15,7 @@
 
 use std::fs;
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -136,6 +136,10 @@ impl Layers {
                 .mode(0o755)
                 .create(dir)
                 .map_err(Error::io("create", dir))?;
+            // Not whatever the umask made of it (a `./` entry may still
+            // set the root's own mode).
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+                .map_err(Error::io("chmod", dir))?;
         }
         let digest = &layer.blob.digest;
         let mut blob = source.open_blob(&layer.blob)?;
