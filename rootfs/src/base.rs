@@ -16,7 +16,7 @@ use std::os::unix::fs::{symlink, DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::{Error, HostBind, Template, TemplateConfig};
+use crate::{Error, HostBind, Settings, Template, TemplateConfig, TemplateKind};
 
 pub const BASE_NAME: &str = "base";
 
@@ -130,6 +130,7 @@ pub fn base_from(data_dir: &Path, host_root: &Path) -> Result<Template, Error> {
     let shell = shell(host_root).to_string();
     Ok(Template {
         name: BASE_NAME.into(),
+        kind: TemplateKind::HostBind,
         layers: vec![rootfs],
         binds,
         config: TemplateConfig {
@@ -140,10 +141,13 @@ pub fn base_from(data_dir: &Path, host_root: &Path) -> Result<Template, Error> {
                 ),
                 ("LANG".into(), "C.UTF-8".into()),
             ],
+            cmd: Vec::new(),
+            entrypoint: Vec::new(),
             working_dir: None,
             user: "root".into(),
             shell,
         },
+        settings: Settings::default(),
     })
 }
 

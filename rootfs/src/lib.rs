@@ -2,22 +2,45 @@
 //!
 //! A [`Template`] is a stack of read-only lower directories (overlay order,
 //! uppermost first), host directories bound read-only on top, and the
-//! configuration a sandbox inherits (environment, working directory, user,
-//! shell). Files in lower layers are stored with the ids they have *inside*
-//! the sandbox (root-owned files are owned by host uid 0); the runtime maps
-//! them into each sandbox's id range with an idmapped mount, so no layer is
-//! ever copied or chowned per sandbox.
+//! configuration a sandbox inherits (environment, command, working
+//! directory, user, shell) plus sandlot's own [`Settings`] (default timeout
+//! and limits, a start command, code interpreters). Files in lower layers
+//! are stored with the ids they have *inside* the sandbox (root-owned files
+//! are owned by host uid 0); the runtime maps them into each sandbox's id
+//! range with an idmapped mount, so no layer is ever copied or chowned per
+//! sandbox.
 //!
-//! Kinds today: the host-bind `base` template ([`base`]), built from the
-//! host's /usr plus a small synthesized /etc.
+//! Kinds ([`TemplateKind`]):
+//! - the host-bind `base` template ([`base`]): the host's /usr plus a small
+//!   synthesized /etc;
+//! - a directory holding a root filesystem, used in place as the only layer;
+//! - an OCI image (layout directory or `.tar` of one), imported into a
+//!   content-addressed layer cache.
+//!
+//! [`Store`] is the named registry under a data dir; see its docs for the
+//! on-disk layout.
+
+#![deny(unsafe_code)]
 
 mod base;
+mod config;
+mod dir;
 mod error;
+mod layers;
+mod oci;
+mod store;
+mod sys;
+#[cfg(test)]
+mod tests;
 
 pub use base::{base, base_from, BASE_NAME, USER_ID};
-pub use error::Error;
+pub use config::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand, SETTINGS_LABEL};
+pub use error::{BlobProblem, EntryProblem, Error};
+pub use store::{validate_name, Store, TemplateSummary};
 
 use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
 
 /// A host directory bound read-only into every sandbox of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,25 +51,48 @@ pub struct HostBind {
     pub target: PathBuf,
 }
 
-/// What a sandbox inherits from its template.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a sandbox inherits from its template. For OCI images this comes
+/// from the image config (`Env`, `Cmd`, `Entrypoint`, `WorkingDir`, `User`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateConfig {
     /// `KEY=VALUE` entries every command starts with.
     pub env: Vec<(String, String)>,
+    /// The image's default command (arguments to `entrypoint` if it has one).
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// The image's entrypoint; empty when it has none.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
     /// The working directory of commands that do not name one.
     pub working_dir: Option<String>,
-    /// The user commands run as unless they name one.
+    /// The user commands run as unless they name one: a name or a uid, with
+    /// an optional `:group` (the OCI `User` syntax), resolved in the sandbox.
     pub user: String,
     /// The shell that runs command strings (`shell -c "…"`).
     pub shell: String,
 }
 
+/// Where a template's root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TemplateKind {
+    /// The built-in `base`: host directories bound read-only.
+    HostBind,
+    /// An existing root filesystem directory, used in place.
+    Dir(PathBuf),
+    /// An imported OCI image, by the digest of its manifest.
+    Oci { manifest: String, source: PathBuf },
+}
+
 /// A root filesystem ready to be stacked into a sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Template {
     pub name: String,
-    /// Lower directories, uppermost first.
+    pub kind: TemplateKind,
+    /// Lower directories, uppermost first: the order of overlayfs's
+    /// `lowerdir=` (an OCI image's last layer comes first).
     pub layers: Vec<PathBuf>,
     pub binds: Vec<HostBind>,
     pub config: TemplateConfig,
+    pub settings: Settings,
 }
