@@ -769,7 +769,7 @@ fn v2_host_leaf_and_the_no_internal_processes_rule() {
         // controllers for our subtree
         assert!(during.contains(&format!("0::{v2_own}/{leaf}")), "{during}");
         let own_dir = cg.layout().v2().unwrap().own_dir().unwrap();
-        assert_eq!(own_dir.join(&leaf).join("cgroup.procs").exists(), true);
+        assert!(own_dir.join(&leaf).join("cgroup.procs").exists());
         // a second runtime reuses the leaf and puts its dir beside it
         let cg2 = runtime("leaf2");
         assert!(cg2.dirs()[0].starts_with(&own_dir), "{:?}", cg2.dirs());
@@ -796,5 +796,116 @@ fn v2_host_leaf_and_the_no_internal_processes_rule() {
         assert_eq!(during, before);
         drop(cg);
         assert_eq!(read("/proc/self/cgroup"), before);
+    }
+}
+
+/// A copy of /proc/self's mountinfo and cgroup without the cgroup2
+/// hierarchy: the library then sees a pure-v1 machine.
+struct V1View(PathBuf);
+
+impl V1View {
+    fn new() -> V1View {
+        let base = std::env::temp_dir().join(format!("cgtest-v1view-{}", std::process::id()));
+        let dir = base.join("self");
+        std::fs::create_dir_all(&dir).unwrap();
+        let view = V1View(base);
+        let mountinfo: String = read("/proc/self/mountinfo")
+            .lines()
+            .filter(|l| !l.contains(" - cgroup2 "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cgroup: String = read("/proc/self/cgroup")
+            .lines()
+            .filter(|l| !l.starts_with("0::"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(dir.join("mountinfo"), mountinfo).unwrap();
+        std::fs::write(dir.join("cgroup"), cgroup).unwrap();
+        view
+    }
+}
+
+impl Drop for V1View {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn pure_v1_path_freezer_and_kill_fallback() {
+    let _g = shared();
+    if !read("/proc/self/mountinfo").contains(" - cgroup cgroup ") {
+        // the v2 guest: no v1 hierarchy exists to exercise; the hybrid host
+        // runs this path
+        eprintln!("no cgroup v1 hierarchies on this machine: the v1 path runs on the hybrid host");
+        assert!(
+            Cgroups::new(&CgroupConfig::default(), &runtime_name("v1none"))
+                .unwrap()
+                .layout()
+                .kind()
+                == Kind::V2
+        );
+        return;
+    }
+    let _t = timing();
+    let view = V1View::new();
+    let cfg = CgroupConfig {
+        proc_root: view.0.join("self"),
+        ..CgroupConfig::default()
+    };
+    let cg = Cgroups::new(&cfg, &runtime_name("v1")).unwrap();
+    assert_eq!(cg.layout().kind(), Kind::V1);
+    assert_eq!(
+        cg.layout().version_of(Controller::Freezer),
+        Some(Version::V1)
+    );
+    assert!(!cg.layout().has_kill());
+    assert!(
+        cg.dirs()
+            .iter()
+            .any(|d| d.starts_with("/sys/fs/cgroup/freezer")),
+        "{:?}",
+        cg.dirs()
+    );
+    assert!(!cg
+        .dirs()
+        .iter()
+        .any(|d| d.starts_with("/sys/fs/cgroup/unified")));
+
+    let sb = cg.create("sb-v1", &Limits::default()).unwrap();
+    assert!(sb.v2_dir_fd().is_none());
+    let mut child = Helper::spawn("spin");
+    sb.attach(child.pid(), false).unwrap();
+    child.go();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let t = Instant::now();
+    sb.freeze().unwrap();
+    eprintln!("v1 freeze took {:?}", t.elapsed());
+    assert!(sb.is_frozen());
+    let u0 = sb.stats().unwrap().cpu_usage_ns;
+    std::thread::sleep(Duration::from_millis(300));
+    let u1 = sb.stats().unwrap().cpu_usage_ns;
+    assert!(
+        u1 - u0 < 5_000_000,
+        "frozen, yet {} ns of cpu were used",
+        u1 - u0
+    );
+    sb.thaw().unwrap();
+    assert!(!sb.is_frozen());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(sb.stats().unwrap().cpu_usage_ns - u1 > 50_000_000);
+
+    // no cgroup.kill: the caller is told, and dropping the sandbox still
+    // kills what is inside (signals) and removes every dir
+    assert!(!sb.kill().unwrap());
+    let paths = sb.paths();
+    drop(sb);
+    assert_eq!(
+        child.wait(Duration::from_secs(5)).signal(),
+        Some(libc::SIGKILL)
+    );
+    for p in &paths {
+        assert!(!p.exists(), "{} left behind", p.display());
     }
 }

@@ -117,6 +117,15 @@ impl Default for CgroupConfig {
     }
 }
 
+/// A fresh runtime name, `sandlot-<pid>-<n>`: unique within this process
+/// and recognisable by [`Cgroups::remove_leftovers`] once the process is
+/// gone.
+pub fn unique_runtime_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("sandlot-{}-{n}", std::process::id())
+}
+
 /// The runtime's dir in one hierarchy.
 #[derive(Debug)]
 struct RuntimeDir {
@@ -840,6 +849,14 @@ mod tests {
         assert_eq!(leftover_pid("sandlot-x-1"), None);
         assert_eq!(leftover_pid("other-123-0"), None);
         assert_eq!(leftover_pid("sandlot-host-"), None);
+    }
+
+    #[test]
+    fn runtime_names_are_unique_and_recognisable() {
+        let (a, b) = (unique_runtime_name(), unique_runtime_name());
+        assert_ne!(a, b);
+        assert_eq!(leftover_pid(&a), Some(std::process::id()));
+        assert!(check_name(&a).is_ok());
     }
 
     #[test]
