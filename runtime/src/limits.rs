@@ -10,6 +10,8 @@
 //! | `disk` | the size of the sandbox's tmpfs upper dir |
 //! | `open_files`, `max_file_size` | rlimits (`RLIMIT_NOFILE`, `RLIMIT_FSIZE`) set in the child |
 
+#![deny(unsafe_code)]
+
 use std::fs;
 
 use thiserror::Error;

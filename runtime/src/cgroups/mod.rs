@@ -60,6 +60,8 @@
 //! Its parsing helpers are not injectable either, so this module uses none
 //! of it: a few hundred lines of plain file I/O on directory fds.
 
+#![deny(unsafe_code)]
+
 mod error;
 mod files;
 mod layout;
