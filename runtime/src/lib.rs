@@ -17,11 +17,13 @@
 
 #![deny(unsafe_code)]
 
+pub mod cgroups;
 mod commands;
 mod control;
 mod error;
 mod init_binary;
 pub mod lifecycle;
+pub mod limits;
 mod mounts;
 mod options;
 mod reactor;
@@ -40,6 +42,7 @@ pub use commands::{
 pub use error::{Error, Result};
 pub use init_binary::INIT_BINARY;
 pub use lifecycle::{LifecycleEvent, Reason, State};
+pub use limits::{Limits, LimitsError};
 pub use options::{SandboxOptions, DEFAULT_DISK, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use runtime::{ListFilter, Runtime, RuntimeBuilder};
 pub use sandbox::{Sandbox, SandboxInfo};
