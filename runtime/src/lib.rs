@@ -1,1 +1,7 @@
+#![deny(unsafe_code)]
+
+pub mod caps;
+#[allow(unsafe_code)]
+mod sys;
+
 pub const INIT: &[u8] = include_bytes!(env!("SANDLOT_INIT_PATH"));
