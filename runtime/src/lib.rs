@@ -1,6 +1,7 @@
 #![deny(unsafe_code)]
 
 pub mod caps;
+pub mod seccomp;
 #[allow(unsafe_code)]
 mod sys;
 

@@ -9,6 +9,7 @@
 //! `(step, errno)` frame.
 
 pub(crate) mod caps;
+pub(crate) mod seccomp;
 
 #[cfg(test)]
 pub(crate) mod testing;
