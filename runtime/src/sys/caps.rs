@@ -242,4 +242,33 @@ mod tests {
         assert_eq!(field(&status, "CapBnd"), plan.keep_mask());
         assert_eq!(field(&status, "NoNewPrivs"), 1);
     }
+
+    #[test]
+    fn full_child_sequence_then_exec() {
+        // The runtime's order: caps, no_new_privs, seccomp (which needs no
+        // CAP_SYS_ADMIN once no_new_privs is set), exec.
+        require_root("full_child_sequence_then_exec");
+        let _lock = fork_lock();
+        let plan = plan();
+        let seccomp = crate::seccomp::SeccompProfile::default()
+            .compile_native()
+            .unwrap();
+        let (outcome, _) = in_child_with_output(|_| {
+            if plan.apply().is_err() {
+                return 21;
+            }
+            if crate::caps::set_no_new_privs().is_err() {
+                return 22;
+            }
+            if seccomp.install().is_err() {
+                return 23;
+            }
+            let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+            let envp = [std::ptr::null()];
+            // SAFETY: null-terminated arrays of valid C strings.
+            unsafe { libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+            24
+        });
+        assert_eq!(outcome, Outcome::Exited(0));
+    }
 }

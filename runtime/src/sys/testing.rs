@@ -62,6 +62,11 @@ pub(crate) fn in_child_with_output(f: impl FnOnce(&OwnedFd) -> i32) -> (Outcome,
     (wait(pid), output)
 }
 
+/// [`in_child_with_output`] without the output.
+pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Outcome {
+    in_child_with_output(|_| f()).0
+}
+
 /// Waits for `pid` and decodes its status.
 pub(crate) fn wait(pid: libc::pid_t) -> Outcome {
     let mut status = 0;
@@ -80,6 +85,34 @@ pub(crate) fn wait(pid: libc::pid_t) -> Outcome {
         Outcome::Signaled(libc::WTERMSIG(status))
     } else {
         panic!("unexpected wait status {status:#x}")
+    }
+}
+
+/// A raw system call with integer arguments; `Ok(return value)` or
+/// `Err(errno)`.
+///
+/// # Safety
+///
+/// The caller must make sure the call is sound for these arguments: any
+/// pointer passed must be valid for what the system call does with it, and
+/// the call must not break invariants the Rust runtime relies on (unmapping
+/// memory, closing fds owned elsewhere, ...).
+pub(crate) unsafe fn raw_syscall(nr: libc::c_long, args: [u64; 6]) -> Result<i64, i32> {
+    // SAFETY: forwarded to the caller's contract.
+    let rc = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) };
+    if rc == -1 {
+        Err(super::errno())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Maps a system call result to an exit code: 0 for success, the errno
+/// otherwise.
+pub(crate) fn exit_code(result: Result<i64, i32>) -> i32 {
+    match result {
+        Ok(_) => 0,
+        Err(errno) => errno,
     }
 }
 
