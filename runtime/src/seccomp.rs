@@ -784,20 +784,17 @@ impl SeccompProfile {
         self
     }
 
-    /// Denies every call of `syscall` with `EPERM`.
+    /// Denies every call of `syscall` with `EPERM`, replacing the rules
+    /// that named it.
     pub fn deny(self, syscall: impl Into<Cow<'static, str>>) -> Self {
-        self.with_rule(SyscallRule::new(
-            syscall,
-            ArgMatch::Always,
-            EPERM,
-            "denied by the caller",
-        ))
+        self.deny_with_errno(syscall, libc::EPERM)
     }
 
-    /// Fails every call of `syscall` with `errno`; overrides an errno of the
-    /// default profile for the same call.
+    /// Fails every call of `syscall` with `errno`, replacing the rules that
+    /// named it (so it also overrides the default's `ENOSYS` for `clone3`).
     pub fn deny_with_errno(self, syscall: impl Into<Cow<'static, str>>, errno: i32) -> Self {
-        self.with_rule(SyscallRule::new(
+        let syscall = syscall.into();
+        self.without(&syscall).with_rule(SyscallRule::new(
             syscall,
             ArgMatch::Always,
             Action::Errno(errno),

@@ -660,15 +660,30 @@ fn callers_can_extend_override_and_remove() {
         let profile = SeccompProfile::default()
             .deny("chroot")
             .deny_with_errno("ptrace", libc::EACCES)
+            .deny("clone3")
             .without("io_uring_setup");
         let compiled = profile.compile(arch).unwrap();
         assert_eq!(compiled.programs().len(), 3);
         assert_eq!(call(&compiled, "chroot", &[]), EPERM);
-        // The EACCES program is installed last, so it wins over EPERM.
         assert_eq!(call(&compiled, "ptrace", &[]), Verdict::Errno(libc::EACCES));
+        assert_eq!(call(&compiled, "clone3", &[]), EPERM);
+        assert_eq!(call(&compiled, "sched_setattr", &[]), ENOSYS);
         assert_eq!(call(&compiled, "io_uring_setup", &[]), Verdict::Allow);
         assert_eq!(call(&compiled, "io_uring_enter", &[]), EPERM);
         assert_eq!(call(&compiled, "mount", &[]), EPERM);
+
+        // Rules added with with_rule keep the others: between two errno
+        // programs, the one whose action first appears later wins.
+        let stacked = SeccompProfile::default()
+            .with_rule(SyscallRule::new(
+                "ptrace",
+                ArgMatch::Always,
+                Action::Errno(libc::EACCES),
+                "test",
+            ))
+            .compile(arch)
+            .unwrap();
+        assert_eq!(call(&stacked, "ptrace", &[]), Verdict::Errno(libc::EACCES));
 
         // A replacement profile only has its own rules.
         let replaced = SeccompProfile::from_rules(vec![SyscallRule::new(
