@@ -17,6 +17,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod caps;
 pub mod cgroups;
 mod commands;
 mod control;
@@ -29,6 +30,7 @@ mod options;
 mod reactor;
 mod runtime;
 mod sandbox;
+pub mod seccomp;
 mod spawn;
 #[allow(unsafe_code)]
 mod sys;

@@ -1,15 +1,20 @@
 //! The only place in the runtime with `unsafe` code: thin wrappers over
 //! syscalls that neither std nor nix expose the way sandlot needs them.
 //!
-//! Wrappers return `nix::errno::Errno` and never allocate, so the child of a
-//! multithreaded host may call them between clone and exec (see
-//! `spawn::child`). Each unsafe block says why it is sound.
+//! Everything here may run in the child of a multithreaded host between
+//! `clone` and `execve`: no allocation, no locks, no panics. Each unsafe
+//! block says why it is sound.
 
+pub(crate) mod caps;
 pub mod clone;
 pub mod fd;
 pub mod mount;
 pub mod process;
 pub mod resolve;
+pub(crate) mod seccomp;
+
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use nix::errno::Errno;
 
@@ -23,4 +28,9 @@ fn check(ret: libc::c_long) -> SysResult<libc::c_long> {
     } else {
         Ok(ret)
     }
+}
+
+/// The calling thread's `errno`, raw (for wrappers that report `Err(i32)`).
+fn errno() -> i32 {
+    Errno::last_raw()
 }
