@@ -326,20 +326,60 @@ pub fn drain_signalfd(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// The kernel's `struct sigaction` (not glibc's, which is laid out
+/// differently and refuses the signals glibc reserves, 32 and 33).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    restorer: usize,
+    mask: u64,
+}
+
+/// `rt_sigaction(signal, act, old)` straight to the kernel; 0 or -1.
+///
+/// # Safety
+/// `act` must be null or point to a valid action whose handler is SIG_DFL
+/// or SIG_IGN; `old` must be null or writable.
+unsafe fn rt_sigaction(
+    signal: c_int,
+    act: *const KernelSigaction,
+    old: *mut KernelSigaction,
+) -> libc::c_long {
+    // SAFETY: per this function's contract; the kernel reads/writes one
+    // struct through each non-null pointer. The last argument is the size
+    // of the kernel's sigset_t (64 signals).
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            act,
+            old,
+            mem::size_of::<u64>(),
+        )
+    }
+}
+
 /// The signals (bit `n - 1` for signal `n`) whose disposition is not
 /// `SIG_DFL` right now. A command must start with default dispositions, and
-/// `SIG_IGN` survives exec; the Rust runtime ignores SIGPIPE, for one.
+/// `SIG_IGN` survives exec: the Rust runtime ignores SIGPIPE, and whatever
+/// started us may have ignored others (even glibc's reserved 32 and 33).
 pub fn non_default_dispositions() -> u64 {
     let mut mask = 0u64;
     for signal in 1..=64 {
-        let mut old = MaybeUninit::<libc::sigaction>::uninit();
-        // SAFETY: with a null new action sigaction only writes the old one.
-        if unsafe { libc::sigaction(signal, ptr::null(), old.as_mut_ptr()) } == 0 {
-            // SAFETY: sigaction succeeded, so it initialised `old`.
-            let old = unsafe { old.assume_init() };
-            if old.sa_sigaction != libc::SIG_DFL {
-                mask |= 1 << (signal - 1);
-            }
+        let mut old = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: a null action only reads the current one into `old`.
+        if unsafe { rt_sigaction(signal, ptr::null(), &mut old) } == 0
+            && old.handler != libc::SIG_DFL
+        {
+            mask |= 1 << (signal - 1);
         }
     }
     mask
@@ -538,11 +578,19 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 fn child_run(ctx: &ChildCtx) -> c_int {
     // 1. Default dispositions and an empty mask: ignored signals survive
     //    exec, and a blocked mask would be inherited by the command.
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+        restorer: 0,
+        mask: 0,
+    };
     for signal in 1..=64 {
         if ctx.reset_signals & (1 << (signal - 1)) != 0 {
-            // SAFETY: SIG_DFL touches no memory of ours; errors (for the
-            // signals glibc reserves) leave that disposition as it was.
-            unsafe { libc::signal(signal, libc::SIG_DFL) };
+            // SAFETY: installs SIG_DFL from a valid action on our stack.
+            if unsafe { rt_sigaction(signal, &default, ptr::null_mut()) } != 0 {
+                return errno();
+            }
         }
     }
     let empty = SigSet::empty();
