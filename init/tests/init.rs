@@ -21,7 +21,7 @@ fn require_root() {
 
 #[test]
 fn ready_arrives_first_with_the_protocol_version() {
-    let init = Init::launch(std::process::Command::new(INIT));
+    let init = Init::launch(std::process::Command::new(init_binary()));
     assert_eq!(
         init.event(),
         Event::Ready {

@@ -21,6 +21,12 @@ use sandlot_proto::{
 
 pub const INIT: &str = env!("CARGO_BIN_EXE_sandlot-init");
 
+/// The binary under test: `SANDLOT_INIT` names another build (say, the
+/// static one from the `init` profile), else the one cargo built for tests.
+pub fn init_binary() -> String {
+    std::env::var("SANDLOT_INIT").unwrap_or_else(|_| INIT.to_owned())
+}
+
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -43,7 +49,7 @@ impl Init {
     /// Starts init as a plain child process (a subreaper, not PID 1) and
     /// waits for its `Ready`.
     pub fn start() -> Init {
-        let mut init = Init::launch(Command::new(INIT));
+        let mut init = Init::launch(Command::new(init_binary()));
         init.expect_ready();
         init
     }
@@ -52,7 +58,7 @@ impl Init {
     /// makes the namespace; `--kill-child` ties init's life to unshare's).
     pub fn start_as_pid1() -> Init {
         let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--fork", "--kill-child", INIT]);
+        cmd.args(["--pid", "--fork", "--kill-child", &init_binary()]);
         let mut init = Init::launch(cmd);
         init.expect_ready();
         init
