@@ -401,6 +401,41 @@ fn host_fd(init: &Init) -> libc::c_int {
 }
 
 #[test]
+fn a_slow_host_loses_no_events_even_if_the_socket_came_non_blocking() {
+    // Far more events than the socket buffer holds (about 280 small
+    // datagrams): init must block in send, not drop events or give up.
+    const N: u64 = 300;
+    let mut init = Init::launch_with(std::process::Command::new(init_binary()), true);
+    init.expect_ready();
+    std::thread::scope(|s| {
+        let init = &init;
+        s.spawn(move || {
+            for id in 0..N {
+                init.send(&Request::Spawn(command(id, &["true"])), &[]);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        let (mut spawned, mut exited) = (vec![false; N as usize], vec![false; N as usize]);
+        for _ in 0..2 * N {
+            match init.event() {
+                Event::Spawned { id, .. } => {
+                    assert!(!exited[id as usize], "Exited before Spawned for {id}");
+                    spawned[id as usize] = true;
+                }
+                Event::Exited { id, status, .. } => {
+                    assert!(spawned[id as usize], "Exited before Spawned for {id}");
+                    assert_eq!(status, Status::Exited(0));
+                    exited[id as usize] = true;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(exited.iter().all(|&e| e));
+    });
+    init.expect_quiet();
+}
+
+#[test]
 fn a_spawn_reusing_a_running_id_is_refused() {
     let init = Init::start();
     init.spawn(command(1, &["sleep", "100"]), &[]);

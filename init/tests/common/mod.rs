@@ -68,8 +68,19 @@ impl Init {
     /// /dev/null and an empty environment, like the runtime does. Stray
     /// inherited descriptors (this machine has some) are left open on purpose:
     /// init must keep them from its commands.
-    pub fn launch(mut cmd: Command) -> Init {
+    pub fn launch(cmd: Command) -> Init {
+        Init::launch_with(cmd, false)
+    }
+
+    /// [`Init::launch`], optionally with init's end of the socket in
+    /// non-blocking mode (init must cope with whatever it is handed).
+    pub fn launch_with(mut cmd: Command, nonblocking: bool) -> Init {
         let (ours, theirs) = socketpair();
+        if nonblocking {
+            // SAFETY: F_SETFL on a descriptor we own.
+            check(unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) })
+                .expect("O_NONBLOCK");
+        }
         let fd = theirs.as_raw_fd();
         cmd.env_clear()
             .stdin(Stdio::null())
