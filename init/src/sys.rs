@@ -327,14 +327,25 @@ pub fn drain_signalfd(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// The kernel's `struct sigaction` (not glibc's, which is laid out
-/// differently and refuses the signals glibc reserves, 32 and 33).
+/// differently and refuses the signals glibc reserves, 32 and 33). This is
+/// its layout on the architectures with `SA_RESTORER`.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("KernelSigaction: check the kernel's struct sigaction for this architecture");
 #[repr(C)]
 struct KernelSigaction {
     handler: usize,
     flags: libc::c_ulong,
-    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     restorer: usize,
     mask: u64,
+}
+
+impl KernelSigaction {
+    const DEFAULT: KernelSigaction = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
 }
 
 /// `rt_sigaction(signal, act, old)` straight to the kernel; 0 or -1.
@@ -368,13 +379,7 @@ unsafe fn rt_sigaction(
 pub fn non_default_dispositions() -> u64 {
     let mut mask = 0u64;
     for signal in 1..=64 {
-        let mut old = KernelSigaction {
-            handler: 0,
-            flags: 0,
-            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-            restorer: 0,
-            mask: 0,
-        };
+        let mut old = KernelSigaction::DEFAULT;
         // SAFETY: a null action only reads the current one into `old`.
         if unsafe { rt_sigaction(signal, ptr::null(), &mut old) } == 0
             && old.handler != libc::SIG_DFL
@@ -578,13 +583,7 @@ extern "C" fn child_main(arg: *mut c_void) -> c_int {
 fn child_run(ctx: &ChildCtx) -> c_int {
     // 1. Default dispositions and an empty mask: ignored signals survive
     //    exec, and a blocked mask would be inherited by the command.
-    let default = KernelSigaction {
-        handler: libc::SIG_DFL,
-        flags: 0,
-        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        restorer: 0,
-        mask: 0,
-    };
+    let default = KernelSigaction::DEFAULT;
     for signal in 1..=64 {
         if ctx.reset_signals & (1 << (signal - 1)) != 0 {
             // SAFETY: installs SIG_DFL from a valid action on our stack.
