@@ -117,14 +117,19 @@ pub fn start(
         reset_signals,
     };
     let pid = sys::clone_exec(&spec).map_err(errno)?;
-    // Our copies go now: the child's write end must be the last one for its
-    // exec to show as end of file, and the stdio belongs to the command.
+    // The stdio belongs to the command now.
     drop(report_write);
     drop(stdio);
 
+    // clone_exec returns only once the child has exec'd past the point of
+    // no return, or has written its errno and exited: whatever it reported
+    // is in the pipe already. So an empty pipe (EAGAIN) means success, and
+    // nothing waits for the new program to close its copy of the write end
+    // (which, with both cores busy, can take as long as the program runs).
     let mut report = [0u8; 4];
     match sys::read(report_read.as_fd(), &mut report) {
         Ok(0) => Ok(pid),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(pid),
         Ok(4) => {
             reap_failed(pid);
             Err(i32::from_ne_bytes(report))

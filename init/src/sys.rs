@@ -127,11 +127,11 @@ pub fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// A close-on-exec pipe: (read end, write end).
+/// A close-on-exec, non-blocking pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
     // SAFETY: pipe2 writes two descriptors into the two-element array.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
     // SAFETY: pipe2 succeeded, so both are fresh descriptors owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
@@ -430,7 +430,7 @@ pub struct ExecSpec<'a> {
     /// descriptor at that number (`/dev/null`, opened by the runtime).
     pub stdio: [Option<BorrowedFd<'a>>; 3],
     /// Write end of a close-on-exec pipe: the child writes its errno there
-    /// if a step fails; end of file means the exec succeeded.
+    /// if a step fails, then exits.
     pub report: BorrowedFd<'a>,
     /// Signals to reset to `SIG_DFL` (see [`non_default_dispositions`]).
     pub reset_signals: u64,
@@ -512,8 +512,9 @@ fn pointers(strings: &[CString]) -> Vec<*const c_char> {
 }
 
 /// Starts a child with `clone(CLONE_VM | CLONE_VFORK)` that applies `spec`
-/// and execs. Returns its pid once it has exec'd or failed (read the report
-/// pipe to know which).
+/// and execs. Returns its pid once the child has exec'd past the point of no
+/// return, or has failed: then its errno is in the report pipe already (the
+/// kernel releases a vfork parent only at exec's mm switch or at exit).
 ///
 /// The child shares our memory until exec, like `vfork`, so starting it
 /// costs no page-table copy; unlike a bare `vfork` call it runs a separate
