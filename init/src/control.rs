@@ -1,0 +1,149 @@
+//! The control socket to the host: one request per datagram in, one event
+//! per datagram out. Anything malformed is dropped here, with every
+//! descriptor that came with it, so the loop only sees requests it can serve.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use sandlot_proto::{Event, Request, Spawn, StdioMask, MAX_MESSAGE};
+
+use crate::sys;
+
+/// What one read of the control socket produced.
+pub enum Incoming {
+    /// A well-formed request. For a spawn, `fds` are its stdio descriptors
+    /// (as many as its mask says, in order stdin, stdout, stderr); for
+    /// anything else it is empty.
+    Request(Request, Vec<OwnedFd>),
+    /// A spawn that cannot be served as sent (truncated, undecodable, wrong
+    /// descriptors): answer `SpawnFailed { id, errno: EINVAL }`.
+    BadSpawn(u64),
+    /// Not a valid request, and no spawn id to answer to: dropped.
+    Malformed,
+    /// Nothing was queued after all.
+    Nothing,
+    /// The host closed its end, or the socket failed: nobody to serve.
+    HostGone,
+}
+
+pub struct Control {
+    sock: OwnedFd,
+    /// One datagram at a time. Allocated once; pages the kernel never
+    /// writes stay untouched and cost no memory.
+    buf: Vec<u8>,
+}
+
+impl Control {
+    pub fn new(sock: OwnedFd) -> Control {
+        Control {
+            sock,
+            buf: vec![0; MAX_MESSAGE],
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+
+    /// Reads one datagram without blocking. Descriptors that are not handed
+    /// on in `Incoming::Request` are closed before this returns.
+    pub fn receive(&mut self) -> Incoming {
+        let got = match sys::recv_with_fds(self.sock.as_fd(), &mut self.buf) {
+            Ok(Some(got)) => got,
+            Ok(None) => return Incoming::Nothing,
+            Err(_) => return Incoming::HostGone,
+        };
+        // A SEQPACKET read of 0 bytes is either end of file or an empty
+        // datagram; only the socket's state tells them apart.
+        if got.len == 0 && sys::peer_gone(self.sock.as_fd()) {
+            return Incoming::HostGone;
+        }
+        let bytes = &self.buf[..got.len.min(self.buf.len())];
+        if got.truncated {
+            return reject(bytes);
+        }
+        match Request::decode(bytes) {
+            Ok(Request::Spawn(spawn)) if !stdio_matches(&spawn, got.fds.len()) => {
+                Incoming::BadSpawn(spawn.id)
+            }
+            Ok(request @ Request::Spawn(_)) => Incoming::Request(request, got.fds),
+            Ok(request) if got.fds.is_empty() => Incoming::Request(request, Vec::new()),
+            Ok(_) => Incoming::Malformed,
+            Err(_) => reject(bytes),
+        }
+    }
+
+    /// Sends one event, blocking until the kernel takes it. An error means
+    /// the host is gone.
+    pub fn send(&self, event: &Event) -> io::Result<()> {
+        sys::send(self.sock.as_fd(), &event.encode())
+    }
+}
+
+/// A spawn must carry exactly the descriptors its mask declares, and the
+/// mask may name no stream this init does not know.
+fn stdio_matches(spawn: &Spawn, fds: usize) -> bool {
+    spawn.stdio.0 & !StdioMask::ALL.0 == 0 && spawn.stdio.count() == fds
+}
+
+/// A datagram that did not decode: if it starts like a spawn, its id is
+/// known and the host is told; anything else is dropped.
+fn reject(bytes: &[u8]) -> Incoming {
+    match spawn_id(bytes) {
+        Some(id) => Incoming::BadSpawn(id),
+        None => Incoming::Malformed,
+    }
+}
+
+/// The id of a (possibly truncated or corrupt) spawn request: per the
+/// protocol's encoding, the tag byte is followed by the id as a
+/// little-endian u64. The tag itself is taken from the protocol's own
+/// encoder rather than copied here.
+fn spawn_id(bytes: &[u8]) -> Option<u64> {
+    let spawn_tag = Request::Spawn(Spawn {
+        id: 0,
+        argv: Vec::new(),
+        env: Vec::new(),
+        cwd: Vec::new(),
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+        stdio: StdioMask(0),
+    })
+    .encode()[0];
+    if bytes.first() != Some(&spawn_tag) {
+        return None;
+    }
+    let id = bytes.get(1..9)?.try_into().ok()?;
+    Some(u64::from_le_bytes(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spawn_id_is_read_from_a_cut_spawn_only() {
+        let spawn = Request::Spawn(Spawn {
+            id: 0x0102_0304_0506_0708,
+            argv: vec![b"true".to_vec()],
+            env: Vec::new(),
+            cwd: b"/".to_vec(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            stdio: StdioMask(0),
+        })
+        .encode();
+        assert_eq!(spawn_id(&spawn[..9]), Some(0x0102_0304_0506_0708));
+        assert_eq!(spawn_id(&spawn[..8]), None);
+        let signal = Request::Signal {
+            id: 1,
+            signal: 9,
+            group: false,
+        }
+        .encode();
+        assert_eq!(spawn_id(&signal), None);
+        assert_eq!(spawn_id(&[]), None);
+    }
+}

@@ -1,0 +1,185 @@
+//! The process tree below init: which pids are commands, collecting every
+//! child that ends, and signalling everything at once.
+
+use std::io;
+
+use sandlot_proto::{Event, Status, Usage};
+
+use crate::sys;
+
+/// The commands whose leader has not been reaped yet. A pid stays ours until
+/// we reap it, so signalling a pid (or its process group) found here can
+/// never hit a recycled pid.
+#[derive(Default)]
+pub struct Commands {
+    running: Vec<(u64, i32)>,
+}
+
+impl Commands {
+    pub fn insert(&mut self, id: u64, pid: i32) {
+        self.running.push((id, pid));
+    }
+
+    pub fn pid_of(&self, id: u64) -> Option<i32> {
+        self.running
+            .iter()
+            .find(|&&(i, _)| i == id)
+            .map(|&(_, pid)| pid)
+    }
+
+    fn take(&mut self, pid: i32) -> Option<u64> {
+        let at = self.running.iter().position(|&(_, p)| p == pid)?;
+        Some(self.running.swap_remove(at).0)
+    }
+}
+
+/// Reaps every child that has ended. Commands are reported to `send` as
+/// `Exited`; orphans that were reparented to us go silently. Returns the
+/// first send error (the host is gone).
+pub fn reap(
+    commands: &mut Commands,
+    mut send: impl FnMut(&Event) -> io::Result<()>,
+) -> io::Result<()> {
+    // __WALL: also children whose exit signal is not SIGCHLD.
+    while let Ok(Some(child)) = sys::wait4(-1, libc::WNOHANG | libc::__WALL) {
+        if let Some(id) = commands.take(child.pid) {
+            send(&Event::Exited {
+                id,
+                pid: child.pid,
+                status: status(child.status),
+                usage: usage(&child.usage),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn status(raw: i32) -> Status {
+    if libc::WIFSIGNALED(raw) {
+        Status::Signaled {
+            signal: libc::WTERMSIG(raw),
+            core_dumped: libc::WCOREDUMP(raw),
+        }
+    } else {
+        Status::Exited(libc::WEXITSTATUS(raw))
+    }
+}
+
+fn usage(ru: &libc::rusage) -> Usage {
+    let micros =
+        |tv: libc::timeval| (tv.tv_sec.max(0) as u64) * 1_000_000 + tv.tv_usec.max(0) as u64;
+    Usage {
+        user_micros: micros(ru.ru_utime),
+        system_micros: micros(ru.ru_stime),
+        // Linux reports ru_maxrss in KiB already.
+        max_rss_kib: ru.ru_maxrss.max(0) as u64,
+    }
+}
+
+/// Who "everything but init" is.
+#[derive(Clone, Copy)]
+pub enum Scope {
+    /// We are PID 1 of our pid namespace: `kill(-1)` reaches exactly every
+    /// other process in it.
+    Namespace,
+    /// We are not PID 1 (tests): `kill(-1)` would reach the whole machine,
+    /// so walk our descendants in /proc instead. Racy against pids being
+    /// recycled, which is acceptable outside a sandbox only.
+    Descendants,
+}
+
+impl Scope {
+    pub fn of_pid(pid: i32) -> Scope {
+        if pid == 1 {
+            Scope::Namespace
+        } else {
+            Scope::Descendants
+        }
+    }
+}
+
+/// Sends `signal` to every process but init.
+pub fn signal_all(scope: Scope, signal: i32) {
+    match scope {
+        Scope::Namespace => {
+            let _ = sys::kill(-1, signal);
+        }
+        Scope::Descendants => {
+            for pid in descendants(sys::getpid()) {
+                let _ = sys::kill(pid, signal);
+            }
+        }
+    }
+}
+
+/// Every descendant of `root`, from /proc/<pid>/task/<tid>/children.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut todo = vec![root];
+    while let Some(pid) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let children = task.path().join("children");
+            let Ok(list) = std::fs::read_to_string(children) else {
+                continue;
+            };
+            for child in list.split_whitespace().filter_map(|p| p.parse().ok()) {
+                if !found.contains(&child) {
+                    found.push(child);
+                    todo.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The host is gone: kill everything and collect it all. Killing again after
+/// each reap catches processes that were forking while the previous kill ran,
+/// and (outside a pid namespace) orphans that were just reparented to us.
+pub fn kill_all_and_reap(scope: Scope) {
+    loop {
+        signal_all(scope, libc::SIGKILL);
+        match sys::wait4(-1, libc::__WALL) {
+            Ok(_) => continue,
+            Err(_) => return, // ECHILD: nobody left.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_statuses_decode() {
+        assert_eq!(status(3 << 8), Status::Exited(3));
+        assert_eq!(
+            status(libc::SIGKILL),
+            Status::Signaled {
+                signal: libc::SIGKILL,
+                core_dumped: false
+            }
+        );
+        assert_eq!(
+            status(libc::SIGSEGV | 0x80),
+            Status::Signaled {
+                signal: libc::SIGSEGV,
+                core_dumped: true
+            }
+        );
+    }
+
+    #[test]
+    fn commands_are_found_by_id_and_taken_by_pid() {
+        let mut commands = Commands::default();
+        commands.insert(7, 100);
+        commands.insert(8, 101);
+        assert_eq!(commands.pid_of(8), Some(101));
+        assert_eq!(commands.take(100), Some(7));
+        assert_eq!(commands.take(100), None);
+        assert_eq!(commands.pid_of(7), None);
+    }
+}
