@@ -33,6 +33,18 @@ pub enum Error {
         source: sandlot_rootfs::Error,
     },
 
+    #[error(transparent)]
+    Limits(#[from] crate::limits::LimitsError),
+
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+
+    #[error(transparent)]
+    Caps(#[from] crate::caps::CapsError),
+
     #[error("quota exceeded: {what} (limit {limit})")]
     QuotaExceeded { what: &'static str, limit: u64 },
 

@@ -45,7 +45,7 @@ pub use error::{Error, Result};
 pub use init_binary::INIT_BINARY;
 pub use lifecycle::{LifecycleEvent, Reason, State};
 pub use limits::{Limits, LimitsError};
-pub use options::{SandboxOptions, DEFAULT_DISK, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use options::{SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use runtime::{ListFilter, Runtime, RuntimeBuilder};
 pub use sandbox::{Sandbox, SandboxInfo};
 pub use userns::IdRange;

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::seccomp::SeccompProfile;
 
 /// Like the reference service: a sandbox lives 5 minutes unless told
 /// otherwise.
@@ -11,9 +13,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Longer than any sane sandbox; anything above is a caller's mistake.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// Writable space (overlay upper, /tmp, /dev/shm) when none is asked for.
-pub const DEFAULT_DISK: u64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
@@ -24,8 +23,10 @@ pub struct SandboxOptions {
     pub env: Vec<(String, String)>,
     /// Defaults to the sandbox id.
     pub hostname: Option<String>,
-    /// Bytes of writable space.
-    pub disk: u64,
+    /// CPU, memory, pids, writable space, open files (see [`Limits`]).
+    pub limits: Limits,
+    /// The seccomp profile; `None` is the runtime's default profile.
+    pub seccomp: Option<SeccompProfile>,
 }
 
 impl Default for SandboxOptions {
@@ -36,7 +37,8 @@ impl Default for SandboxOptions {
             metadata: BTreeMap::new(),
             env: Vec::new(),
             hostname: None,
-            disk: DEFAULT_DISK,
+            limits: Limits::default(),
+            seccomp: None,
         }
     }
 }
@@ -89,8 +91,21 @@ impl SandboxOptions {
         self
     }
 
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Bytes of writable space (overlay upper layer, /tmp, /dev/shm).
     pub fn disk(mut self, bytes: u64) -> Self {
-        self.disk = bytes;
+        self.limits.disk = bytes;
+        self
+    }
+
+    /// Replaces the default seccomp profile for this sandbox (extend
+    /// [`SeccompProfile::default`] to keep the default denials).
+    pub fn seccomp(mut self, profile: SeccompProfile) -> Self {
+        self.seccomp = Some(profile);
         self
     }
 
@@ -133,12 +148,7 @@ impl SandboxOptions {
                 ));
             }
         }
-        if self.disk < (1 << 20) {
-            return Err(Error::invalid(
-                "disk",
-                format!("{} bytes is below the 1 MiB minimum", self.disk),
-            ));
-        }
+        self.limits.validate()?;
         Ok(())
     }
 }
@@ -167,7 +177,6 @@ mod tests {
             (SandboxOptions::default().env("", "x"), "env"),
             (SandboxOptions::default().hostname("bad host"), "hostname"),
             (SandboxOptions::template(""), "template"),
-            (SandboxOptions::default().disk(10), "disk"),
         ];
         for (options, option) in cases {
             match options.validate() {

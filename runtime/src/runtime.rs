@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,8 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use sandlot_rootfs::Template;
 
+use crate::caps::CapPlan;
+use crate::cgroups::{unique_runtime_name, CgroupConfig, Cgroups};
 use crate::control;
 use crate::error::{Error, Result};
 use crate::init_binary;
@@ -21,7 +23,8 @@ use crate::lifecycle::{EventBus, LifecycleEvent, Reaper, ReaperJob, Reason, Stat
 use crate::options::SandboxOptions;
 use crate::reactor::Reactor;
 use crate::sandbox::{Live, NewSandbox, Sandbox, SandboxInfo, SandboxShared};
-use crate::spawn::{CreateJob, Spawner, SpawnerConfig};
+use crate::seccomp::{CompiledSeccomp, SeccompCache, SeccompProfile};
+use crate::spawn::{self, CreateJob, Launched, Spawner, SpawnerConfig};
 use crate::sys::process;
 use crate::userns::IdRange;
 
@@ -42,6 +45,7 @@ pub struct RuntimeBuilder {
     id_range: IdRange,
     max_sandboxes: Option<usize>,
     ready_timeout: Duration,
+    cgroups: CgroupConfig,
 }
 
 impl Default for RuntimeBuilder {
@@ -52,6 +56,7 @@ impl Default for RuntimeBuilder {
             id_range: IdRange::default(),
             max_sandboxes: None,
             ready_timeout: Duration::from_secs(10),
+            cgroups: CgroupConfig::default(),
         }
     }
 }
@@ -83,6 +88,20 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Where sandbox cgroups go, relative to each hierarchy's root (default:
+    /// below this process's own cgroup). On cgroup v2 this should be a
+    /// delegated subtree.
+    pub fn cgroup_parent(mut self, parent: impl Into<PathBuf>) -> Self {
+        self.cgroups.parent = Some(parent.into());
+        self
+    }
+
+    /// The whole cgroup configuration (see [`CgroupConfig`]).
+    pub fn cgroup_config(mut self, config: CgroupConfig) -> Self {
+        self.cgroups = config;
+        self
+    }
+
     /// How long a new sandbox may take to report ready.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -100,6 +119,12 @@ impl RuntimeBuilder {
             name: sandlot_rootfs::BASE_NAME.into(),
             source,
         })?;
+
+        let caps = CapPlan::sandbox_default()?;
+        let seccomp = SeccompCache::native()?;
+        let default_seccomp = seccomp.get(&SeccompProfile::default())?;
+        let cgroups = Cgroups::new(&self.cgroups, &unique_runtime_name())?;
+        cgroups.remove_leftovers();
 
         let reactor = Reactor::new()?;
         let mut reaper = Reaper::start()?;
@@ -142,6 +167,10 @@ impl RuntimeBuilder {
                 reaper: Mutex::new(reaper),
                 reactor_thread: Mutex::new(Some(reactor_thread)),
                 templates: Mutex::new(templates),
+                cgroups,
+                caps,
+                seccomp,
+                default_seccomp,
                 shut_down: AtomicBool::new(false),
             }),
         })
@@ -188,6 +217,10 @@ struct RuntimeInner {
     reaper: Mutex<Reaper>,
     reactor_thread: Mutex<Option<thread::JoinHandle<()>>>,
     templates: Mutex<HashMap<String, Arc<Template>>>,
+    cgroups: Cgroups,
+    caps: CapPlan,
+    seccomp: SeccompCache,
+    default_seccomp: CompiledSeccomp,
     shut_down: AtomicBool,
 }
 
@@ -205,6 +238,17 @@ impl std::fmt::Debug for Runtime {
             .field("sandboxes", &self.inner.ctx.table.lock().unwrap().len())
             .finish()
     }
+}
+
+/// The sandbox's root as its init sees it, for host-side file access.
+fn open_root(launched: &Launched) -> Result<OwnedFd> {
+    let path = format!("/proc/{}/root", launched.pid);
+    let root = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(&path)
+        .map_err(|e| Error::io(format!("open {path}"), e))?;
+    Ok(root.into())
 }
 
 fn new_id() -> Result<String> {
@@ -304,51 +348,63 @@ impl Runtime {
         }
     }
 
+    /// Builds the sandbox (see ARCHITECTURE.md, "parent sequence").
     fn start(
         &self,
         shared: &Arc<SandboxShared>,
         template: Arc<Template>,
         options: &SandboxOptions,
     ) -> Result<()> {
-        let launched = self.inner.spawner.launch(CreateJob {
+        let inner = &self.inner;
+        let limits = &options.limits;
+        let seccomp = match &options.seccomp {
+            None => inner.default_seccomp.clone(),
+            Some(profile) => inner.seccomp.get(profile)?,
+        };
+        let cgroup = inner.cgroups.create(&shared.id, limits)?;
+        let mut rlimits: Vec<spawn::Rlimit> = vec![
+            (libc::RLIMIT_CORE, 0, 0),
+            (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
+        ];
+        if let Some(max) = limits.max_file_size {
+            rlimits.push((libc::RLIMIT_FSIZE, max, max));
+        }
+        let launched = inner.spawner.launch(CreateJob {
             id: shared.id.clone(),
             hostname: shared.hostname.clone(),
             template,
-            disk_bytes: options.disk,
-            rlimits: vec![(libc::RLIMIT_CORE, 0, 0)],
+            disk_bytes: limits.disk,
+            rlimits,
+            caps: inner.caps.clone(),
+            seccomp,
+            cgroup_fd: cgroup.v2_dir_fd().map(|fd| fd.as_raw_fd()),
         })?;
         let guard = ChildGuard {
             pidfd: Some(&launched.pidfd),
         };
+        spawn::release(&launched, &inner.ctx.range, Some(&cgroup))?;
         control::wait_ready(
             &shared.id,
             launched.control.as_fd(),
-            self.inner.config.ready_timeout,
+            inner.config.ready_timeout,
         )?;
-        let root_path = format!("/proc/{}/root", launched.pid);
-        let root: OwnedFd = fs::File::options()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-            .open(&root_path)
-            .map_err(|e| Error::io(format!("open {root_path}"), e))?
-            .into();
-        let tokens = self
-            .inner
+        let root = open_root(&launched)?;
+        let tokens = inner
             .ctx
             .reactor
             .watch_sandbox(shared, launched.control.as_fd(), launched.pidfd.as_fd())
             .map_err(|e| Error::setup("watch the sandbox", e))?;
         guard.disarm();
-        let live = Live {
+        shared.set_live(Live {
             pid: launched.pid,
             pidfd: launched.pidfd,
             control: Arc::new(launched.control),
             root: Arc::new(root),
             rw: launched.rw,
+            cgroup: Some(cgroup),
             control_token: Some(tokens[0]),
             init_token: Some(tokens[1]),
-        };
-        shared.set_live(live)?;
+        })?;
         if let Err(state) = shared.transition(State::Running, Reason::Started) {
             // Destroyed while starting (runtime shutdown): already torn down.
             return Err(Error::SandboxNotRunning {
@@ -356,7 +412,7 @@ impl Runtime {
                 state,
             });
         }
-        let _ = self.inner.ctx.reaper.send(ReaperJob::Deadline(
+        let _ = inner.ctx.reaper.send(ReaperJob::Deadline(
             Arc::downgrade(shared),
             shared.deadline(),
         ));

@@ -16,6 +16,7 @@ use nix::errno::Errno;
 use sandlot_proto::{Event, Request};
 use sandlot_rootfs::Template;
 
+use crate::cgroups::SandboxCgroup;
 use crate::commands::{CommandEntry, CommandTable, Commands, ProcessEvent};
 use crate::control;
 use crate::error::{Error, Result};
@@ -36,6 +37,7 @@ pub(crate) struct Live {
     /// The writable tmpfs, `O_PATH`: kept for disk-usage metrics.
     #[allow(dead_code)]
     pub rw: OwnedFd,
+    pub cgroup: Option<SandboxCgroup>,
     pub control_token: Option<Token>,
     pub init_token: Option<Token>,
 }
@@ -425,6 +427,10 @@ impl SandboxShared {
 
         // 1. SIGKILL to init ends the whole pid namespace; reaping init
         //    waits until every process in it is gone.
+        if let Some(cgroup) = &live.cgroup {
+            // Reaches every task, frozen ones too.
+            let _ = cgroup.kill();
+        }
         let _ = process::pidfd_signal(live.pidfd.as_fd(), libc::SIGKILL);
         let reaped = process::reap_pidfd(live.pidfd.as_fd(), true);
 
@@ -451,13 +457,18 @@ impl SandboxShared {
                 .send(ProcessEvent::Exit(entry.destroyed_event()));
         }
 
-        // 4. Close every descriptor (the mount namespace, the overlay and
+        // 4. The cgroup dirs, now that no task is left in them.
+        let removed = live.cgroup.take().map(SandboxCgroup::remove).transpose();
+
+        // 5. Close every descriptor (the mount namespace, the overlay and
         //    the writable tmpfs go with the last reference).
         drop(live);
         drop(live_slot);
         self.ctx.table.lock().unwrap().remove(&self.id);
         self.publish(from, State::Destroyed, reason);
-        reaped.map(drop).map_err(|e| Error::setup("reap init", e))
+        reaped.map_err(|e| Error::setup("reap init", e))?;
+        removed?;
+        Ok(())
     }
 }
 

@@ -173,8 +173,28 @@ pub fn run(plan: &ChildPlan) -> ! {
     //     every stray descriptor it had are gone after this.
     let ctl = place_descriptors(plan);
 
-    // 16-18. Privileges: no_new_privs (setuid binaries gain nothing).
-    try_step(ctl, Step::NoNewPrivs, process::set_no_new_privs());
+    // 16. Capabilities down to the documented set (bounding, permitted,
+    //     effective, inheritable; ambient cleared). Everything needing
+    //     CAP_SYS_ADMIN is done by now.
+    try_step(
+        ctl,
+        Step::Capabilities,
+        plan.caps.apply().map_err(Errno::from_raw),
+    );
+    // 17. no_new_privs: exec can no longer grant privileges (setuid bits,
+    //     file capabilities), and seccomp needs no CAP_SYS_ADMIN.
+    try_step(
+        ctl,
+        Step::NoNewPrivs,
+        crate::caps::set_no_new_privs().map_err(Errno::from_raw),
+    );
+    // 18. seccomp, the last step before exec: init is the first program
+    //     that runs under the filter.
+    try_step(
+        ctl,
+        Step::Seccomp,
+        plan.seccomp.install().map_err(Errno::from_raw),
+    );
 
     // 19. Become init.
     let errno = process::exec_fd(INIT_FD, &plan.init_argv, &plan.init_envp);

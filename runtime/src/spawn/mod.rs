@@ -25,12 +25,16 @@ use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use sandlot_proto::GO_BYTES;
 use sandlot_rootfs::Template;
 
+pub(crate) use plan::Rlimit;
 pub use plan::Step;
-use plan::{ChildPlan, Rlimit};
+use plan::{ChildPlan, PlanInputs};
 
+use crate::caps::CapPlan;
+use crate::cgroups::SandboxCgroup;
 use crate::error::{Error, Result};
 use crate::mounts::Scratch;
-use crate::sys::{clone, fd, process};
+use crate::seccomp::CompiledSeccomp;
+use crate::sys::{clone, fd};
 use crate::userns::{self, IdRange};
 
 /// Namespaces every sandbox starts in. The cgroup namespace comes later,
@@ -56,6 +60,11 @@ pub(crate) struct CreateJob {
     pub template: Arc<Template>,
     pub disk_bytes: u64,
     pub rlimits: Vec<Rlimit>,
+    pub caps: CapPlan,
+    pub seccomp: CompiledSeccomp,
+    /// The sandbox's cgroup v2 directory, for `CLONE_INTO_CGROUP`; the
+    /// caller keeps it open until `launch` returns.
+    pub cgroup_fd: Option<RawFd>,
 }
 
 /// A child that passed the parent's part of setup; it now finishes its own
@@ -171,19 +180,21 @@ fn enter_private_namespace(config: &SpawnerConfig) -> Result<Scratch> {
     Scratch::new(&config.scratch_dir, config.range, idmap)
 }
 
-/// The parent sequence for one sandbox.
+/// The parent sequence for one sandbox, steps 1-6 (on the spawner
+/// thread); [`release`] does 7-9 from the caller's thread.
 fn launch(scratch: &mut Scratch, config: &SpawnerConfig, job: &CreateJob) -> Result<Launched> {
     // 1. Attach the template's idmapped layers (first use only).
     scratch.prepare(&job.template)?;
     // 2. Assemble the root: writable tmpfs, overlay, host binds, /dev.
     let rw = scratch.assemble(&job.template, job.disk_bytes)?;
     // 3. The control socket; the child's end becomes init's fd 3.
-    let (host_end, child_end) = match socketpair(
+    let pair = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
-    ) {
+    );
+    let (host_end, child_end) = match pair {
         Ok(pair) => pair,
         Err(e) => {
             scratch.detach();
@@ -191,47 +202,57 @@ fn launch(scratch: &mut Scratch, config: &SpawnerConfig, job: &CreateJob) -> Res
         }
     };
     // 4. Everything the child needs, allocated now.
-    let plan = match ChildPlan::new(
-        child_end.as_raw_fd(),
-        host_end.as_raw_fd(),
-        config.init_fd,
-        &job.hostname,
-        scratch.root_path(),
-        job.rlimits.clone(),
-        &job.id,
-    ) {
+    let plan = ChildPlan::new(PlanInputs {
+        control: child_end.as_raw_fd(),
+        host_end: host_end.as_raw_fd(),
+        init_fd: config.init_fd,
+        hostname: &job.hostname,
+        root: scratch.root_path(),
+        rlimits: job.rlimits.clone(),
+        sandbox_id: &job.id,
+        caps: job.caps.clone(),
+        seccomp: job.seccomp.clone(),
+    });
+    let plan = match plan {
         Ok(plan) => plan,
         Err(e) => {
             scratch.detach();
             return Err(e);
         }
     };
-    // 5. One clone with every namespace; the child waits for "go".
-    let child = clone::fork_into(NAMESPACES as u64, None, || -> std::convert::Infallible {
+    // 5. One clone with every namespace, straight into the sandbox's
+    //    cgroup v2 directory when there is one; the child waits for "go".
+    let cgroup = job.cgroup_fd.map(fd::borrow);
+    let child = clone::fork_into(NAMESPACES as u64, cgroup, || -> std::convert::Infallible {
         child::run(&plan)
     });
     // 6. The child has its own copy of the mounts: free the mount points.
     scratch.detach();
     let child = child.map_err(|e| Error::setup("clone the sandbox", e))?;
-    drop(child_end);
-    drop(plan);
-
-    let finish = || -> Result<()> {
-        // 7. Map sandbox root to the unprivileged range.
-        userns::write_maps(child.pid, &config.range)?;
-        // 8. Release the child.
-        fd::send_with_fds(host_end.as_fd(), &GO_BYTES, &[], false)
-            .map_err(|e| Error::setup("send go to the sandbox", e))
-    };
-    if let Err(e) = finish() {
-        let _ = process::pidfd_signal(child.pidfd.as_fd(), libc::SIGKILL);
-        let _ = process::reap_pidfd(child.pidfd.as_fd(), true);
-        return Err(e);
-    }
     Ok(Launched {
         pid: child.pid,
         pidfd: child.pidfd,
         control: host_end,
         rw,
     })
+}
+
+/// Steps 7-9 of the parent sequence, from the caller's thread while the
+/// spawner builds the next sandbox: id maps, cgroups, go. On error the
+/// caller kills the child.
+pub(crate) fn release(
+    launched: &Launched,
+    range: &IdRange,
+    cgroup: Option<&SandboxCgroup>,
+) -> Result<()> {
+    // 7. Map sandbox root to the unprivileged range.
+    userns::write_maps(launched.pid, range)?;
+    // 8. The v1 hierarchies (clone3 already placed the child in v2), before
+    //    the child unshares its cgroup namespace.
+    if let Some(cgroup) = cgroup {
+        cgroup.attach(launched.pid, cgroup.v2_dir_fd().is_some())?;
+    }
+    // 9. Release the child.
+    fd::send_with_fds(launched.control.as_fd(), &GO_BYTES, &[], false)
+        .map_err(|e| Error::setup("send go to the sandbox", e))
 }

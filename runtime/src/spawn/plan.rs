@@ -6,7 +6,9 @@ use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
 use std::path::Path;
 
+use crate::caps::CapPlan;
 use crate::error::{Error, Result};
+use crate::seccomp::CompiledSeccomp;
 
 /// The child's setup steps, in order. The number travels in
 /// `Event::SetupFailed` so the host can name the failing step.
@@ -136,6 +138,10 @@ pub struct ChildPlan {
     pub devpts_dir: CString,
     pub masks: Vec<(CString, MaskKind)>,
     pub rlimits: Vec<Rlimit>,
+    /// Capability sets of init and every command (computed by the parent).
+    pub caps: CapPlan,
+    /// Installed last before exec.
+    pub seccomp: CompiledSeccomp,
     _init_args: Vec<CString>,
     /// NULL-terminated argv of init.
     pub init_argv: Vec<*const libc::c_char>,
@@ -151,28 +157,34 @@ fn cstr(text: &str) -> Result<CString> {
     CString::new(text).map_err(|_| Error::invalid("path", format!("{text:?} contains a NUL byte")))
 }
 
+/// The per-sandbox inputs of a plan.
+pub struct PlanInputs<'a> {
+    pub control: RawFd,
+    pub host_end: RawFd,
+    pub init_fd: RawFd,
+    pub hostname: &'a str,
+    pub root: &'a Path,
+    pub rlimits: Vec<Rlimit>,
+    pub sandbox_id: &'a str,
+    pub caps: CapPlan,
+    pub seccomp: CompiledSeccomp,
+}
+
 impl ChildPlan {
-    pub fn new(
-        control: RawFd,
-        host_end: RawFd,
-        init_fd: RawFd,
-        hostname: &str,
-        root: &Path,
-        rlimits: Vec<Rlimit>,
-        sandbox_id: &str,
-    ) -> Result<ChildPlan> {
-        let root_text = root
+    pub fn new(inputs: PlanInputs<'_>) -> Result<ChildPlan> {
+        let root_text = inputs
+            .root
             .to_str()
             .ok_or_else(|| Error::invalid("scratch_dir", "must be valid UTF-8"))?;
-        let init_args = vec![cstr("sandlot-init")?, cstr(sandbox_id)?];
+        let init_args = vec![cstr("sandlot-init")?, cstr(inputs.sandbox_id)?];
         let mut init_argv: Vec<*const libc::c_char> =
             init_args.iter().map(|a| a.as_ptr()).collect();
         init_argv.push(std::ptr::null());
         Ok(ChildPlan {
-            control,
-            host_end,
-            init_fd,
-            hostname: cstr(hostname)?,
+            control: inputs.control,
+            host_end: inputs.host_end,
+            init_fd: inputs.init_fd,
+            hostname: cstr(inputs.hostname)?,
             root: cstr(root_text)?,
             proc_dir: cstr(&format!("{root_text}/proc"))?,
             devpts_dir: cstr(&format!("{root_text}/dev/pts"))?,
@@ -180,7 +192,9 @@ impl ChildPlan {
                 .iter()
                 .map(|(path, kind)| Ok((cstr(path)?, *kind)))
                 .collect::<Result<_>>()?,
-            rlimits,
+            rlimits: inputs.rlimits,
+            caps: inputs.caps,
+            seccomp: inputs.seccomp,
             _init_args: init_args,
             init_argv,
             init_envp: vec![std::ptr::null()],

@@ -148,14 +148,6 @@ pub fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> 
     Ok(())
 }
 
-/// `prctl(PR_SET_NO_NEW_PRIVS, 1)`: execve can no longer grant privileges
-/// (setuid bits and file capabilities are ignored from here on).
-pub fn set_no_new_privs() -> SysResult<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long)?;
-    Ok(())
-}
-
 /// Whether the process behind `pidfd` has exited (its pidfd polls readable).
 pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
     let mut pfd = libc::pollfd {
