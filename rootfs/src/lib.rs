@@ -84,6 +84,17 @@ pub enum TemplateKind {
     Oci { manifest: String, source: PathBuf },
 }
 
+impl TemplateKind {
+    /// A one-word name of the kind, for listings.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TemplateKind::HostBind => "host",
+            TemplateKind::Dir(_) => "dir",
+            TemplateKind::Oci { .. } => "oci",
+        }
+    }
+}
+
 /// A root filesystem ready to be stacked into a sandbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {

@@ -291,6 +291,12 @@ impl CommandHandle {
             .map_err(|e| Error::io("write to the command's stdin", e))
     }
 
+    /// Takes the stdin pipe, e.g. to feed it from another thread. Dropping
+    /// it closes the command's stdin.
+    pub fn take_stdin(&mut self) -> Option<File> {
+        self.stdin.take()
+    }
+
     /// Closes stdin: the command reads end-of-file.
     pub fn close_stdin(&mut self) {
         self.stdin = None;

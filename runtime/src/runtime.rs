@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use sandlot_rootfs::Template;
+use sandlot_rootfs::{Store, Template};
 
 use crate::caps::CapPlan;
 use crate::cgroups::{unique_runtime_name, CgroupConfig, Cgroups};
@@ -115,10 +115,16 @@ impl RuntimeBuilder {
         }
         self.id_range.validate()?;
         let init_fd = init_binary::init_fd()?;
-        let base = sandlot_rootfs::base(&self.data_dir).map_err(|source| Error::Template {
+        let store = Store::open(&self.data_dir).map_err(|source| Error::Template {
             name: sandlot_rootfs::BASE_NAME.into(),
             source,
         })?;
+        let base = store
+            .get(sandlot_rootfs::BASE_NAME)
+            .map_err(|source| Error::Template {
+                name: sandlot_rootfs::BASE_NAME.into(),
+                source,
+            })?;
 
         let caps = CapPlan::sandbox_default()?;
         let seccomp = SeccompCache::native()?;
@@ -157,8 +163,7 @@ impl RuntimeBuilder {
                 return Err(e);
             }
         };
-        let mut templates = HashMap::new();
-        templates.insert(base.name.clone(), Arc::new(base));
+        let base = Arc::new(base);
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 ctx,
@@ -166,7 +171,8 @@ impl RuntimeBuilder {
                 spawner,
                 reaper: Mutex::new(reaper),
                 reactor_thread: Mutex::new(Some(reactor_thread)),
-                templates: Mutex::new(templates),
+                store,
+                base,
                 cgroups,
                 caps,
                 seccomp,
@@ -216,7 +222,10 @@ struct RuntimeInner {
     spawner: Spawner,
     reaper: Mutex<Reaper>,
     reactor_thread: Mutex<Option<thread::JoinHandle<()>>>,
-    templates: Mutex<HashMap<String, Arc<Template>>>,
+    store: Store,
+    /// Built (or checked) once at start; every other template is read from
+    /// the store at create time, so an import is seen at once.
+    base: Arc<Template>,
     cgroups: Cgroups,
     caps: CapPlan,
     seccomp: SeccompCache,
@@ -293,13 +302,25 @@ impl Runtime {
     }
 
     fn template(&self, name: &str) -> Result<Arc<Template>> {
-        self.inner
-            .templates
-            .lock()
-            .unwrap()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::TemplateNotFound(name.to_string()))
+        if name == sandlot_rootfs::BASE_NAME {
+            return Ok(self.inner.base.clone());
+        }
+        match self.inner.store.get(name) {
+            Ok(template) => Ok(Arc::new(template)),
+            Err(sandlot_rootfs::Error::NotFound(_))
+            | Err(sandlot_rootfs::Error::InvalidName { .. }) => {
+                Err(Error::TemplateNotFound(name.to_string()))
+            }
+            Err(source) => Err(Error::Template {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// The template registry under the runtime's data dir.
+    pub fn templates(&self) -> &Store {
+        &self.inner.store
     }
 
     /// Creates a sandbox and returns when its init is ready.

@@ -44,6 +44,8 @@ pub(crate) struct Live {
 
 struct Status {
     state: State,
+    /// Why the sandbox ended, once it has.
+    end_reason: Option<Reason>,
     deadline: Instant,
     end_at: SystemTime,
 }
@@ -102,6 +104,7 @@ impl SandboxShared {
             ctx,
             status: Mutex::new(Status {
                 state: State::Pending,
+                end_reason: None,
                 deadline: Instant::now() + spec.timeout,
                 end_at: now + spec.timeout,
             }),
@@ -193,6 +196,10 @@ impl SandboxShared {
 
     pub fn id_count(&self) -> u32 {
         self.ctx.range.count
+    }
+
+    pub fn end_reason(&self) -> Option<Reason> {
+        self.status.lock().unwrap().end_reason.clone()
     }
 
     pub fn deadline(&self) -> Instant {
@@ -415,6 +422,7 @@ impl SandboxShared {
             // it tries to install the resources (see `set_live`).
             let mut status = self.status.lock().unwrap();
             if matches!(status.state, State::Pending | State::Starting) {
+                status.end_reason = Some(reason.clone());
                 let from = std::mem::replace(&mut status.state, State::Destroyed);
                 self.publish(from, State::Destroyed, reason);
             }
@@ -422,6 +430,7 @@ impl SandboxShared {
         };
         let from = {
             let mut status = self.status.lock().unwrap();
+            status.end_reason = Some(reason.clone());
             std::mem::replace(&mut status.state, State::Destroyed)
         };
 
@@ -523,6 +532,12 @@ impl Sandbox {
     /// Live state and init still running.
     pub fn is_alive(&self) -> bool {
         self.state().is_live() && self.shared.init_alive()
+    }
+
+    /// Why the sandbox ended (timeout, kill, init died, shutdown), once it
+    /// has; `None` while it lives.
+    pub fn end_reason(&self) -> Option<Reason> {
+        self.shared.end_reason()
     }
 
     /// When the timeout will kill this sandbox.

@@ -1,1 +1,233 @@
-fn main() {}
+//! The `sandlot` command: run a command in a fresh sandbox, manage
+//! templates. Thin: everything it does is library API.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sandlot::{Cmd, Error, ExitReason, ProcessEvent, Reason, RunOptions, Runtime, SandboxOptions};
+
+/// Exit status when sandlot itself fails (as docker and crun use it).
+const EXIT_SANDLOT_ERROR: u8 = 125;
+/// Exit status when the program does not exist in the sandbox.
+const EXIT_NOT_FOUND: u8 = 127;
+/// Exit status when the sandbox's timeout ended the run (as timeout(1)).
+const EXIT_TIMED_OUT: u8 = 124;
+
+#[derive(Parser)]
+#[command(
+    name = "sandlot",
+    version,
+    about = "Isolated sandboxes for untrusted code"
+)]
+struct Cli {
+    /// Where templates live (an ext4, xfs or btrfs directory).
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/sandlot",
+        env = "SANDLOT_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a sandbox, run one command in it with this terminal's stdin,
+    /// stdout and stderr, destroy the sandbox, and exit with the command's
+    /// exit code (128+N if signal N ended it, 124 if the sandbox timed out,
+    /// 127 if the program does not exist, 125 if sandlot failed).
+    Run(RunArgs),
+    /// Manage the named templates under the data dir.
+    #[command(subcommand)]
+    Template(TemplateCommand),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Template to start from (see `sandlot template ls`).
+    #[arg(long, short, default_value = "base")]
+    template: String,
+    /// Lifetime of the sandbox, e.g. 30s, 5m, 1h, 500ms.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Environment variable for the command (repeatable).
+    #[arg(long = "env", short, value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Working directory inside the sandbox.
+    #[arg(long, short = 'w', value_name = "DIR")]
+    workdir: Option<String>,
+    /// User to run as: a name from the sandbox's /etc/passwd or uid[:gid].
+    #[arg(long, short)]
+    user: Option<String>,
+    /// Run CMD through the template's shell (`sh -c "CMD ARGS…"`).
+    #[arg(long)]
+    shell: bool,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum TemplateCommand {
+    /// Import an OCI image layout (directory or .tar) or a root filesystem
+    /// directory as template NAME.
+    Import {
+        name: String,
+        path: PathBuf,
+        /// PATH is a root filesystem directory, used in place.
+        #[arg(long)]
+        dir: bool,
+    },
+    /// List templates.
+    Ls,
+    /// Remove template NAME and the layers nothing else uses.
+    Rm { name: String },
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 30s"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    Ok((key.to_string(), value.to_string()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(&cli.data_dir, args),
+        Command::Template(command) => template(&cli.data_dir, command).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("sandlot: {e}");
+        ExitCode::from(match e {
+            Error::CommandNotFound { .. } => EXIT_NOT_FOUND,
+            _ => EXIT_SANDLOT_ERROR,
+        })
+    })
+}
+
+fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
+    let runtime = Runtime::builder().data_dir(data_dir).build()?;
+    let mut options = SandboxOptions::template(&args.template).timeout(args.timeout);
+    for (key, value) in &args.env {
+        options = options.env(key, value);
+    }
+    let sandbox = runtime.create(options)?;
+    let cmd = if args.shell {
+        Cmd::Shell(args.command.join(" "))
+    } else {
+        Cmd::Argv(args.command)
+    };
+    let mut run_options = RunOptions::default();
+    run_options.cwd = args.workdir;
+    run_options.user = args.user;
+    let result = (|| {
+        let mut process = sandbox.commands().spawn(cmd, run_options)?;
+        if let Some(mut stdin) = process.take_stdin() {
+            // Detached: it may block on a terminal that never sends EOF.
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64 * 1024];
+                let mut input = std::io::stdin().lock();
+                while let Ok(n) = input.read(&mut buf) {
+                    if n == 0 || stdin.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut stdout = std::io::stdout().lock();
+        let mut stderr = std::io::stderr().lock();
+        for event in process.events().iter() {
+            match event {
+                ProcessEvent::Stdout(chunk) => {
+                    let _ = stdout.write_all(&chunk).and_then(|()| stdout.flush());
+                }
+                ProcessEvent::Stderr(chunk) => {
+                    let _ = stderr.write_all(&chunk).and_then(|()| stderr.flush());
+                }
+                ProcessEvent::Exit(exit) => return Ok(exit),
+            }
+        }
+        Err(Error::Protocol {
+            id: sandbox.id().to_string(),
+            reason: "the command ended without an exit report".into(),
+        })
+    })();
+    let timed_out = sandbox.end_reason() == Some(Reason::Timeout);
+    sandbox.kill()?;
+    let exit = result?;
+    if timed_out && exit.reason == ExitReason::SandboxDestroyed {
+        eprintln!("sandlot: the sandbox timed out after {:?}", args.timeout);
+        return Ok(ExitCode::from(EXIT_TIMED_OUT));
+    }
+    Ok(ExitCode::from(exit.shell_code().clamp(0, 255) as u8))
+}
+
+fn template(data_dir: &PathBuf, command: TemplateCommand) -> Result<(), Error> {
+    let store = sandlot_rootfs::Store::open(data_dir).map_err(|source| Error::Template {
+        name: String::new(),
+        source,
+    })?;
+    let wrap = |name: &str| {
+        let name = name.to_string();
+        move |source| Error::Template { name, source }
+    };
+    match command {
+        TemplateCommand::Import { name, path, dir } => {
+            let template = if dir {
+                store.import_dir(&name, &path)
+            } else {
+                store.import_oci(&name, &path)
+            }
+            .map_err(wrap(&name))?;
+            println!(
+                "imported {} ({} layers)",
+                template.name,
+                template.layers.len()
+            );
+        }
+        TemplateCommand::Ls => {
+            println!(
+                "{:<24} {:<8} {:>7} {:>12}",
+                "NAME", "KIND", "LAYERS", "SIZE"
+            );
+            for t in store.list().map_err(wrap(""))? {
+                println!(
+                    "{:<24} {:<8} {:>7} {:>12}",
+                    t.name,
+                    t.kind.label(),
+                    t.layers,
+                    t.size
+                );
+            }
+        }
+        TemplateCommand::Rm { name } => {
+            store.remove(&name).map_err(wrap(&name))?;
+            println!("removed {name}");
+        }
+    }
+    Ok(())
+}
