@@ -60,6 +60,14 @@ pub fn set_child_subreaper() -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) }).map(drop)
 }
 
+/// Names the process for `ps` and /proc/<pid>/comm: exec from a memfd
+/// would otherwise leave the descriptor number as its name.
+pub fn set_name(name: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16
+    // bytes; `name` is NUL-terminated and outlives the call.
+    cvt(unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0) }).map(drop)
+}
+
 /// `PR_SET_DUMPABLE 0`: nobody without CAP_SYS_PTRACE in our user namespace
 /// may ptrace us or open our `/proc/<pid>` memory and descriptors.
 pub fn set_not_dumpable() -> io::Result<()> {

@@ -87,14 +87,16 @@ pub fn write_maps(pid: i32, range: &IdRange) -> Result<()> {
 
 /// A user namespace with `range`'s mapping, kept alive by its descriptor
 /// (for `MOUNT_ATTR_IDMAP`). A short-lived child enters a new user
-/// namespace and waits on a pipe while we write its maps and open its
-/// namespace; closing the pipe lets it exit.
+/// namespace and waits for one byte on a pipe while we write its maps and
+/// open its namespace. The byte, not end-of-file, releases it: children
+/// other threads clone at the same time hold copies of the write end.
 pub fn idmap_namespace(range: &IdRange) -> Result<OwnedFd> {
     let (wait_end, release_end) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::setup("create idmap pipe", e))?;
     let release_raw = release_end.as_raw_fd();
     let child = clone::fork_into(libc::CLONE_NEWUSER as u64, None, || -> std::convert::Infallible {
-        // Our copy of the write end would keep the pipe from ever ending.
+        // Never outlive the thread that waits for us.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
         let _ = nix::unistd::close(release_raw);
         let mut byte = [0u8; 1];
         let _ = nix::unistd::read(&wait_end, &mut byte);
@@ -120,6 +122,7 @@ pub fn idmap_namespace(range: &IdRange) -> Result<OwnedFd> {
             .map(OwnedFd::from)
             .map_err(|e| Error::io(format!("open {path}"), e))
     });
+    let _ = nix::unistd::write(&release_end, &[1u8]);
     drop(release_end);
     let _ = process::reap_pidfd(child.pidfd.as_fd(), true);
     result

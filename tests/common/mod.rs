@@ -1,1 +1,155 @@
-//! helpers shared by the integration tests
+//! Helpers shared by the integration tests. These tests need root and the
+//! real kernel; without root they fail with a message saying so — they
+//! never pass by skipping.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sandlot::{CommandResult, RunOptions, Runtime, Sandbox, SandboxOptions};
+
+/// Fails the test unless it runs as root.
+pub fn require_root() {
+    let euid = nix::unistd::geteuid().as_raw();
+    assert_eq!(
+        euid, 0,
+        "sandlot's integration tests create user namespaces, cgroups and mounts and \
+         must run as root (euid is {euid}): run `sudo -E cargo test --workspace`"
+    );
+}
+
+/// Templates for tests live beside the build, on the repository's own
+/// (idmap-capable) filesystem.
+pub fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sandlot-test-data")
+}
+
+/// A runtime for one test; dropping it destroys every sandbox it made,
+/// also when the test fails.
+pub fn runtime() -> Runtime {
+    require_root();
+    Runtime::builder()
+        .data_dir(data_dir())
+        .build()
+        .expect("build a runtime")
+}
+
+pub fn sandbox(runtime: &Runtime) -> Sandbox {
+    runtime
+        .create(SandboxOptions::default())
+        .expect("create a sandbox")
+}
+
+/// Runs a shell command line, asserts it succeeded, returns its stdout.
+pub fn sh(sandbox: &Sandbox, line: &str) -> String {
+    let result = sandbox
+        .commands()
+        .run(line, RunOptions::default())
+        .unwrap_or_else(|e| panic!("run {line:?}: {e}"));
+    assert_ok(line, &result);
+    result.stdout_str()
+}
+
+pub fn assert_ok(what: &str, result: &CommandResult) {
+    assert!(
+        result.success(),
+        "{what:?} failed: {:?}\nstdout: {}\nstderr: {}",
+        result.exit,
+        result.stdout_str(),
+        result.stderr_str()
+    );
+}
+
+/// Polls `check` until it holds or `limit` passes (for things the kernel
+/// finishes asynchronously, like a process dying after SIGKILL).
+pub fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn process_exists(pid: i32) -> bool {
+    // kill(pid, 0) also finds zombies; /proc/<pid>/stat state tells.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// What a sandbox could leak, counted from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Census {
+    pub fds: usize,
+    pub host_mounts: usize,
+    /// Mounts in each runtime's private namespace (by spawner thread).
+    pub spawner_mounts: BTreeMap<i32, usize>,
+    pub cgroup_dirs: Vec<PathBuf>,
+    pub children: Vec<i32>,
+}
+
+fn count_lines(path: &str) -> usize {
+    fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn sandlot_cgroup_dirs(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().contains("sandlot") {
+            out.push(path.clone());
+        }
+        if depth > 0 {
+            sandlot_cgroup_dirs(&path, depth - 1, out);
+        }
+    }
+}
+
+/// Counts this process's descriptors, mounts, sandlot cgroup dirs and
+/// child processes.
+pub fn census() -> Census {
+    let mut spawner_mounts = BTreeMap::new();
+    let mut children = Vec::new();
+    for task in fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let tid: i32 = task.file_name().to_string_lossy().parse().unwrap();
+        let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "sandlot-spawner" {
+            spawner_mounts.insert(
+                tid,
+                count_lines(&format!("/proc/self/task/{tid}/mountinfo")),
+            );
+        }
+        let kids = fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.extend(
+            kids.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    children.sort();
+    let mut cgroup_dirs = Vec::new();
+    sandlot_cgroup_dirs(std::path::Path::new("/sys/fs/cgroup"), 8, &mut cgroup_dirs);
+    cgroup_dirs.sort();
+    Census {
+        fds: fs::read_dir("/proc/self/fd").unwrap().count(),
+        host_mounts: count_lines("/proc/self/mountinfo"),
+        spawner_mounts,
+        cgroup_dirs,
+        children,
+    }
+}

@@ -241,8 +241,8 @@ fn argument_constants_match_host_libc() {
     assert_eq!(CLONE_NEWUSER, libc::CLONE_NEWUSER as u32);
     assert_eq!(CLONE_NEWPID, libc::CLONE_NEWPID as u32);
     assert_eq!(CLONE_NEWNET, libc::CLONE_NEWNET as u32);
-    assert_eq!(libc::TIOCSTI, TIOCSTI.into());
-    assert_eq!(libc::TIOCLINUX, TIOCLINUX.into());
+    assert_eq!(libc::TIOCSTI, u64::from(TIOCSTI));
+    assert_eq!(libc::TIOCLINUX, u64::from(TIOCLINUX));
     assert_eq!(AF_UNIX, libc::AF_UNIX as u32);
     assert_eq!(AF_INET, libc::AF_INET as u32);
     assert_eq!(AF_INET6, libc::AF_INET6 as u32);

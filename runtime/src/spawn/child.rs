@@ -13,7 +13,7 @@ use std::os::fd::RawFd;
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use nix::unistd::{chdir, pivot_root, setgroups, setresgid, setresuid, Gid, Uid};
+use nix::unistd::{chdir, pivot_root};
 use sandlot_proto::{encode_setup_failed, CONTROL_FD, GO_BYTES};
 
 use super::plan::{ChildPlan, MaskKind, Step, DEVPTS_OPTIONS, DEV_NULL, EMPTY_DIR_OPTIONS};
@@ -37,6 +37,9 @@ const NO_DATA: Option<&CStr> = None;
 /// The child's whole life. Steps in order; see ARCHITECTURE.md.
 pub fn run(plan: &ChildPlan) -> ! {
     let ctl = plan.control;
+    // 0. Die with the spawner thread, from the first instruction on. Our
+    //    copy of the host's end would hide the host going away.
+    let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
     let _ = nix::unistd::close(plan.host_end);
 
     // 1. Wait until the host wrote our id maps and placed us in our cgroups.
@@ -52,17 +55,11 @@ pub fn run(plan: &ChildPlan) -> ! {
     // 2. Become root of the new user namespace, with no supplementary
     //    groups left over from the host (host root's groups would otherwise
     //    follow us in).
-    try_step(
-        ctl,
-        Step::SetIds,
-        setgroups(&[])
-            .and_then(|()| setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)))
-            .and_then(|()| setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))),
-    );
+    try_step(ctl, Step::SetIds, process::become_namespace_root());
 
-    // 3. Die with the spawner thread. Changing ids clears the parent-death
-    //    signal, so arm it only now, then check the host did not already go
-    //    away in between (its end of the control socket would be closed).
+    // 3. Changing ids cleared the parent-death signal: arm it again, then
+    //    check the host did not go away in between (its end of the control
+    //    socket would be closed).
     try_step(
         ctl,
         Step::ParentDeath,

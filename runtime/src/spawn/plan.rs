@@ -218,8 +218,20 @@ mod tests {
 
     #[test]
     fn plan_pointer_arrays_are_null_terminated() {
-        let plan =
-            ChildPlan::new(5, 7, 6, "sb", Path::new("/run/sandlot/root"), vec![], "abc").unwrap();
+        let plan = ChildPlan::new(PlanInputs {
+            control: 5,
+            host_end: 7,
+            init_fd: 6,
+            hostname: "sb",
+            root: Path::new("/run/sandlot/root"),
+            rlimits: vec![],
+            sandbox_id: "abc",
+            caps: CapPlan::sandbox_default().unwrap(),
+            seccomp: crate::seccomp::SeccompProfile::default()
+                .compile_native()
+                .unwrap(),
+        })
+        .unwrap();
         assert_eq!(plan.init_argv.len(), 3);
         assert!(plan.init_argv[2].is_null());
         assert_eq!(plan.init_envp, vec![std::ptr::null()]);

@@ -159,3 +159,27 @@ pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
     let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
     ret > 0 && pfd.revents & libc::POLLIN != 0
 }
+
+/// Becomes uid 0 / gid 0 of the current user namespace with no
+/// supplementary groups, through raw syscalls.
+///
+/// Not glibc's setresuid & co.: in a multithreaded process those broadcast
+/// the change to every thread, taking glibc-internal locks first. The child
+/// of a raw clone is single-threaded but glibc does not know it, so a lock
+/// another thread held at clone time would never be released there — the
+/// child would hang (it did, under parallel tests). The raw calls change
+/// only the calling thread, which is the whole child.
+pub fn become_namespace_root() -> SysResult<()> {
+    // SAFETY: integer-only syscalls; a zero-length group list needs no
+    // pointer.
+    unsafe {
+        check(libc::syscall(
+            libc::SYS_setgroups,
+            0usize,
+            std::ptr::null::<libc::gid_t>(),
+        ))?;
+        check(libc::syscall(libc::SYS_setresgid, 0u32, 0u32, 0u32))?;
+        check(libc::syscall(libc::SYS_setresuid, 0u32, 0u32, 0u32))?;
+    }
+    Ok(())
+}
