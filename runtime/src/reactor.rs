@@ -51,12 +51,19 @@ struct Timer {
     command: u64,
 }
 
+/// Command deadlines: a min-heap of (when, key) and the timers by key.
+#[derive(Default)]
+struct Timers {
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    by_key: HashMap<u64, Timer>,
+}
+
 pub(crate) struct Reactor {
     epoll: Epoll,
     wake: EventFd,
     sources: Mutex<HashMap<Token, Source>>,
     next_token: AtomicU64,
-    timers: Mutex<(BinaryHeap<Reverse<(Instant, u64)>>, HashMap<u64, Timer>)>,
+    timers: Mutex<Timers>,
     stopping: AtomicBool,
 }
 
@@ -78,7 +85,7 @@ impl Reactor {
             wake,
             sources: Mutex::new(sources),
             next_token: AtomicU64::new(WAKE + 1),
-            timers: Mutex::new((BinaryHeap::new(), HashMap::new())),
+            timers: Mutex::new(Timers::default()),
             stopping: AtomicBool::new(false),
         }))
     }
@@ -154,8 +161,8 @@ impl Reactor {
     pub fn add_timer(&self, at: Instant, sandbox: Weak<SandboxShared>, command: u64) {
         let mut timers = self.timers.lock().unwrap();
         let key = self.next_token.fetch_add(1, Ordering::Relaxed);
-        timers.0.push(Reverse((at, key)));
-        timers.1.insert(key, Timer { sandbox, command });
+        timers.due.push(Reverse((at, key)));
+        timers.by_key.insert(key, Timer { sandbox, command });
         drop(timers);
         self.wake();
     }
@@ -192,16 +199,16 @@ impl Reactor {
         let mut due = Vec::new();
         let next = {
             let mut timers = self.timers.lock().unwrap();
-            while let Some(Reverse((at, key))) = timers.0.peek().copied() {
+            while let Some(Reverse((at, key))) = timers.due.peek().copied() {
                 if at > now {
                     break;
                 }
-                timers.0.pop();
-                if let Some(timer) = timers.1.remove(&key) {
+                timers.due.pop();
+                if let Some(timer) = timers.by_key.remove(&key) {
                     due.push(timer);
                 }
             }
-            timers.0.peek().map(|Reverse((at, _))| *at)
+            timers.due.peek().map(|Reverse((at, _))| *at)
         };
         for timer in due {
             if let Some(sandbox) = timer.sandbox.upgrade() {

@@ -396,7 +396,7 @@ impl Runtime {
             template,
             disk_bytes: limits.disk,
             rlimits,
-            caps: inner.caps.clone(),
+            caps: inner.caps,
             seccomp,
             cgroup_fd: cgroup.v2_dir_fd().map(|fd| fd.as_raw_fd()),
         })?;

@@ -141,9 +141,11 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
     } else {
         Cmd::Argv(args.command)
     };
-    let mut run_options = RunOptions::default();
-    run_options.cwd = args.workdir;
-    run_options.user = args.user;
+    let run_options = RunOptions {
+        cwd: args.workdir,
+        user: args.user,
+        ..RunOptions::default()
+    };
     let result = (|| {
         let mut process = sandbox.commands().spawn(cmd, run_options)?;
         if let Some(mut stdin) = process.take_stdin() {

@@ -210,7 +210,7 @@ fn launch(scratch: &mut Scratch, config: &SpawnerConfig, job: &CreateJob) -> Res
         root: scratch.root_path(),
         rlimits: job.rlimits.clone(),
         sandbox_id: &job.id,
-        caps: job.caps.clone(),
+        caps: job.caps,
         seccomp: job.seccomp.clone(),
     });
     let plan = match plan {
