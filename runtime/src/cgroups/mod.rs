@@ -65,6 +65,7 @@
 mod error;
 mod files;
 mod layout;
+mod oom;
 mod stats;
 mod v1;
 mod v2;
@@ -76,6 +77,7 @@ use std::time::Duration;
 
 pub use error::CgroupError;
 pub use layout::{Controller, Hierarchy, Kind, Layout, Version};
+pub use oom::OomNotifier;
 pub use stats::CgroupStats;
 pub use v1::cpu_quota_us;
 pub use v2::cpu_max;
@@ -726,6 +728,15 @@ impl SandboxCgroup {
             .as_mut()
             .expect("opened above")
             .read(self.memory_limit, self.pids_max)
+    }
+
+    /// Registers for notifications of OOM kills in the sandbox's memory
+    /// cgroup (see [`OomNotifier`]).
+    pub fn oom_notifier(&self) -> Result<OomNotifier, CgroupError> {
+        let d = self
+            .dir_of_role(Controller::Memory)
+            .ok_or(CgroupError::Unsupported("OOM notification"))?;
+        OomNotifier::open(d.version, d.fd(), &d.path, &self.id)
     }
 
     /// The processes in the sandbox (from the v2 dir when there is one).
