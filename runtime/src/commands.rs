@@ -9,6 +9,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -68,7 +69,8 @@ pub struct RunOptions {
     pub env: Vec<(String, String)>,
     /// A user name from the sandbox's /etc/passwd, or a numeric `uid[:gid]`.
     pub user: Option<String>,
-    /// Killing the command's whole process group when it passes.
+    /// Killing the command's whole process group when it passes (the
+    /// sandbox's `ExecLimits::max_time` applies if it is shorter).
     pub timeout: Option<Duration>,
     /// Bytes written to the command's stdin, which is then closed (`run`).
     pub stdin: Option<Vec<u8>>,
@@ -103,17 +105,49 @@ pub enum OutputStream {
     Stderr,
 }
 
-/// Why a command ended.
+/// Why a command ended. When several apply, the first in this order wins
+/// (what sandlot knows for certain first, then limits that killed, then
+/// limits that did not, then the program's own ending); `code` and
+/// `signal` always tell how the process itself ended:
+///
+/// 1. `SandboxDestroyed` — the sandbox went away (`TimedOut` if the
+///    command's own time limit had passed first);
+/// 2. `TimedOut` — sandlot killed it at its time limit;
+/// 3. `OomKilled` — it died of SIGKILL (or, run through a shell, exited
+///    with 137 = 128 + SIGKILL) and the sandbox's cgroup counted an OOM
+///    kill while it ran. The count is per sandbox, so a kill of another
+///    process of the sandbox at the same moment is attributed too;
+/// 4. `OutputLimit` — output past `ExecLimits::max_output_bytes` was
+///    discarded (the command itself ran on to its end);
+/// 5. `Signaled` — a signal ended it;
+/// 6. `Exited` — it exited on its own (any code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitReason {
-    /// It exited on its own (any code).
     Exited,
-    /// A signal ended it.
     Signaled,
-    /// Its timeout passed and sandlot killed its process group.
     TimedOut,
-    /// The sandbox was destroyed while it ran.
+    OomKilled,
+    OutputLimit,
     SandboxDestroyed,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Exited => "exited",
+            ExitReason::Signaled => "signaled",
+            ExitReason::TimedOut => "timed_out",
+            ExitReason::OomKilled => "oom_killed",
+            ExitReason::OutputLimit => "output_limit",
+            ExitReason::SandboxDestroyed => "sandbox_destroyed",
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How a command ended, and what it cost.
@@ -128,11 +162,19 @@ pub struct CommandExit {
     pub cpu_system: Duration,
     /// Largest resident set of the command or a child it waited for.
     pub peak_rss_bytes: u64,
+    /// Output past the sandbox's `max_output_bytes` was discarded.
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
 }
 
 impl CommandExit {
     pub fn success(&self) -> bool {
         self.code == Some(0)
+    }
+
+    /// User plus system CPU time.
+    pub fn cpu_time(&self) -> Duration {
+        self.cpu_user + self.cpu_system
     }
 
     /// The shell convention: the exit code, or 128 + the signal number.
@@ -177,6 +219,10 @@ impl CommandResult {
     pub fn timed_out(&self) -> bool {
         self.exit.reason == ExitReason::TimedOut
     }
+    /// Some output was discarded at the output limit.
+    pub fn truncated(&self) -> bool {
+        self.exit.stdout_truncated || self.exit.stderr_truncated
+    }
 }
 
 /// A command as `list()` shows it.
@@ -202,6 +248,12 @@ pub(crate) struct CommandEntry {
     pub spawned: Option<Sender<Result<i32, Errno>>>,
     pub outputs: Vec<Token>,
     pub timed_out: bool,
+    /// When its time limit passes (moved by a pause with the pause clock).
+    pub deadline: Option<Instant>,
+    /// Set by the reactor when stdout / stderr output was discarded.
+    pub truncated: [Arc<AtomicBool>; 2],
+    /// The sandbox's OOM kill count when the command started.
+    pub oom_before: u64,
 }
 
 #[derive(Default)]
@@ -211,24 +263,47 @@ pub(crate) struct CommandTable {
 }
 
 impl CommandEntry {
-    /// The final event for an exit report from init.
-    pub fn exit_event(&self, status: Status, usage: Usage) -> CommandExit {
-        let (code, signal, reason) = match status {
+    fn truncated(&self) -> (bool, bool) {
+        (
+            self.truncated[0].load(Ordering::Relaxed),
+            self.truncated[1].load(Ordering::Relaxed),
+        )
+    }
+
+    /// The final event for an exit report from init. `oom_kills` reads the
+    /// sandbox's OOM count now; it is only called for a SIGKILL death.
+    pub fn exit_event(
+        &self,
+        status: Status,
+        usage: Usage,
+        oom_kills: impl FnOnce() -> u64,
+    ) -> CommandExit {
+        let (code, signal, ended) = match status {
             Status::Exited(code) => (Some(code), None, ExitReason::Exited),
             Status::Signaled { signal, .. } => (None, Some(signal), ExitReason::Signaled),
+        };
+        let (stdout_truncated, stderr_truncated) = self.truncated();
+        let killed = signal == Some(libc::SIGKILL) || code == Some(128 + libc::SIGKILL);
+        // The order is ExitReason's documented precedence.
+        let reason = if self.timed_out {
+            ExitReason::TimedOut
+        } else if killed && oom_kills() > self.oom_before {
+            ExitReason::OomKilled
+        } else if stdout_truncated || stderr_truncated {
+            ExitReason::OutputLimit
+        } else {
+            ended
         };
         CommandExit {
             code,
             signal,
-            reason: if self.timed_out {
-                ExitReason::TimedOut
-            } else {
-                reason
-            },
+            reason,
             duration: self.started.elapsed(),
             cpu_user: Duration::from_micros(usage.user_micros),
             cpu_system: Duration::from_micros(usage.system_micros),
             peak_rss_bytes: usage.max_rss_kib * 1024,
+            stdout_truncated,
+            stderr_truncated,
         }
     }
 
@@ -246,6 +321,8 @@ impl CommandEntry {
             cpu_user: Duration::ZERO,
             cpu_system: Duration::ZERO,
             peak_rss_bytes: 0,
+            stdout_truncated: self.truncated().0,
+            stderr_truncated: self.truncated().1,
         }
     }
 }
@@ -449,6 +526,11 @@ fn spawn(
             ));
         }
     }
+    let exec = sandbox.resources.exec;
+    let timeout = match (options.timeout, exec.max_time) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let user = users::resolve(sandbox, options.user.as_deref())?;
     let cwd = options
         .cwd
@@ -495,6 +577,11 @@ fn spawn(
     let (events_tx, events_rx) = crossbeam_channel::unbounded();
     let (spawned_tx, spawned_rx) = crossbeam_channel::bounded(1);
     let started = Instant::now();
+    let truncated = [
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    ];
+    let deadline = timeout.map(|t| started + t);
     let id = sandbox.register_command(CommandEntry {
         argv: argv.clone(),
         user: user.name.clone(),
@@ -505,20 +592,26 @@ fn spawn(
         spawned: Some(spawned_tx),
         outputs: Vec::new(),
         timed_out: false,
+        deadline,
+        truncated: truncated.clone(),
+        oom_before: sandbox.oom_seen(),
     })?;
     request.id = id;
 
+    let [stdout_truncated, stderr_truncated] = truncated;
     let outputs = [
-        (stdout_r, OutputStream::Stdout),
-        (stderr_r, OutputStream::Stderr),
+        (stdout_r, OutputStream::Stdout, stdout_truncated),
+        (stderr_r, OutputStream::Stderr, stderr_truncated),
     ];
-    for (fd, stream) in outputs {
+    for (fd, stream, truncated) in outputs {
         let output = Output {
             sandbox: Arc::downgrade(sandbox),
             command: id,
             stream,
             events: events_tx.clone(),
             fd,
+            budget: exec.max_output_bytes.unwrap_or(u64::MAX),
+            truncated,
         };
         if let Err(e) = sandbox.watch_output(id, output) {
             sandbox.abandon_command(id);
@@ -526,8 +619,8 @@ fn spawn(
         }
     }
     drop(events_tx);
-    if let Some(timeout) = options.timeout {
-        sandbox.arm_command_timer(id, started + timeout);
+    if let Some(deadline) = deadline {
+        sandbox.arm_command_timer(id, deadline);
     }
 
     let mut fds = Vec::with_capacity(3);

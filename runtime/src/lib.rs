@@ -22,12 +22,19 @@ pub mod cgroups;
 mod commands;
 mod control;
 mod error;
+mod health;
 mod init_binary;
 pub mod lifecycle;
 pub mod limits;
+mod metrics;
+mod monitor;
 mod mounts;
+mod oom;
 mod options;
+mod pause;
+mod quota;
 mod reactor;
+mod resources;
 mod runtime;
 mod sandbox;
 pub mod seccomp;
@@ -42,9 +49,15 @@ pub use commands::{
     ProcessEvent, ProcessInfo, RunOptions,
 };
 pub use error::{Error, Result};
+pub use health::{Health, HealthCheck, HealthStatus, RESOURCE_LIMIT_FRACTION, RESPONSIVE_TIMEOUT};
 pub use init_binary::INIT_BINARY;
 pub use lifecycle::{LifecycleEvent, Reason, State};
-pub use limits::{Limits, LimitsError};
+pub use limits::{ExecLimits, Limits, LimitsError};
+pub use metrics::Metrics;
+pub use monitor::{
+    AlertKind, MonitorTarget, ResourceAlert, ResourceKind, ResourceMonitor, Thresholds,
+};
+pub use oom::{OomEvent, ResourceEvent};
 pub use options::{SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use runtime::{ListFilter, Runtime, RuntimeBuilder};
 pub use sandbox::{Sandbox, SandboxInfo};

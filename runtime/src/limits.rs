@@ -9,10 +9,15 @@
 //! | `cpus`, `memory`, `pids`, `cpuset` | the sandbox's cgroup ([`crate::cgroups`]) |
 //! | `disk` | the size of the sandbox's tmpfs upper dir |
 //! | `open_files`, `max_file_size` | rlimits (`RLIMIT_NOFILE`, `RLIMIT_FSIZE`) set in the child |
+//!
+//! [`ExecLimits`] bound the commands of a sandbox rather than the sandbox
+//! itself; the host enforces them (the reactor's deadlines and output
+//! forwarding, the command table).
 
 #![deny(unsafe_code)]
 
 use std::fs;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -84,8 +89,9 @@ impl Default for Limits {
 
 /// A [`Limits`] field that cannot be used on this machine.
 ///
-/// Every message starts with the field's name (`limits.<field>`); the field
-/// is also available as [`LimitsError::field`].
+/// Every message starts with the field's name (`limits.<field>`, or
+/// `exec_limits.<field>` for [`ExecLimits`]); the field is also available
+/// as [`LimitsError::field`].
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum LimitsError {
     /// `cpus` is NaN, infinite, or below [`MIN_CPUS`].
@@ -124,6 +130,12 @@ pub enum LimitsError {
     /// `cpuset` is not a CPU list like `0-1,3`.
     #[error("limits.cpuset is {value:?}: {reason}")]
     CpusetSyntax { value: String, reason: &'static str },
+    /// `ExecLimits::max_time` is zero: no command could run.
+    #[error("exec_limits.max_time is 0: use None for no limit")]
+    MaxTimeZero,
+    /// `ExecLimits::max_concurrent` is zero: no command could run.
+    #[error("exec_limits.max_concurrent is 0: use None for no limit")]
+    MaxConcurrentZero,
 }
 
 impl LimitsError {
@@ -139,6 +151,8 @@ impl LimitsError {
             }
             LimitsError::MaxFileSizeZero => "max_file_size",
             LimitsError::CpusetSyntax { .. } => "cpuset",
+            LimitsError::MaxTimeZero => "max_time",
+            LimitsError::MaxConcurrentZero => "max_concurrent",
         }
     }
 }
@@ -233,6 +247,56 @@ impl Limits {
                 value: list.clone(),
                 reason,
             })?;
+        }
+        Ok(())
+    }
+}
+
+/// Limits on the commands of one sandbox, enforced by the host. Every
+/// field is `None` (no limit) by default.
+///
+/// - `max_time`: a command still running this long after it was started
+///   is killed with its process group; its exit says
+///   [`ExitReason::TimedOut`](crate::ExitReason::TimedOut). A shorter
+///   [`RunOptions::timeout`](crate::RunOptions::timeout) wins.
+/// - `max_output_bytes`: each of stdout and stderr forwards at most this
+///   many bytes; the rest is read and discarded (so the command never
+///   blocks on a full pipe) and the exit says `stdout_truncated` /
+///   `stderr_truncated`. The command is not killed.
+/// - `max_concurrent`: commands in flight at once; one more fails at once
+///   with [`Error::QuotaExceeded`](crate::Error::QuotaExceeded) (it is not
+///   queued).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecLimits {
+    pub max_time: Option<Duration>,
+    pub max_output_bytes: Option<u64>,
+    pub max_concurrent: Option<usize>,
+}
+
+impl ExecLimits {
+    pub fn max_time(mut self, max: Duration) -> Self {
+        self.max_time = Some(max);
+        self
+    }
+
+    pub fn max_output_bytes(mut self, max: u64) -> Self {
+        self.max_output_bytes = Some(max);
+        self
+    }
+
+    pub fn max_concurrent(mut self, max: usize) -> Self {
+        self.max_concurrent = Some(max);
+        self
+    }
+
+    /// Zero time or zero concurrency would refuse every command; zero
+    /// output bytes is allowed (discard everything).
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.max_time.is_some_and(|t| t.is_zero()) {
+            return Err(LimitsError::MaxTimeZero);
+        }
+        if self.max_concurrent == Some(0) {
+            return Err(LimitsError::MaxConcurrentZero);
         }
         Ok(())
     }
@@ -386,6 +450,21 @@ mod tests {
             assert!(!m.ends_with('.'), "{m}");
             assert!(m.starts_with("limits."), "{m}");
         }
+    }
+
+    #[test]
+    fn exec_limits() {
+        assert_eq!(ExecLimits::default().validate(), Ok(()));
+        let e = ExecLimits::default().max_time(Duration::ZERO).validate();
+        assert_eq!(e, Err(LimitsError::MaxTimeZero));
+        assert_eq!(e.unwrap_err().field(), "max_time");
+        let e = ExecLimits::default().max_concurrent(0).validate();
+        assert_eq!(e, Err(LimitsError::MaxConcurrentZero));
+        let ok = ExecLimits::default()
+            .max_time(Duration::from_millis(1))
+            .max_output_bytes(0)
+            .max_concurrent(1);
+        assert_eq!(ok.validate(), Ok(()));
     }
 
     #[test]

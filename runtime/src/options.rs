@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::limits::Limits;
+use crate::limits::{ExecLimits, Limits};
 use crate::seccomp::SeccompProfile;
 
 /// Like the reference service: a sandbox lives 5 minutes unless told
@@ -27,6 +27,12 @@ pub struct SandboxOptions {
     pub limits: Limits,
     /// The seccomp profile; `None` is the runtime's default profile.
     pub seccomp: Option<SeccompProfile>,
+    /// Per-command time, output and concurrency limits (see [`ExecLimits`]).
+    pub exec_limits: ExecLimits,
+    /// Whether the sandbox's lifetime clock stops while it is paused (see
+    /// [`Sandbox::pause`](crate::Sandbox::pause)). Default `false`: the
+    /// timeout keeps running and may destroy a paused sandbox.
+    pub pause_clock: bool,
 }
 
 impl Default for SandboxOptions {
@@ -39,6 +45,8 @@ impl Default for SandboxOptions {
             hostname: None,
             limits: Limits::default(),
             seccomp: None,
+            exec_limits: ExecLimits::default(),
+            pause_clock: false,
         }
     }
 }
@@ -102,6 +110,18 @@ impl SandboxOptions {
         self
     }
 
+    pub fn exec_limits(mut self, exec_limits: ExecLimits) -> Self {
+        self.exec_limits = exec_limits;
+        self
+    }
+
+    /// `true`: the timeout (and every command's time limit) stands still
+    /// while the sandbox is paused.
+    pub fn pause_clock(mut self, stop: bool) -> Self {
+        self.pause_clock = stop;
+        self
+    }
+
     /// Replaces the default seccomp profile for this sandbox (extend
     /// [`SeccompProfile::default`] to keep the default denials).
     pub fn seccomp(mut self, profile: SeccompProfile) -> Self {
@@ -149,6 +169,7 @@ impl SandboxOptions {
             }
         }
         self.limits.validate()?;
+        self.exec_limits.validate()?;
         Ok(())
     }
 }

@@ -4,8 +4,11 @@
 //!
 //! It never blocks on a sandbox: control sends from here are non-blocking,
 //! and work that can take time (tearing a sandbox down) goes to the reaper.
-//! Output is forwarded as it arrives, in order; a command's `Exit` event is
-//! sent only after its pipes were drained, so it always comes last.
+//! Output is forwarded as it arrives, in order, up to the command's output
+//! limit (past it, output is still read, so the writer never blocks, but
+//! discarded); a command's `Exit` event is sent only after its pipes were
+//! drained, so it always comes last. It also waits on each sandbox's OOM
+//! notifier (see `oom.rs`).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -23,6 +26,7 @@ use crate::commands::{OutputStream, ProcessEvent};
 use crate::control::{self, Incoming};
 use crate::error::{Error, Result};
 use crate::lifecycle::{ReaperJob, Reason};
+use crate::oom::OomWatch;
 use crate::sandbox::SandboxShared;
 
 /// Bytes read from a pipe per event before other sources get a turn.
@@ -36,6 +40,7 @@ enum Source {
     Control(Weak<SandboxShared>),
     InitExit(Weak<SandboxShared>),
     Output(Output),
+    Oom(Weak<SandboxShared>, Arc<OomWatch>),
 }
 
 pub(crate) struct Output {
@@ -44,11 +49,23 @@ pub(crate) struct Output {
     pub stream: OutputStream,
     pub events: Sender<ProcessEvent>,
     pub fd: OwnedFd,
+    /// Bytes that may still be forwarded (`u64::MAX`: no limit).
+    pub budget: u64,
+    /// Set when output was discarded because the budget ran out.
+    pub truncated: Arc<AtomicBool>,
 }
 
 struct Timer {
     sandbox: Weak<SandboxShared>,
-    command: u64,
+    kind: TimerKind,
+}
+
+enum TimerKind {
+    /// A command's deadline.
+    Command(u64),
+    /// Look at the OOM count again (the v1 notification comes before the
+    /// kill); the number of the attempt.
+    OomRecheck(u32),
 }
 
 /// Command deadlines: a min-heap of (when, key) and the timers by key.
@@ -91,9 +108,17 @@ impl Reactor {
     }
 
     fn add(&self, fd: BorrowedFd<'_>, source: Source) -> Result<Token, Errno> {
+        self.add_with(fd, source, EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP)
+    }
+
+    fn add_with(
+        &self,
+        fd: BorrowedFd<'_>,
+        source: Source,
+        flags: EpollFlags,
+    ) -> Result<Token, Errno> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         self.sources.lock().unwrap().insert(token, source);
-        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
         if let Err(e) = self.epoll.add(fd, EpollEvent::new(flags, token)) {
             self.sources.lock().unwrap().remove(&token);
             return Err(e);
@@ -132,6 +157,36 @@ impl Reactor {
         self.add(crate::sys::fd::borrow(raw), Source::Output(output))
     }
 
+    /// Waits on a sandbox's OOM notifier (kernfs files signal a change with
+    /// `EPOLLPRI` only: `EPOLLIN` would always be ready).
+    pub fn watch_oom(
+        &self,
+        sandbox: &Arc<SandboxShared>,
+        watch: Arc<OomWatch>,
+    ) -> Result<Token, Errno> {
+        let (fd, priority) = watch.wait_fd();
+        let flags = if priority {
+            EpollFlags::EPOLLPRI
+        } else {
+            EpollFlags::EPOLLIN
+        };
+        // The source keeps the watch, and so the descriptor, alive.
+        let raw = fd.as_raw_fd();
+        self.add_with(
+            crate::sys::fd::borrow(raw),
+            Source::Oom(Arc::downgrade(sandbox), watch),
+            flags,
+        )
+    }
+
+    /// Stops waiting on an OOM notifier.
+    pub fn unwatch_oom(&self, token: Token) {
+        let source = self.sources.lock().unwrap().remove(&token);
+        if let Some(Source::Oom(_, watch)) = source {
+            let _ = self.epoll.delete(watch.wait_fd().0);
+        }
+    }
+
     /// Closes an output pipe without draining it.
     pub fn drop_output(&self, token: Token) {
         if let Some(Source::Output(out)) = self.take(token) {
@@ -152,17 +207,27 @@ impl Reactor {
     /// inherited it) and closes it.
     pub fn drain_output(&self, token: Token) {
         if let Some(Source::Output(out)) = self.take(token) {
+            let mut out = out;
             let mut buf = vec![0u8; READ_CHUNK];
-            while let ReadOutcome::Data = forward(&out, &mut buf) {}
+            while let ReadOutcome::Data = forward(&mut out, &mut buf) {}
         }
     }
 
     /// Arms a command deadline.
     pub fn add_timer(&self, at: Instant, sandbox: Weak<SandboxShared>, command: u64) {
+        self.add_timer_kind(at, sandbox, TimerKind::Command(command));
+    }
+
+    /// Looks at a sandbox's OOM count again at `at` (attempt `attempt`).
+    pub fn add_oom_recheck(&self, at: Instant, sandbox: Weak<SandboxShared>, attempt: u32) {
+        self.add_timer_kind(at, sandbox, TimerKind::OomRecheck(attempt));
+    }
+
+    fn add_timer_kind(&self, at: Instant, sandbox: Weak<SandboxShared>, kind: TimerKind) {
         let mut timers = self.timers.lock().unwrap();
         let key = self.next_token.fetch_add(1, Ordering::Relaxed);
         timers.due.push(Reverse((at, key)));
-        timers.by_key.insert(key, Timer { sandbox, command });
+        timers.by_key.insert(key, Timer { sandbox, kind });
         drop(timers);
         self.wake();
     }
@@ -212,7 +277,10 @@ impl Reactor {
         };
         for timer in due {
             if let Some(sandbox) = timer.sandbox.upgrade() {
-                sandbox.command_timed_out(timer.command);
+                match timer.kind {
+                    TimerKind::Command(command) => sandbox.command_timed_out(command),
+                    TimerKind::OomRecheck(attempt) => sandbox.check_oom(self, Some(attempt)),
+                }
             }
         }
         match next {
@@ -230,6 +298,7 @@ impl Reactor {
             Control(Weak<SandboxShared>),
             InitExit(Weak<SandboxShared>),
             Output,
+            Oom(Weak<SandboxShared>, Arc<OomWatch>),
         }
         let action = match self.sources.lock().unwrap().get(&token) {
             None => return, // removed while the event was queued
@@ -237,6 +306,7 @@ impl Reactor {
             Some(Source::Control(sb)) => Action::Control(sb.clone()),
             Some(Source::InitExit(sb)) => Action::InitExit(sb.clone()),
             Some(Source::Output(_)) => Action::Output,
+            Some(Source::Oom(sb, watch)) => Action::Oom(sb.clone(), watch.clone()),
         };
         match action {
             Action::Wake => {
@@ -260,6 +330,14 @@ impl Reactor {
                 let _ = reaper.send(ReaperJob::Destroy(sandbox, Reason::InitDied));
             }
             Action::Output => self.read_output(token, buf),
+            Action::Oom(sandbox, watch) => {
+                watch.acknowledge();
+                match sandbox.upgrade() {
+                    Some(sandbox) => sandbox.check_oom(self, None),
+                    // A stale registration: nobody is left to tell.
+                    None => self.unwatch_oom(token),
+                }
+            }
         }
     }
 
@@ -280,8 +358,8 @@ impl Reactor {
     fn read_output(&self, token: Token, buf: &mut [u8]) {
         for _ in 0..READS_PER_WAKE {
             let outcome = {
-                let sources = self.sources.lock().unwrap();
-                let Some(Source::Output(out)) = sources.get(&token) else {
+                let mut sources = self.sources.lock().unwrap();
+                let Some(Source::Output(out)) = sources.get_mut(&token) else {
                     return;
                 };
                 forward(out, buf)
@@ -308,12 +386,21 @@ enum ReadOutcome {
     Closed,
 }
 
-/// One non-blocking read from an output pipe, forwarded as an event.
-fn forward(out: &Output, buf: &mut [u8]) -> ReadOutcome {
+/// One non-blocking read from an output pipe, forwarded as an event as far
+/// as the output budget allows; the rest is dropped and flagged.
+fn forward(out: &mut Output, buf: &mut [u8]) -> ReadOutcome {
     match nix::unistd::read(out.fd.as_fd(), buf) {
         Ok(0) => ReadOutcome::Closed,
         Ok(n) => {
-            let chunk = buf[..n].to_vec();
+            let keep = n.min(usize::try_from(out.budget).unwrap_or(usize::MAX));
+            if keep < n {
+                out.truncated.store(true, Ordering::Relaxed);
+            }
+            if keep == 0 {
+                return ReadOutcome::Data;
+            }
+            out.budget -= keep as u64;
+            let chunk = buf[..keep].to_vec();
             let event = match out.stream {
                 OutputStream::Stdout => ProcessEvent::Stdout(chunk),
                 OutputStream::Stderr => ProcessEvent::Stderr(chunk),

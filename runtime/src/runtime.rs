@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread;
 use std::time::Duration;
 
@@ -20,8 +20,11 @@ use crate::control;
 use crate::error::{Error, Result};
 use crate::init_binary;
 use crate::lifecycle::{EventBus, LifecycleEvent, Reaper, ReaperJob, Reason, State};
+use crate::oom::ResourceEvent;
 use crate::options::SandboxOptions;
+use crate::quota;
 use crate::reactor::Reactor;
+use crate::resources::ResourceState;
 use crate::sandbox::{Live, NewSandbox, Sandbox, SandboxInfo, SandboxShared};
 use crate::seccomp::{CompiledSeccomp, SeccompCache, SeccompProfile};
 use crate::spawn::{self, CreateJob, Launched, Spawner, SpawnerConfig};
@@ -31,6 +34,7 @@ use crate::userns::IdRange;
 /// What every sandbox of a runtime shares with it.
 pub(crate) struct RuntimeCtx {
     pub events: EventBus,
+    pub resource_events: EventBus<ResourceEvent>,
     pub reactor: Arc<Reactor>,
     pub reaper: Sender<ReaperJob>,
     pub table: Mutex<HashMap<String, Arc<SandboxShared>>>,
@@ -44,6 +48,7 @@ pub struct RuntimeBuilder {
     scratch_dir: PathBuf,
     id_range: IdRange,
     max_sandboxes: Option<usize>,
+    memory_overcommit: Option<f64>,
     ready_timeout: Duration,
     cgroups: CgroupConfig,
 }
@@ -55,6 +60,7 @@ impl Default for RuntimeBuilder {
             scratch_dir: PathBuf::from("/run/sandlot"),
             id_range: IdRange::default(),
             max_sandboxes: None,
+            memory_overcommit: None,
             ready_timeout: Duration::from_secs(10),
             cgroups: CgroupConfig::default(),
         }
@@ -88,6 +94,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Refuse a create (`ResourceUnavailable`) when the memory limits of
+    /// the live sandboxes plus the new one would exceed the host's
+    /// `MemAvailable` times `ratio` (see `quota.rs`). Off by default: an
+    /// idle sandbox uses well under 1 MiB of its 512 MiB default limit.
+    pub fn memory_overcommit(mut self, ratio: f64) -> Self {
+        self.memory_overcommit = Some(ratio);
+        self
+    }
+
     /// Where sandbox cgroups go, relative to each hierarchy's root (default:
     /// below this process's own cgroup). On cgroup v2 this should be a
     /// delegated subtree.
@@ -114,6 +129,9 @@ impl RuntimeBuilder {
             return Err(Error::NotRoot { euid });
         }
         self.id_range.validate()?;
+        if let Some(ratio) = self.memory_overcommit {
+            quota::validate_ratio(ratio)?;
+        }
         let init_fd = init_binary::init_fd()?;
         let store = Store::open(&self.data_dir).map_err(|source| Error::Template {
             name: sandlot_rootfs::BASE_NAME.into(),
@@ -136,6 +154,7 @@ impl RuntimeBuilder {
         let mut reaper = Reaper::start()?;
         let ctx = Arc::new(RuntimeCtx {
             events: EventBus::default(),
+            resource_events: EventBus::default(),
             reactor: reactor.clone(),
             reaper: reaper.sender(),
             table: Mutex::new(HashMap::new()),
@@ -296,6 +315,20 @@ impl Runtime {
         RuntimeBuilder::default().build()
     }
 
+    pub(crate) fn ctx(&self) -> &Arc<RuntimeCtx> {
+        &self.inner.ctx
+    }
+
+    /// A reference that does not keep the runtime alive.
+    pub(crate) fn downgrade(&self) -> WeakRuntime {
+        WeakRuntime(Arc::downgrade(&self.inner))
+    }
+
+    /// Whether `shutdown` ran (or is running).
+    pub(crate) fn is_shut_down(&self) -> bool {
+        self.inner.shut_down.load(Ordering::SeqCst)
+    }
+
     /// Every lifecycle transition of every sandbox from now on.
     pub fn events(&self) -> Receiver<LifecycleEvent> {
         self.inner.ctx.events.subscribe()
@@ -340,6 +373,7 @@ impl Runtime {
                 metadata: options.metadata.clone(),
                 env: options.env.clone(),
                 timeout: options.timeout,
+                resources: ResourceState::new(&options),
             },
             self.inner.ctx.clone(),
         );
@@ -354,6 +388,13 @@ impl Runtime {
                         what: "max_sandboxes",
                         limit: max as u64,
                     });
+                }
+            }
+            if let Some(ratio) = self.inner.config.memory_overcommit {
+                if let Err(e) = quota::check_memory(&table, options.limits.memory, ratio) {
+                    drop(table);
+                    let _ = shared.transition(State::Failed, Reason::Rejected("memory".into()));
+                    return Err(e);
                 }
             }
             table.insert(id.clone(), shared.clone());
@@ -410,11 +451,15 @@ impl Runtime {
             inner.config.ready_timeout,
         )?;
         let root = open_root(&launched)?;
+        shared.watch_oom(&cgroup)?;
         let tokens = inner
             .ctx
             .reactor
             .watch_sandbox(shared, launched.control.as_fd(), launched.pidfd.as_fd())
-            .map_err(|e| Error::setup("watch the sandbox", e))?;
+            .map_err(|e| {
+                shared.unwatch_oom();
+                Error::setup("watch the sandbox", e)
+            })?;
         guard.disarm();
         shared.set_live(Live {
             pid: launched.pid,
@@ -478,6 +523,16 @@ impl Runtime {
     /// also runs when the last clone of the runtime is dropped.
     pub fn shutdown(&self) {
         self.inner.shutdown();
+    }
+}
+
+/// A [`Runtime`] that may have been dropped (monitors hold this).
+#[derive(Clone)]
+pub(crate) struct WeakRuntime(Weak<RuntimeInner>);
+
+impl WeakRuntime {
+    pub fn upgrade(&self) -> Option<Runtime> {
+        self.0.upgrade().map(|inner| Runtime { inner })
     }
 }
 

@@ -22,6 +22,7 @@ use crate::control;
 use crate::error::{Error, Result};
 use crate::lifecycle::{LifecycleEvent, ReaperJob, Reason, State};
 use crate::reactor::{Output, Reactor, Token};
+use crate::resources::ResourceState;
 use crate::runtime::RuntimeCtx;
 use crate::sys::process;
 use crate::users::User;
@@ -48,6 +49,9 @@ struct Status {
     end_reason: Option<Reason>,
     deadline: Instant,
     end_at: SystemTime,
+    /// While paused with the pause clock: the lifetime that was left (the
+    /// deadline does not apply meanwhile).
+    clock_stopped: Option<Duration>,
 }
 
 pub(crate) struct SandboxShared {
@@ -62,6 +66,7 @@ pub(crate) struct SandboxShared {
     status: Mutex<Status>,
     live: Mutex<Option<Live>>,
     pub commands: Mutex<CommandTable>,
+    pub resources: ResourceState,
 }
 
 /// A snapshot of a sandbox.
@@ -88,6 +93,7 @@ pub(crate) struct NewSandbox {
     pub env: Vec<(String, String)>,
     pub hostname: String,
     pub timeout: Duration,
+    pub resources: ResourceState,
 }
 
 impl SandboxShared {
@@ -107,9 +113,11 @@ impl SandboxShared {
                 end_reason: None,
                 deadline: Instant::now() + spec.timeout,
                 end_at: now + spec.timeout,
+                clock_stopped: None,
             }),
             live: Mutex::new(None),
             commands: Mutex::new(CommandTable::default()),
+            resources: spec.resources,
         })
     }
 
@@ -127,6 +135,18 @@ impl SandboxShared {
         status.state = to;
         self.publish(from, to, reason);
         Ok(from)
+    }
+
+    /// Moves `from → to` only if the sandbox is in `from` now (Running ⇄
+    /// Active must not undo a pause that happened meanwhile).
+    pub fn transition_from(&self, from: State, to: State, reason: Reason) -> bool {
+        let mut status = self.status.lock().unwrap();
+        if status.state != from || !from.can_become(to) {
+            return false;
+        }
+        status.state = to;
+        self.publish(from, to, reason);
+        true
     }
 
     fn publish(&self, from: State, to: State, reason: Reason) {
@@ -161,6 +181,7 @@ impl SandboxShared {
         let mut slot = self.live.lock().unwrap();
         if self.state() == State::Destroyed {
             drop(slot);
+            self.release_resources();
             let reactor = &self.ctx.reactor;
             for (token, fd) in [
                 (live.control_token, live.control.as_fd()),
@@ -176,6 +197,12 @@ impl SandboxShared {
         }
         *slot = Some(live);
         Ok(())
+    }
+
+    /// Runs `f` on the kernel resources while the sandbox is live (holding
+    /// the `live` lock: destroy waits).
+    pub fn with_live<R>(&self, f: impl FnOnce(&Live) -> R) -> Option<R> {
+        self.live.lock().unwrap().as_ref().map(f)
     }
 
     pub fn control(&self) -> Option<Arc<OwnedFd>> {
@@ -206,6 +233,42 @@ impl SandboxShared {
         self.status.lock().unwrap().deadline
     }
 
+    /// Whether the lifetime is over at `now` (never while the clock is
+    /// stopped by a pause).
+    pub fn deadline_due(&self, now: Instant) -> bool {
+        let status = self.status.lock().unwrap();
+        status.clock_stopped.is_none() && status.deadline <= now && status.state.is_live()
+    }
+
+    /// Pause with the pause clock: remember the lifetime left.
+    pub fn stop_clock(&self) {
+        let mut status = self.status.lock().unwrap();
+        if status.clock_stopped.is_none() {
+            status.clock_stopped = Some(status.deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+
+    /// Resume: the lifetime left runs from now; tells the reaper.
+    pub fn restart_clock(self: &Arc<Self>) {
+        let deadline = {
+            let mut status = self.status.lock().unwrap();
+            let Some(left) = status.clock_stopped.take() else {
+                return;
+            };
+            status.deadline = Instant::now() + left;
+            status.end_at = SystemTime::now() + left;
+            status.deadline
+        };
+        let _ = self
+            .ctx
+            .reaper
+            .send(ReaperJob::Deadline(Arc::downgrade(self), deadline));
+    }
+
+    pub fn clock_stopped(&self) -> bool {
+        self.status.lock().unwrap().clock_stopped.is_some()
+    }
+
     pub fn end_at(&self) -> SystemTime {
         self.status.lock().unwrap().end_at
     }
@@ -223,6 +286,10 @@ impl SandboxShared {
             }
             status.deadline = Instant::now() + timeout;
             status.end_at = SystemTime::now() + timeout;
+            if status.clock_stopped.is_some() {
+                // Paused with the clock stopped: all of it is left.
+                status.clock_stopped = Some(timeout);
+            }
             status.deadline
         };
         let _ = self
@@ -278,14 +345,24 @@ impl SandboxShared {
     }
 
     /// Records a new command; the first one makes the sandbox Active.
+    /// Past `max_concurrent` commands in flight: `QuotaExceeded`.
     pub fn register_command(&self, entry: CommandEntry) -> Result<u64> {
         let mut table = self.commands.lock().unwrap();
         self.check_accepts_commands()?;
+        if let Some(max) = self.resources.exec.max_concurrent {
+            if table.running.len() >= max {
+                return Err(Error::QuotaExceeded {
+                    what: "max_concurrent",
+                    limit: max as u64,
+                });
+            }
+        }
         table.next_id += 1;
         let id = table.next_id;
         table.running.insert(id, entry);
+        self.resources.touch();
         if table.running.len() == 1 {
-            let _ = self.transition(State::Active, Reason::CommandStarted);
+            self.transition_from(State::Running, State::Active, Reason::CommandStarted);
         }
         Ok(id)
     }
@@ -317,18 +394,27 @@ impl SandboxShared {
     fn remove_command(&self, id: u64) -> Option<CommandEntry> {
         let mut table = self.commands.lock().unwrap();
         let entry = table.running.remove(&id)?;
+        self.resources.touch();
         if table.running.is_empty() {
-            let _ = self.transition(State::Running, Reason::Idle);
+            self.transition_from(State::Active, State::Running, Reason::Idle);
         }
         Some(entry)
     }
 
     /// Reactor: a command's deadline passed.
     pub fn command_timed_out(&self, id: u64) {
+        if self.clock_stopped() {
+            // Paused with the clock stopped: resume re-arms the deadline.
+            return;
+        }
         let mut table = self.commands.lock().unwrap();
         let Some(entry) = table.running.get_mut(&id) else {
             return;
         };
+        if entry.deadline.is_some_and(|d| d > Instant::now()) {
+            // Moved later by a pause; a new timer is armed.
+            return;
+        }
         entry.timed_out = true;
         drop(table);
         if let Some(control) = self.control() {
@@ -379,9 +465,8 @@ impl SandboxShared {
                     for token in &entry.outputs {
                         reactor.drain_output(*token);
                     }
-                    let _ = entry
-                        .events
-                        .send(ProcessEvent::Exit(entry.exit_event(status, usage)));
+                    let exit = entry.exit_event(status, usage, || self.oom_kills_now());
+                    let _ = entry.events.send(ProcessEvent::Exit(exit));
                 }
             }
             Event::Ready { .. } | Event::SetupFailed { .. } => {}
@@ -441,9 +526,17 @@ impl SandboxShared {
             let _ = cgroup.kill();
         }
         let _ = process::pidfd_signal(live.pidfd.as_fd(), libc::SIGKILL);
+        if from == State::Paused {
+            // The v1 freezer holds even killed tasks until thawed (v2 lets
+            // them die); they wake with SIGKILL pending and run no code.
+            if let Some(cgroup) = &live.cgroup {
+                let _ = cgroup.thaw();
+            }
+        }
         let reaped = process::reap_pidfd(live.pidfd.as_fd(), true);
 
         // 2. Nothing more will come from the sandbox.
+        self.release_resources();
         let reactor = &self.ctx.reactor;
         if let Some(token) = live.control_token.take() {
             reactor.remove_watch(token, live.control.as_fd());

@@ -42,21 +42,28 @@ pub struct LifecycleEvent {
     pub at: SystemTime,
 }
 
-/// Fan-out of lifecycle events to every `Runtime::events()` receiver.
-/// Receivers that were dropped are pruned on the next send.
-#[derive(Default)]
-pub(crate) struct EventBus {
-    subscribers: Mutex<Vec<Sender<LifecycleEvent>>>,
+/// Fan-out of events (lifecycle events, resource events) to every
+/// subscriber. Receivers that were dropped are pruned on the next send.
+pub(crate) struct EventBus<T = LifecycleEvent> {
+    subscribers: Mutex<Vec<Sender<T>>>,
 }
 
-impl EventBus {
-    pub fn subscribe(&self) -> Receiver<LifecycleEvent> {
+impl<T> Default for EventBus<T> {
+    fn default() -> Self {
+        EventBus {
+            subscribers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl<T: Clone> EventBus<T> {
+    pub fn subscribe(&self) -> Receiver<T> {
         let (tx, rx) = crossbeam_channel::unbounded();
         self.subscribers.lock().unwrap().push(tx);
         rx
     }
 
-    pub fn publish(&self, event: LifecycleEvent) {
+    pub fn publish(&self, event: T) {
         let mut subs = self.subscribers.lock().unwrap();
         subs.retain(|tx| tx.send(event.clone()).is_ok());
     }

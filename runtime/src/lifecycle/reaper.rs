@@ -92,7 +92,7 @@ fn run(jobs: Receiver<ReaperJob>) {
                 continue;
             };
             // A later deadline was set since this entry was pushed.
-            if sandbox.deadline() <= now && sandbox.state().is_live() {
+            if sandbox.deadline_due(now) {
                 let _ = sandbox.destroy(Reason::Timeout);
             }
         }
