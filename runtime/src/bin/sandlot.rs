@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sandlot::{Cmd, Error, ExitReason, ProcessEvent, Reason, RunOptions, Runtime, SandboxOptions};
+use sandlot::{
+    Cmd, CommandExit, Error, ExecLimits, ExitReason, Limits, Metrics, ProcessEvent, Reason,
+    RunOptions, Runtime, SandboxOptions,
+};
 
 /// Exit status when sandlot itself fails (as docker and crun use it).
 const EXIT_SANDLOT_ERROR: u8 = 125;
@@ -16,11 +19,35 @@ const EXIT_NOT_FOUND: u8 = 127;
 /// Exit status when the sandbox's timeout ended the run (as timeout(1)).
 const EXIT_TIMED_OUT: u8 = 124;
 
+/// The flags of `sandlot run`, shown by `sandlot --help` as well.
+const RUN_FLAGS: &str = "\
+sandlot run [OPTIONS] -- CMD ARGS...
+  -t, --template T          template to start from (default base)
+      --timeout D           lifetime of the sandbox (default 5m; 30s, 500ms, 1h)
+  -e, --env KEY=VALUE       environment variable for the command (repeatable)
+  -w, --workdir DIR         working directory inside the sandbox
+  -u, --user USER           user name or uid[:gid] to run as
+      --shell               run CMD ARGS through the template's shell
+      --memory SIZE         memory limit (default 512M; 64K, 256M, 1G)
+      --cpus N              CPU limit in CPUs, fractional (default 1)
+      --pids N              processes and threads at once (default 128)
+      --disk SIZE           writable layer: /tmp, /dev/shm, changes (default 1G)
+      --max-output SIZE     forward at most SIZE of stdout and of stderr each
+      --exec-timeout D      kill the command after D (exit code 124)
+      --stats               print the command's accounting to stderr as JSON
+Exit code: the command's; 128+N for signal N; 124 timed out; 127 no such
+program; 125 sandlot failed. See `sandlot run --help` for details.
+
+sandlot template import NAME PATH [--dir]   an OCI layout (dir or .tar), or
+                                           with --dir a rootfs directory
+sandlot template ls | rm NAME";
+
 #[derive(Parser)]
 #[command(
     name = "sandlot",
     version,
-    about = "Isolated sandboxes for untrusted code"
+    about = "Isolated sandboxes for untrusted code",
+    after_help = RUN_FLAGS
 )]
 struct Cli {
     /// Where templates live (an ext4, xfs or btrfs directory).
@@ -39,8 +66,9 @@ struct Cli {
 enum Command {
     /// Create a sandbox, run one command in it with this terminal's stdin,
     /// stdout and stderr, destroy the sandbox, and exit with the command's
-    /// exit code (128+N if signal N ended it, 124 if the sandbox timed out,
-    /// 127 if the program does not exist, 125 if sandlot failed).
+    /// exit code (128+N if signal N ended it, 124 if the sandbox or the
+    /// command timed out, 127 if the program does not exist, 125 if sandlot
+    /// failed).
     Run(RunArgs),
     /// Manage the named templates under the data dir.
     #[command(subcommand)]
@@ -67,6 +95,33 @@ struct RunArgs {
     /// Run CMD through the template's shell (`sh -c "CMD ARGS…"`).
     #[arg(long)]
     shell: bool,
+    /// Memory limit, swap included: bytes or 512K, 256M, 1G (binary units).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
+    /// CPU limit in CPUs, fractional (0.5 = half of one CPU's time).
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Most processes and threads alive at once, init included.
+    #[arg(long, value_name = "N")]
+    pids: Option<u64>,
+    /// Size of the writable layer (/tmp, /dev/shm and every change to the
+    /// template's files), e.g. 100M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    disk: Option<u64>,
+    /// Forward at most SIZE bytes of stdout and of stderr each; the rest is
+    /// discarded (the command runs on).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_output: Option<u64>,
+    /// Kill the command (its process group) after this long, e.g. 10s;
+    /// exit code 124.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    exec_timeout: Option<Duration>,
+    /// At exit, print the command's accounting to stderr as one JSON
+    /// object: exit code or signal, reason (exited, signaled, timed_out,
+    /// oom_killed, output_limit, sandbox_destroyed), wall and CPU time,
+    /// peak RSS, truncation, and the sandbox's cgroup counters.
+    #[arg(long)]
+    stats: bool,
     /// The command and its arguments.
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<String>,
@@ -107,6 +162,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
+/// `512`, `64K`, `256M`, `1G`, `2T`, with an optional `i`/`iB`/`B`
+/// (units are binary either way).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 256M"))?;
+    let shift = match unit.trim_end_matches(['B', 'b']).trim_end_matches('i') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (K, M, G, T)")),
+    };
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
 fn parse_env(text: &str) -> Result<(String, String), String> {
     let (key, value) = text
         .split_once('=')
@@ -131,7 +209,23 @@ fn main() -> ExitCode {
 
 fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
     let runtime = Runtime::builder().data_dir(data_dir).build()?;
-    let mut options = SandboxOptions::template(&args.template).timeout(args.timeout);
+    let defaults = Limits::default();
+    let limits = Limits {
+        memory: args.memory.unwrap_or(defaults.memory),
+        cpus: args.cpus.unwrap_or(defaults.cpus),
+        pids: args.pids.unwrap_or(defaults.pids),
+        disk: args.disk.unwrap_or(defaults.disk),
+        ..defaults
+    };
+    let exec_limits = ExecLimits {
+        max_time: args.exec_timeout,
+        max_output_bytes: args.max_output,
+        max_concurrent: None,
+    };
+    let mut options = SandboxOptions::template(&args.template)
+        .timeout(args.timeout)
+        .limits(limits)
+        .exec_limits(exec_limits);
     for (key, value) in &args.env {
         options = options.env(key, value);
     }
@@ -179,13 +273,48 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
         })
     })();
     let timed_out = sandbox.end_reason() == Some(Reason::Timeout);
+    // Read before the kill: the cgroup goes with the sandbox.
+    let metrics = sandbox.metrics().ok();
     sandbox.kill()?;
     let exit = result?;
+    if args.stats {
+        eprintln!("{}", stats_json(&exit, metrics.as_ref()));
+    }
     if timed_out && exit.reason == ExitReason::SandboxDestroyed {
         eprintln!("sandlot: the sandbox timed out after {:?}", args.timeout);
         return Ok(ExitCode::from(EXIT_TIMED_OUT));
     }
+    if exit.reason == ExitReason::TimedOut {
+        return Ok(ExitCode::from(EXIT_TIMED_OUT));
+    }
     Ok(ExitCode::from(exit.shell_code().clamp(0, 255) as u8))
+}
+
+/// The accounting of `--stats`: one line of JSON.
+fn stats_json(exit: &CommandExit, metrics: Option<&Metrics>) -> serde_json::Value {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut stats = serde_json::json!({
+        "exit_code": exit.code,
+        "signal": exit.signal,
+        "reason": exit.reason.as_str(),
+        "wall_ms": ms(exit.duration),
+        "cpu_user_ms": ms(exit.cpu_user),
+        "cpu_system_ms": ms(exit.cpu_system),
+        "peak_rss_bytes": exit.peak_rss_bytes,
+        "stdout_truncated": exit.stdout_truncated,
+        "stderr_truncated": exit.stderr_truncated,
+    });
+    if let Some(m) = metrics {
+        stats["sandbox"] = serde_json::json!({
+            "cpu_usage_ns": m.cpu_usage_ns,
+            "memory_peak_bytes": m.memory_peak,
+            "memory_limit_bytes": m.memory_limit,
+            "oom_kills": m.oom_kills,
+            "disk_used_bytes": m.disk_used,
+            "processes": m.processes,
+        });
+    }
+    stats
 }
 
 fn template(data_dir: &PathBuf, command: TemplateCommand) -> Result<(), Error> {
@@ -232,4 +361,29 @@ fn template(data_dir: &PathBuf, command: TemplateCommand) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("256M"), Ok(256 << 20));
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1gb"), Ok(1 << 30));
+        for bad in ["", "M", "1.5G", "12X", "-1", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("10x").is_err());
+    }
 }
