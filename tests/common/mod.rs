@@ -20,25 +20,52 @@ pub fn require_root() {
 }
 
 /// Templates for tests live beside the build, on the repository's own
-/// (idmap-capable) filesystem.
+/// (idmap-capable) filesystem; `SANDLOT_TEST_DATA_DIR` overrides it (the
+/// cgroup v2 guest mounts an ext4 there, its root being a tmpfs).
 pub fn data_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sandlot-test-data")
+    match std::env::var_os("SANDLOT_TEST_DATA_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sandlot-test-data"),
+    }
+}
+
+/// The template tests that may run elsewhere than on our hosts use:
+/// `SANDLOT_TEST_TEMPLATE`, default `base` (the host's /usr). The cgroup v2
+/// guest has no /usr and sets a busybox directory template.
+pub fn template() -> String {
+    std::env::var("SANDLOT_TEST_TEMPLATE").unwrap_or_else(|_| "base".into())
+}
+
+/// Options with the test template ([`template`]).
+pub fn options() -> SandboxOptions {
+    SandboxOptions::template(template())
 }
 
 /// A runtime for one test; dropping it destroys every sandbox it made,
-/// also when the test fails.
+/// also when the test fails. With `SANDLOT_TEST_TEMPLATE_DIR` set, that
+/// root filesystem directory is imported as [`template`] first.
 pub fn runtime() -> Runtime {
     require_root();
-    Runtime::builder()
+    let runtime = Runtime::builder()
         .data_dir(data_dir())
         .build()
-        .expect("build a runtime")
+        .expect("build a runtime");
+    if let Some(dir) = std::env::var_os("SANDLOT_TEST_TEMPLATE_DIR") {
+        let store = runtime.templates();
+        if store.get(&template()).is_err() {
+            // Another test's runtime may import it at the same moment.
+            if let Err(e) = store.import_dir(&template(), &dir) {
+                store
+                    .get(&template())
+                    .unwrap_or_else(|_| panic!("import {dir:?} as {}: {e}", template()));
+            }
+        }
+    }
+    runtime
 }
 
 pub fn sandbox(runtime: &Runtime) -> Sandbox {
-    runtime
-        .create(SandboxOptions::default())
-        .expect("create a sandbox")
+    runtime.create(options()).expect("create a sandbox")
 }
 
 /// Runs a shell command line, asserts it succeeded, returns its stdout.
