@@ -8,9 +8,10 @@
 //! | network | `/proc/<init pid>/net/dev`: the sandbox's own network namespace, opened once, re-read with pread |
 //! | uptime, last activity, active executions | the host's own records |
 //!
-//! A call costs a handful of preads and one fstatfs, no allocation in the
-//! kernel files' path and no process inside the sandbox (see
-//! BENCHMARKS.md for the measured cost).
+//! A call re-reads seven open files and calls fstatfs once, and starts no
+//! process: a median of 16.5 µs on our 2-core development VM, about 53,000
+//! calls a second from one thread (`cargo run --release -p sandlot-bench
+//! --example limits`).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
