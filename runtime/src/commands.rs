@@ -309,6 +309,7 @@ impl CommandEntry {
 
     /// The final event when the sandbox went away underneath the command.
     pub fn destroyed_event(&self) -> CommandExit {
+        let (stdout_truncated, stderr_truncated) = self.truncated();
         CommandExit {
             code: None,
             signal: Some(libc::SIGKILL),
@@ -321,8 +322,8 @@ impl CommandEntry {
             cpu_user: Duration::ZERO,
             cpu_system: Duration::ZERO,
             peak_rss_bytes: 0,
-            stdout_truncated: self.truncated().0,
-            stderr_truncated: self.truncated().1,
+            stdout_truncated,
+            stderr_truncated,
         }
     }
 }

@@ -29,21 +29,17 @@ impl SandboxShared {
     fn pause(self: &Arc<Self>) -> Result<()> {
         let done = self.with_live(|live| -> Result<()> {
             let cgroup = live.cgroup.as_ref().ok_or_else(|| self.not_running())?;
-            let from = match self.state() {
+            match self.state() {
                 State::Paused => return Ok(()),
-                state @ (State::Running | State::Active) => state,
+                State::Running | State::Active => {}
                 _ => return Err(self.not_running()),
-            };
-            if !self.transition_from(from, State::Paused, Reason::Paused) {
-                // A command started or ended meanwhile; try the other one.
-                let other = if from == State::Running {
-                    State::Active
-                } else {
-                    State::Running
-                };
-                if !self.transition_from(other, State::Paused, Reason::Paused) {
-                    return Err(self.not_running());
-                }
+            }
+            // Either may hold by now: a command may have started or ended.
+            let paused = [State::Running, State::Active]
+                .into_iter()
+                .any(|from| self.transition_from(from, State::Paused, Reason::Paused));
+            if !paused {
+                return Err(self.not_running());
             }
             *self.resources.paused_at.lock().unwrap() = Some(Instant::now());
             if self.resources.pause_clock {

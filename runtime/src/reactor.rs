@@ -206,8 +206,7 @@ impl Reactor {
     /// more will come from it — only, perhaps, from a background child that
     /// inherited it) and closes it.
     pub fn drain_output(&self, token: Token) {
-        if let Some(Source::Output(out)) = self.take(token) {
-            let mut out = out;
+        if let Some(Source::Output(mut out)) = self.take(token) {
             let mut buf = vec![0u8; READ_CHUNK];
             while let ReadOutcome::Data = forward(&mut out, &mut buf) {}
         }
