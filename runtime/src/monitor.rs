@@ -102,7 +102,26 @@ struct Shared {
     running: AtomicBool,
 }
 
-/// A sampling thread; see the [module docs](self).
+/// Samples one sandbox, or every sandbox of a runtime, on a thread of its
+/// own (`sandlot-monitor`) at a fixed interval; keeps the last
+/// `history_len` [`Metrics`] per sandbox (each with `cpu_percent` since the
+/// monitor's own previous sample); raises a [`ResourceAlert`] when a usage
+/// crosses its [`Thresholds`] — once going up (`Exceeded`), once coming
+/// back down (`Recovered`). Alerts go to [`ResourceMonitor::alerts`] and to
+/// [`Runtime::resource_events`]. It stops when dropped, when its sandbox
+/// is gone or when its runtime shuts down, and keeps neither alive.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # use sandlot::{ResourceMonitor, Runtime, SandboxOptions, Thresholds};
+/// # let rt = Runtime::new()?;
+/// # let sandbox = rt.create(SandboxOptions::default())?;
+/// let monitor = ResourceMonitor::start(&sandbox, Duration::from_secs(1), 60, Thresholds::default())?;
+/// for alert in monitor.alerts().iter() {
+///     println!("{} {:?} {:?} at {:.0}%", alert.sandbox_id, alert.resource, alert.kind, alert.percent);
+/// }
+/// # Ok::<(), sandlot::Error>(())
+/// ```
 pub struct ResourceMonitor {
     shared: Arc<Shared>,
     alerts: Receiver<ResourceAlert>,

@@ -96,16 +96,25 @@ impl SandboxShared {
 }
 
 impl Sandbox {
-    /// Freezes every process of the sandbox; state Paused. Commands are
-    /// refused with `SandboxNotRunning { state: Paused }` until
-    /// [`Sandbox::resume`]. See the module docs of `pause.rs` for the
-    /// clock.
+    /// Freezes every process of the sandbox (the cgroup freezer; a few
+    /// milliseconds at most) and moves it to Paused. Commands are refused
+    /// with `SandboxNotRunning { state: Paused }` until
+    /// [`Sandbox::resume`]; one being started at that very moment starts
+    /// on resume. Pausing a paused sandbox does nothing.
+    ///
+    /// The clock: by default the sandbox's timeout and its commands' time
+    /// limits keep running while it is paused — a paused sandbox can time
+    /// out and be destroyed, and a command whose limit passed is killed as
+    /// soon as it runs again. With
+    /// [`SandboxOptions::pause_clock`](crate::SandboxOptions::pause_clock)
+    /// both stand still until resume.
     pub fn pause(&self) -> Result<()> {
         self.shared().pause()
     }
 
     /// Lets a paused sandbox's processes run again; state Running, or
-    /// Active if commands are in flight.
+    /// Active if commands are in flight. Resuming a running sandbox does
+    /// nothing.
     pub fn resume(&self) -> Result<()> {
         self.shared().resume()
     }

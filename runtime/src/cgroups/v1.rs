@@ -21,7 +21,7 @@ const MIN_QUOTA_US: i64 = 1_000;
 /// How long freeze waits for every task to stop.
 pub(crate) const FREEZE_PATIENCE: Duration = Duration::from_secs(5);
 
-/// `cpu.cfs_quota_us` for a share of `cpus` CPUs per [`CFS_PERIOD_US`]:
+/// `cpu.cfs_quota_us` for a share of `cpus` CPUs per CFS period (100 ms):
 /// 0.5 → 50000.
 pub fn cpu_quota_us(cpus: f64) -> i64 {
     ((cpus * CFS_PERIOD_US as f64).round() as i64).max(MIN_QUOTA_US)
