@@ -358,11 +358,13 @@ impl Sampler {
                 threshold,
                 at: metrics.timestamp,
             };
-            let _ = self.alerts.send(alert.clone());
+            // The runtime-wide stream first: whoever sees the alert here
+            // finds it there too.
             sandbox
                 .ctx
                 .resource_events
-                .publish(ResourceEvent::Alert(alert));
+                .publish(ResourceEvent::Alert(alert.clone()));
+            let _ = self.alerts.send(alert);
         }
 
         let mut history = self.shared.history.lock().unwrap();
