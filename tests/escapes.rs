@@ -167,7 +167,7 @@ fn s2_nothing_can_be_mounted_or_unmounted_inside() {
         &["mount", "cgroup", "memory"],
         &["mount", "cgroup2"],
         &["bind", "/usr"],
-        &["umount", "/proc/kcore"],
+        &["umount", "/proc/keys"],
         &["umount", "/proc/sys"],
         &["umount", "/usr"],
         &["fsopen", "tmpfs"],
@@ -1155,6 +1155,19 @@ fn s27_a_data_dir_without_idmapped_mounts_is_refused_with_a_fix() {
                 Some(options.as_str()),
             )
             .map_err(|e| format!("mount overlay: {e}"))?;
+            // `sandlot doctor` says so up front…
+            let report = sandlot::doctor::check(&base.join("merged"));
+            let check = report
+                .get("idmapped mounts")
+                .ok_or("no idmapped mounts check")?;
+            if check.status != sandlot::doctor::Status::Fail
+                || !check.detail.contains("overlayfs")
+                || !check.fix.as_deref().unwrap_or("").contains("ext4")
+                || report.ok()
+            {
+                return Err(format!("doctor on an overlayfs data dir:\n{report}"));
+            }
+            // …and creating a sandbox fails with the reason and the fix.
             let rt = Runtime::builder().data_dir(base.join("merged")).build();
             let err = match rt {
                 Err(e) => e,
