@@ -748,6 +748,7 @@ impl VethHost {
         };
         let host_end = format!("sle{}h", std::process::id());
         let peer_end = format!("sle{}p", std::process::id());
+        remove_stale_test_namespaces();
         let mut veth = VethHost {
             netns: netns.clone(),
             listener: None,
@@ -798,6 +799,23 @@ impl VethHost {
             .unwrap();
         veth.listener = Some(listener);
         veth
+    }
+}
+
+/// Namespaces of earlier runs that died before their `Drop` (their veth
+/// pairs and addresses go with them).
+fn remove_stale_test_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(pid) = name.strip_prefix("sandlot-esc-") else {
+            continue;
+        };
+        if pid.parse().is_ok_and(|pid: i32| !process_exists(pid)) {
+            let _ = Command::new("ip").args(["netns", "delete", name]).status();
+        }
     }
 }
 

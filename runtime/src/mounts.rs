@@ -139,6 +139,27 @@ fn idmap_unsupported(source: &Path, errno: nix::errno::Errno) -> Error {
     }
 }
 
+/// overlayfs accepts idmapped lower layers from Linux 5.19 on; before, the
+/// mount fails with `EINVAL` and nothing else would say why.
+fn overlay_error(root: &Path, errno: nix::errno::Errno) -> Error {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let old_kernel = crate::doctor::parse_kernel_version(&release).is_some_and(|v| v < (5, 19));
+    if errno == nix::errno::Errno::EINVAL && old_kernel {
+        Error::Unsupported {
+            feature: "overlayfs on idmapped layers",
+            reason: format!(
+                "mounting the sandbox root failed with {errno}: Linux {release} is older than \
+                 5.19, the first kernel whose overlayfs takes idmapped layers; upgrade to 6.1 or \
+                 later"
+            ),
+        }
+    } else {
+        Error::setup_at("mount overlay on", root, errno)
+    }
+}
+
 impl Scratch {
     /// Mounts the scratch tmpfs over `dir` and builds the /dev template.
     /// Must run in the spawner's private mount namespace.
@@ -343,7 +364,7 @@ impl Scratch {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some(overlay.as_str()),
         )
-        .map_err(|e| Error::setup_at("mount overlay on", &self.root, e))?;
+        .map_err(|e| overlay_error(&self.root, e))?;
 
         // Images need not ship the directories sandlot mounts on.
         for dir in ["proc", "dev", "tmp"]
