@@ -661,8 +661,8 @@ fn s16_init_is_sealed_and_out_of_reach() {
         .write(true)
         .open(format!("/proc/{init}/exe"))
         .is_err());
-    // A command's own binary (the probe) may be replaced by root inside,
-    // but that is the sandbox's file: nothing of the host runs it.
+    // Nothing of the host is ever executed inside a sandbox: commands are
+    // the sandbox's own files, started by init, which runs from the memfd.
 }
 
 // ---------------------------------------------------------------- S17
