@@ -19,6 +19,7 @@ fn doctor_finds_every_required_feature_on_a_supported_machine() {
         "overlayfs",
         "idmapped mounts",
         "base template",
+        "clone3 and pidfds",
         "seccomp",
         "openat2",
         "memfd exec",
