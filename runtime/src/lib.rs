@@ -21,6 +21,7 @@ pub mod caps;
 pub mod cgroups;
 mod commands;
 mod control;
+pub mod doctor;
 mod error;
 mod init_binary;
 pub mod lifecycle;

@@ -2,7 +2,7 @@
 //! templates. Thin: everything it does is library API.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -45,6 +45,11 @@ enum Command {
     /// Manage the named templates under the data dir.
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Check the kernel features sandlot relies on (user namespaces,
+    /// cgroups, overlayfs, idmapped mounts on the data dir, seccomp,
+    /// openat2, memfd exec) and say how to fix what is missing. Exits 1 if
+    /// something required is missing.
+    Doctor,
 }
 
 #[derive(Args)]
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(&cli.data_dir, args),
         Command::Template(command) => template(&cli.data_dir, command).map(|()| ExitCode::SUCCESS),
+        Command::Doctor => Ok(doctor(&cli.data_dir)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("sandlot: {e}");
@@ -127,6 +133,16 @@ fn main() -> ExitCode {
             _ => EXIT_SANDLOT_ERROR,
         })
     })
+}
+
+fn doctor(data_dir: &Path) -> ExitCode {
+    let report = sandlot::doctor::check(data_dir);
+    print!("{report}");
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
