@@ -54,6 +54,6 @@ pub use limits::{Limits, LimitsError};
 pub use options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use runtime::{ListFilter, Runtime, RuntimeBuilder};
 pub use sandbox::{Sandbox, SandboxInfo};
-pub use sandlot_rootfs::{Interpreter, Readiness, Settings, StartCommand};
+pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};
 pub use userns::IdRange;
 pub use watch::{FsEvent, Watch};
