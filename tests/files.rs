@@ -275,7 +275,7 @@ fn tar_export_and_import_round_trip() {
         &sb,
         &format!(
             "set -e; mkdir -p /src/empty /src/private /src/{long}; cd /src
-             echo data > file; chmod 640 file
+             echo data > file; chmod 640 file; : > empty-file; : > zero; chmod 600 zero
              printf '#!/bin/sh\\necho run\\n' > tool; chmod 755 tool
              echo secret > private/key; chmod 700 private; chmod 600 private/key
              chmod 1777 empty

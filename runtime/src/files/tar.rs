@@ -157,22 +157,20 @@ impl TarExport {
             return Ok(true);
         }
         loop {
-            let Some(level) = self.stack.last_mut() else {
+            // The level is taken out for the call (emit may push the level
+            // below it) and put back in its place.
+            let Some(mut level) = self.stack.pop() else {
                 return Ok(false);
             };
             let Some(name) = level.names.next() else {
-                self.stack.pop();
                 continue;
             };
             let member = join_member(&level.member, name.to_bytes());
             let path = level.path.join(&at::show_name(&name));
-            // Take the descriptor out for the call; the level stays put.
-            let dir = level
-                .dir
-                .try_clone()
-                .map_err(|e| from_io("dup", path.as_str(), e))?;
-            let depth = self.stack.len() + 1;
-            if self.emit(dir.as_fd(), &name, member, path, depth)? {
+            let at = self.stack.len();
+            let emitted = self.emit(level.dir.as_fd(), &name, member, path, at + 2);
+            self.stack.insert(at, level);
+            if emitted? {
                 return Ok(true);
             }
         }
@@ -290,6 +288,9 @@ impl TarExport {
         self.builder
             .append_data(&mut header, member_path(&member), io::empty())
             .map_err(|e| tar_error(shown, e))?;
+        if size == 0 {
+            return Ok(true);
+        }
         self.body = Some(Body {
             file: File::from(fd),
             remaining: size,
@@ -307,10 +308,12 @@ impl TarExport {
         let want = buf
             .len()
             .min(body.remaining.min(usize::MAX as u64) as usize);
-        let mut n = match body.file.read(&mut buf[..want]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
-            Err(e) => return Err(from_io("read", &body.path, e).into()),
+        let mut n = loop {
+            match body.file.read(&mut buf[..want]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(from_io("read", &body.path, e).into()),
+            }
         };
         if n == 0 {
             buf[..want].fill(0);
@@ -344,6 +347,8 @@ impl Read for TarExport {
                 return Ok(n);
             }
             if self.body.is_some() {
+                // A body always has bytes left (empty files get none), so
+                // this never returns 0, which would read as the end.
                 return self.read_body(buf);
             }
             if self.finished {
