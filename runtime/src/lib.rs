@@ -23,6 +23,7 @@ mod commands;
 mod control;
 pub mod doctor;
 mod error;
+mod files;
 mod init_binary;
 pub mod lifecycle;
 pub mod limits;
@@ -35,18 +36,25 @@ pub mod seccomp;
 mod spawn;
 #[allow(unsafe_code)]
 mod sys;
+mod template;
 mod userns;
 mod users;
+pub mod watch;
 
 pub use commands::{
     Cmd, CommandExit, CommandHandle, CommandResult, Commands, ExitReason, OutputStream,
     ProcessEvent, ProcessInfo, RunOptions,
 };
 pub use error::{Error, Result};
+pub use files::{
+    EntryInfo, FileKind, FileReader, Files, FilesError, TarExport, TarImport, DEFAULT_MAX_FILE_SIZE,
+};
 pub use init_binary::INIT_BINARY;
 pub use lifecycle::{LifecycleEvent, Reason, State};
 pub use limits::{Limits, LimitsError};
-pub use options::{SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use runtime::{ListFilter, Runtime, RuntimeBuilder};
 pub use sandbox::{Sandbox, SandboxInfo};
+pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};
 pub use userns::IdRange;
+pub use watch::{FsEvent, Watch};

@@ -1,6 +1,9 @@
 //! The `sandlot` command: run a command in a fresh sandbox, manage
 //! templates. Thin: everything it does is library API.
 
+#[path = "sandlot/copy.rs"]
+mod copy;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -57,9 +60,10 @@ struct RunArgs {
     /// Template to start from (see `sandlot template ls`).
     #[arg(long, short, default_value = "base")]
     template: String,
-    /// Lifetime of the sandbox, e.g. 30s, 5m, 1h, 500ms.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Lifetime of the sandbox, e.g. 30s, 5m, 1h, 500ms (default: the
+    /// template's, or 5m).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Environment variable for the command (repeatable).
     #[arg(long = "env", short, value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -72,8 +76,18 @@ struct RunArgs {
     /// Run CMD through the template's shell (`sh -c "CMD ARGS…"`).
     #[arg(long)]
     shell: bool,
-    /// The command and its arguments.
-    #[arg(required = true, last = true, value_name = "CMD")]
+    /// Copy a host file or directory into the sandbox before the command
+    /// (repeatable; into SANDBOX if it is a directory or ends in /).
+    #[arg(long = "copy-in", value_name = "HOST:SANDBOX", value_parser = copy::parse_copy_in)]
+    copy_in: Vec<copy::CopyIn>,
+    /// Copy a sandbox file or directory to the host after the command, even
+    /// when it failed (repeatable; into HOST if it is a directory or ends
+    /// in /).
+    #[arg(long = "copy-out", value_name = "SANDBOX:HOST", value_parser = copy::parse_copy_out)]
+    copy_out: Vec<copy::CopyOut>,
+    /// The command and its arguments (default: the template's Entrypoint
+    /// and Cmd).
+    #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -147,16 +161,39 @@ fn doctor(data_dir: &Path) -> ExitCode {
 
 fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
     let runtime = Runtime::builder().data_dir(data_dir).build()?;
-    let mut options = SandboxOptions::template(&args.template).timeout(args.timeout);
+    let mut options = SandboxOptions::template(&args.template);
+    if let Some(timeout) = args.timeout {
+        options = options.timeout(timeout);
+    }
     for (key, value) in &args.env {
         options = options.env(key, value);
     }
     let sandbox = runtime.create(options)?;
-    let cmd = if args.shell {
+    let cmd = if args.command.is_empty() {
+        match sandbox.default_command() {
+            Some(argv) => Cmd::Argv(argv),
+            None => {
+                sandbox.kill()?;
+                return Err(Error::InvalidOptions {
+                    option: "command",
+                    reason: format!(
+                        "none given and template {:?} has no Entrypoint or Cmd",
+                        args.template
+                    ),
+                });
+            }
+        }
+    } else if args.shell {
         Cmd::Shell(args.command.join(" "))
     } else {
         Cmd::Argv(args.command)
     };
+    for copy in &args.copy_in {
+        if let Err(e) = copy::copy_in(&sandbox, copy) {
+            sandbox.kill()?;
+            return Err(e);
+        }
+    }
     let run_options = RunOptions {
         cwd: args.workdir,
         user: args.user,
@@ -195,12 +232,26 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
         })
     })();
     let timed_out = sandbox.end_reason() == Some(Reason::Timeout);
+    let lifetime = {
+        let info = sandbox.info();
+        info.end_at
+            .duration_since(info.created_at)
+            .unwrap_or_default()
+    };
+    let copied_out = if timed_out {
+        Ok(())
+    } else {
+        args.copy_out
+            .iter()
+            .try_for_each(|copy| copy::copy_out(&sandbox, copy))
+    };
     sandbox.kill()?;
     let exit = result?;
     if timed_out && exit.reason == ExitReason::SandboxDestroyed {
-        eprintln!("sandlot: the sandbox timed out after {:?}", args.timeout);
+        eprintln!("sandlot: the sandbox timed out after {lifetime:?}");
         return Ok(ExitCode::from(EXIT_TIMED_OUT));
     }
+    copied_out?;
     Ok(ExitCode::from(exit.shell_code().clamp(0, 255) as u8))
 }
 
