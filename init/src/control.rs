@@ -89,61 +89,8 @@ fn stdio_matches(spawn: &Spawn, fds: usize) -> bool {
 /// A datagram that did not decode: if it starts like a spawn, its id is
 /// known and the host is told; anything else is dropped.
 fn reject(bytes: &[u8]) -> Incoming {
-    match spawn_id(bytes) {
+    match sandlot_proto::spawn_id(bytes) {
         Some(id) => Incoming::BadSpawn(id),
         None => Incoming::Malformed,
-    }
-}
-
-/// The id of a (possibly truncated or corrupt) spawn request: per the
-/// protocol's encoding, the tag byte is followed by the id as a
-/// little-endian u64. The tag itself is taken from the protocol's own
-/// encoder rather than copied here.
-fn spawn_id(bytes: &[u8]) -> Option<u64> {
-    let spawn_tag = Request::Spawn(Spawn {
-        id: 0,
-        argv: Vec::new(),
-        env: Vec::new(),
-        cwd: Vec::new(),
-        uid: 0,
-        gid: 0,
-        groups: Vec::new(),
-        stdio: StdioMask(0),
-    })
-    .encode()[0];
-    if bytes.first() != Some(&spawn_tag) {
-        return None;
-    }
-    let id = bytes.get(1..9)?.try_into().ok()?;
-    Some(u64::from_le_bytes(id))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spawn_id_is_read_from_a_cut_spawn_only() {
-        let spawn = Request::Spawn(Spawn {
-            id: 0x0102_0304_0506_0708,
-            argv: vec![b"true".to_vec()],
-            env: Vec::new(),
-            cwd: b"/".to_vec(),
-            uid: 0,
-            gid: 0,
-            groups: Vec::new(),
-            stdio: StdioMask(0),
-        })
-        .encode();
-        assert_eq!(spawn_id(&spawn[..9]), Some(0x0102_0304_0506_0708));
-        assert_eq!(spawn_id(&spawn[..8]), None);
-        let signal = Request::Signal {
-            id: 1,
-            signal: 9,
-            group: false,
-        }
-        .encode();
-        assert_eq!(spawn_id(&signal), None);
-        assert_eq!(spawn_id(&[]), None);
     }
 }

@@ -52,8 +52,9 @@ fn run() -> Result<(), (&'static str, io::Error)> {
     }
     sys::set_blocking(sock.as_fd()).map_err(|e| ("clear O_NONBLOCK on fd 3", e))?;
 
-    // 2. Nothing inside may ptrace us or read our memory and descriptors;
-    //    `ps` shows who we are.
+    // 2. Nothing inside may ptrace us or read our memory and descriptors,
+    //    nor open /proc/1/exe (the runc CVE-2019-5736 class; SECURITY.md
+    //    S16); `ps` shows who we are.
     sys::set_not_dumpable().map_err(|e| ("PR_SET_DUMPABLE", e))?;
     let _ = sys::set_name(c"sandlot-init");
 

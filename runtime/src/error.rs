@@ -100,6 +100,15 @@ pub enum Error {
     #[error("timed out after {0:?}")]
     TimedOut(std::time::Duration),
 
+    /// A files API operation failed; the error names the path.
+    #[error(transparent)]
+    Files(#[from] crate::files::FilesError),
+
+    /// The template's start command failed or was not ready in time; the
+    /// sandbox was destroyed.
+    #[error("start command of template {template:?}: {reason}")]
+    StartFailed { template: String, reason: String },
+
     /// The runtime is shutting down or has shut down.
     #[error("the runtime is shut down")]
     RuntimeShutDown,

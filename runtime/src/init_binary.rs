@@ -29,12 +29,31 @@ pub fn init_fd() -> Result<RawFd> {
     Ok(INIT_MEMFD.get_or_init(|| fd).as_raw_fd())
 }
 
+/// `MFD_EXEC` (Linux 6.3): executable whatever `vm.memfd_noexec` says the
+/// default is. Where the sysctl is 1, a memfd made without it is sealed
+/// non-executable and init could not run; kernels before 6.3 refuse the
+/// flag with `EINVAL` and have no such default.
+const MFD_EXEC: MFdFlags = MFdFlags::from_bits_retain(0x0010);
+
 fn load() -> Result<OwnedFd> {
-    let fd = memfd_create(
-        c"sandlot-init",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .map_err(|e| Error::setup("memfd_create for init", e))?;
+    let flags = MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING;
+    let fd = match memfd_create(c"sandlot-init", flags | MFD_EXEC) {
+        Err(nix::errno::Errno::EINVAL) => memfd_create(c"sandlot-init", flags),
+        other => other,
+    }
+    .map_err(|e| {
+        if e == nix::errno::Errno::EACCES {
+            Error::Unsupported {
+                feature: "executable memfds",
+                reason: "vm.memfd_noexec is 2, which forbids executing any memfd; sandlot runs \
+                         init from a sealed memfd (so no sandbox can ever write it): set \
+                         vm.memfd_noexec to 0 or 1"
+                    .into(),
+            }
+        } else {
+            Error::setup("memfd_create for init", e)
+        }
+    })?;
     let mut file = File::from(fd);
     file.write_all(INIT_BINARY)
         .map_err(|e| Error::io("write init into its memfd", e))?;

@@ -21,7 +21,9 @@ pub mod caps;
 pub mod cgroups;
 mod commands;
 mod control;
+pub mod doctor;
 mod error;
+mod files;
 mod health;
 mod init_binary;
 pub mod lifecycle;
@@ -41,14 +43,19 @@ pub mod seccomp;
 mod spawn;
 #[allow(unsafe_code)]
 mod sys;
+mod template;
 mod userns;
 mod users;
+pub mod watch;
 
 pub use commands::{
     Cmd, CommandExit, CommandHandle, CommandResult, Commands, ExitReason, OutputStream,
     ProcessEvent, ProcessInfo, RunOptions,
 };
 pub use error::{Error, Result};
+pub use files::{
+    EntryInfo, FileKind, FileReader, Files, FilesError, TarExport, TarImport, DEFAULT_MAX_FILE_SIZE,
+};
 pub use health::{Health, HealthCheck, HealthStatus, RESOURCE_LIMIT_FRACTION, RESPONSIVE_TIMEOUT};
 pub use init_binary::INIT_BINARY;
 pub use lifecycle::{LifecycleEvent, Reason, State};
@@ -58,7 +65,9 @@ pub use monitor::{
     AlertKind, MonitorTarget, ResourceAlert, ResourceKind, ResourceMonitor, Thresholds,
 };
 pub use oom::{OomEvent, ResourceEvent};
-pub use options::{SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use runtime::{ListFilter, Runtime, RuntimeBuilder};
 pub use sandbox::{Sandbox, SandboxInfo};
+pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};
 pub use userns::IdRange;
+pub use watch::{FsEvent, Watch};

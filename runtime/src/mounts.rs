@@ -90,6 +90,76 @@ fn cstring(path: &Path) -> Result<CString> {
         .map_err(|_| Error::invalid("path", format!("{} contains a NUL byte", path.display())))
 }
 
+/// The name of the filesystem `path` is on (`ext4`, `overlayfs`, ...), or
+/// its magic number when sandlot does not know it.
+pub(crate) fn filesystem_name(path: &Path) -> String {
+    let Ok(stat) = nix::sys::statfs::statfs(path) else {
+        return "an unknown filesystem".into();
+    };
+    // Magic numbers from linux/magic.h.
+    #[allow(clippy::unnecessary_cast)] // the field's type differs by target
+    let magic = stat.filesystem_type().0 as i64 & 0xffff_ffff;
+    match magic {
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        0x6969 => "nfs".into(),
+        0x6573_5546 => "fuse".into(),
+        0x0102_1997 => "9p".into(),
+        0x2FC1_2FC1 => "zfs".into(),
+        0xFF53_4D42 | 0xFE53_4D42 => "cifs/smb".into(),
+        0x7275 => "romfs".into(),
+        0x7371_7368 => "squashfs".into(),
+        other => format!("filesystem 0x{other:x}"),
+    }
+}
+
+/// The error for a source directory the kernel cannot idmap: which
+/// filesystem it is on, why that fails, and what to do.
+fn idmap_unsupported(source: &Path, errno: nix::errno::Errno) -> Error {
+    let fs = filesystem_name(source);
+    let why = match fs.as_str() {
+        "overlayfs" => "overlayfs cannot be idmapped (is sandlot itself running in a container?)",
+        "tmpfs" => "tmpfs can be idmapped only from Linux 6.3 on",
+        "nfs" | "fuse" | "9p" | "cifs/smb" => "network and FUSE filesystems cannot be idmapped",
+        _ => "this filesystem or kernel (before 5.12) does not support idmapped mounts",
+    };
+    Error::Unsupported {
+        feature: "idmapped mounts",
+        reason: format!(
+            "mount_setattr(MOUNT_ATTR_IDMAP) on {} failed with {errno}: it is on {fs}; {why}. \
+             Put the data dir (RuntimeBuilder::data_dir, `sandlot --data-dir`) on ext4, xfs or \
+             btrfs; the base template also idmaps the host's /usr, so on such a host use an \
+             imported template. sandlot never falls back to host-owned files; `sandlot doctor` \
+             checks this up front",
+            source.display()
+        ),
+    }
+}
+
+/// overlayfs accepts idmapped lower layers from Linux 5.19 on; before, the
+/// mount fails with `EINVAL` and nothing else would say why.
+fn overlay_error(root: &Path, errno: nix::errno::Errno) -> Error {
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let old_kernel = crate::doctor::parse_kernel_version(&release).is_some_and(|v| v < (5, 19));
+    if errno == nix::errno::Errno::EINVAL && old_kernel {
+        Error::Unsupported {
+            feature: "overlayfs on idmapped layers",
+            reason: format!(
+                "mounting the sandbox root failed with {errno}: Linux {release} is older than \
+                 5.19, the first kernel whose overlayfs takes idmapped layers; upgrade to 6.1 or \
+                 later"
+            ),
+        }
+    } else {
+        Error::setup_at("mount overlay on", root, errno)
+    }
+}
+
 impl Scratch {
     /// Mounts the scratch tmpfs over `dir` and builds the /dev template.
     /// Must run in the spawner's private mount namespace.
@@ -191,15 +261,7 @@ impl Scratch {
             | newmount::MOUNT_ATTR_NODEV;
         newmount::set_attributes(tree.as_fd(), attrs, Some(self.idmap.as_fd())).map_err(|e| {
             if e == nix::errno::Errno::EINVAL || e == nix::errno::Errno::EOPNOTSUPP {
-                Error::Unsupported {
-                    feature: "idmapped mounts",
-                    reason: format!(
-                        "mount_setattr(MOUNT_ATTR_IDMAP) on {} failed with {e}: the filesystem \
-                         holding it cannot be idmapped (tmpfs before 6.3, overlayfs, NFS) or the \
-                         kernel is older than 5.12; keep templates on ext4, xfs or btrfs",
-                        source.display()
-                    ),
-                }
+                idmap_unsupported(source, e)
             } else {
                 Error::setup_at("idmap", source, e)
             }
@@ -302,7 +364,7 @@ impl Scratch {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some(overlay.as_str()),
         )
-        .map_err(|e| Error::setup_at("mount overlay on", &self.root, e))?;
+        .map_err(|e| overlay_error(&self.root, e))?;
 
         // Images need not ship the directories sandlot mounts on.
         for dir in ["proc", "dev", "tmp"]

@@ -33,6 +33,33 @@ pub struct SandboxOptions {
     /// [`Sandbox::pause`](crate::Sandbox::pause)). Default `false`: the
     /// timeout keeps running and may destroy a paused sandbox.
     pub pause_clock: bool,
+    /// Which of `timeout` and `limits` the caller chose: the template's
+    /// settings (`sandlot.json`) fill in the others. The builder methods
+    /// mark what they set; code that assigns the fields directly marks
+    /// them here too.
+    pub explicit: Explicit,
+}
+
+/// The fields of [`SandboxOptions`] a caller chose, as opposed to left at
+/// their defaults for the template's settings to fill in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Explicit {
+    pub timeout: bool,
+    pub cpus: bool,
+    pub memory: bool,
+    pub pids: bool,
+    pub disk: bool,
+}
+
+impl Explicit {
+    /// Every field chosen: the template's settings change nothing.
+    pub const ALL: Explicit = Explicit {
+        timeout: true,
+        cpus: true,
+        memory: true,
+        pids: true,
+        disk: true,
+    };
 }
 
 impl Default for SandboxOptions {
@@ -47,6 +74,7 @@ impl Default for SandboxOptions {
             seccomp: None,
             exec_limits: ExecLimits::default(),
             pause_clock: false,
+            explicit: Explicit::default(),
         }
     }
 }
@@ -81,6 +109,7 @@ impl SandboxOptions {
 
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self.explicit.timeout = true;
         self
     }
 
@@ -99,14 +128,27 @@ impl SandboxOptions {
         self
     }
 
+    /// All limits at once: none of the template's default limits apply.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self.explicit = Explicit {
+            timeout: self.explicit.timeout,
+            ..Explicit::ALL
+        };
         self
     }
 
     /// Bytes of writable space (overlay upper layer, /tmp, /dev/shm).
     pub fn disk(mut self, bytes: u64) -> Self {
         self.limits.disk = bytes;
+        self.explicit.disk = true;
+        self
+    }
+
+    /// Ignores the template's default timeout and limits (`sandlot.json`):
+    /// what these options say is what the sandbox gets.
+    pub fn without_template_defaults(mut self) -> Self {
+        self.explicit = Explicit::ALL;
         self
     }
 

@@ -363,6 +363,9 @@ impl Runtime {
         }
         options.validate()?;
         let template = self.template(&options.template)?;
+        // What the caller left unset comes from the template's settings.
+        let options = crate::template::with_defaults(options, &template.settings);
+        options.limits.validate()?;
         let id = new_id()?;
         let shared = SandboxShared::new(
             NewSandbox {
@@ -401,7 +404,11 @@ impl Runtime {
         }
         let _ = shared.transition(State::Starting, Reason::Created);
         match self.start(&shared, template, &options) {
-            Ok(()) => Ok(Sandbox { shared }),
+            Ok(()) => {
+                let sandbox = Sandbox { shared };
+                crate::template::run_start(&sandbox)?;
+                Ok(sandbox)
+            }
             Err(e) => {
                 self.inner.ctx.table.lock().unwrap().remove(&id);
                 let _ = shared.transition(State::Error, Reason::SetupFailed(e.to_string()));

@@ -217,6 +217,13 @@ impl SandboxShared {
         self.live.lock().unwrap().as_ref().map(|l| l.root.clone())
     }
 
+    /// A duplicate of init's pidfd: readable once the sandbox has ended
+    /// (for threads that must stop with it, like a files watch).
+    pub fn init_pidfd(&self) -> Option<OwnedFd> {
+        let live = self.live.lock().unwrap();
+        live.as_ref().and_then(|l| l.pidfd.try_clone().ok())
+    }
+
     pub fn init_pid(&self) -> Option<i32> {
         self.live.lock().unwrap().as_ref().map(|l| l.pid)
     }

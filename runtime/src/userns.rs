@@ -94,27 +94,19 @@ pub fn idmap_namespace(range: &IdRange) -> Result<OwnedFd> {
     let (wait_end, release_end) =
         pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::setup("create idmap pipe", e))?;
     let release_raw = release_end.as_raw_fd();
-    let child = clone::fork_into(libc::CLONE_NEWUSER as u64, None, || -> std::convert::Infallible {
-        // Never outlive the thread that waits for us.
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::unistd::close(release_raw);
-        let mut byte = [0u8; 1];
-        let _ = nix::unistd::read(&wait_end, &mut byte);
-        process::exit_now(0)
-    })
-    .map_err(|e| {
-        if e == nix::errno::Errno::EPERM || e == nix::errno::Errno::EINVAL {
-            Error::Unsupported {
-                feature: "user namespaces",
-                reason: format!(
-                    "clone(CLONE_NEWUSER) failed with {e}; check /proc/sys/user/max_user_namespaces, \
-                     kernel.unprivileged_userns_clone and any AppArmor/SELinux restriction"
-                ),
-            }
-        } else {
-            Error::setup("clone the idmap helper", e)
-        }
-    })?;
+    let child = clone::fork_into(
+        libc::CLONE_NEWUSER as u64,
+        None,
+        || -> std::convert::Infallible {
+            // Never outlive the thread that waits for us.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::unistd::close(release_raw);
+            let mut byte = [0u8; 1];
+            let _ = nix::unistd::read(&wait_end, &mut byte);
+            process::exit_now(0)
+        },
+    )
+    .map_err(userns_error)?;
     drop(wait_end);
     let result = write_maps(child.pid, range).and_then(|()| {
         let path = format!("/proc/{}/ns/user", child.pid);
@@ -128,9 +120,64 @@ pub fn idmap_namespace(range: &IdRange) -> Result<OwnedFd> {
     result
 }
 
+/// What a failed `clone(CLONE_NEWUSER)` means and how to fix it. Without a
+/// user namespace there is no sandbox: sandlot never runs sandbox root as
+/// host root instead.
+pub(crate) fn userns_error(errno: nix::errno::Errno) -> Error {
+    use nix::errno::Errno;
+    let reason = match errno {
+        // The per-user-namespace count limit (user.max_user_namespaces),
+        // which 0 switches off.
+        Errno::ENOSPC => format!(
+            "clone(CLONE_NEWUSER) failed with {errno}: user.max_user_namespaces is 0 or used up \
+             (now {}); raise it, e.g. `sysctl -w user.max_user_namespaces=15000`",
+            fs::read_to_string("/proc/sys/user/max_user_namespaces")
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|_| "unreadable".into())
+        ),
+        Errno::EPERM | Errno::EACCES => format!(
+            "clone(CLONE_NEWUSER) failed with {errno}: a security module or sysctl refuses user \
+             namespaces to this process (AppArmor's kernel.apparmor_restrict_unprivileged_userns \
+             with a profile that confines it, SELinux's user_namespace class, \
+             kernel.unprivileged_userns_clone=0 when not root, or a seccomp filter of a \
+             container around sandlot); allow user namespaces for this program"
+        ),
+        Errno::EINVAL => format!(
+            "clone(CLONE_NEWUSER) failed with {errno}: the kernel was built without \
+             CONFIG_USER_NS"
+        ),
+        _ => return Error::setup("clone the idmap helper", errno),
+    };
+    Error::Unsupported {
+        feature: "user namespaces",
+        reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_user_namespace_says_why_and_how_to_fix_it() {
+        use nix::errno::Errno;
+        let text = |errno| userns_error(errno).to_string();
+        assert!(text(Errno::ENOSPC).contains("user.max_user_namespaces"));
+        assert!(text(Errno::ENOSPC).contains("sysctl -w"));
+        assert!(text(Errno::EPERM).contains("apparmor_restrict_unprivileged_userns"));
+        assert!(text(Errno::EINVAL).contains("CONFIG_USER_NS"));
+        for errno in [Errno::ENOSPC, Errno::EPERM, Errno::EACCES, Errno::EINVAL] {
+            assert!(matches!(
+                userns_error(errno),
+                Error::Unsupported {
+                    feature: "user namespaces",
+                    ..
+                }
+            ));
+        }
+        // Anything else is a setup failure naming the step.
+        assert!(text(Errno::ENOMEM).starts_with("clone the idmap helper"));
+    }
 
     #[test]
     fn default_range_maps_root_to_an_unprivileged_id() {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use sandlot::{CommandResult, RunOptions, Runtime, Sandbox, SandboxOptions};
 
+pub mod oci;
+
 /// Fails the test unless it runs as root.
 pub fn require_root() {
     let euid = nix::unistd::geteuid().as_raw();

@@ -25,7 +25,9 @@ pub const CONTROL_FD: i32 = 3;
 
 /// The largest datagram either side sends or accepts. A spawn request
 /// (argv + env + cwd) must fit; the runtime rejects bigger ones up front.
-pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Below the default unix socket send buffer (208 KiB), so that a maximal
+/// message never fails with EMSGSIZE.
+pub const MAX_MESSAGE: usize = 128 * 1024;
 
 /// Number of stdio descriptors a [`Spawn`] may carry.
 pub const STDIO_FDS: usize = 3;
@@ -74,7 +76,7 @@ impl StdioMask {
 
 /// Everything init needs to start one command. init looks `argv[0]` up in
 /// the `PATH` of `env` when it has no slash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Spawn {
     /// The host's identifier of this command; echoed in every event about it.
     pub id: u64,
@@ -276,6 +278,17 @@ fn split_tag(buf: &[u8]) -> Result<(u8, Reader<'_>), DecodeError> {
     }
     let (&tag, rest) = buf.split_first().ok_or(DecodeError::Empty)?;
     Ok((tag, Reader { buf: rest }))
+}
+
+/// The id of a spawn request that may be truncated or corrupt (its id
+/// directly follows the tag), so that init can still answer it with
+/// `SpawnFailed`. `None` for anything else.
+pub fn spawn_id(buf: &[u8]) -> Option<u64> {
+    if buf.first() != Some(&tag::SPAWN) {
+        return None;
+    }
+    let id = buf.get(1..9)?.try_into().ok()?;
+    Some(u64::from_le_bytes(id))
 }
 
 impl Request {
@@ -515,6 +528,16 @@ mod tests {
         for event in events {
             assert_eq!(Event::decode(&event.encode()), Ok(event));
         }
+    }
+
+    #[test]
+    fn a_cut_spawn_still_names_its_id() {
+        let spawn = Request::Spawn(sample_spawn()).encode();
+        assert_eq!(spawn_id(&spawn), Some(42));
+        assert_eq!(spawn_id(&spawn[..9]), Some(42));
+        assert_eq!(spawn_id(&spawn[..8]), None);
+        assert_eq!(spawn_id(&Request::SignalAll { signal: 9 }.encode()), None);
+        assert_eq!(spawn_id(&[]), None);
     }
 
     #[test]

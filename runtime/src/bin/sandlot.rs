@@ -1,15 +1,18 @@
 //! The `sandlot` command: run a command in a fresh sandbox, manage
 //! templates. Thin: everything it does is library API.
 
+#[path = "sandlot/copy.rs"]
+mod copy;
+
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use sandlot::{
-    Cmd, CommandExit, Error, ExecLimits, ExitReason, Limits, Metrics, ProcessEvent, Reason,
-    RunOptions, Runtime, SandboxOptions,
+    Cmd, CommandExit, Error, ExecLimits, ExitReason, Metrics, ProcessEvent, Reason, RunOptions,
+    Runtime, SandboxOptions,
 };
 
 /// Exit status when sandlot itself fails (as docker and crun use it).
@@ -21,14 +24,18 @@ const EXIT_TIMED_OUT: u8 = 124;
 
 /// The flags of `sandlot run`, shown by `sandlot --help` as well.
 const RUN_FLAGS: &str = "\
-sandlot run [OPTIONS] -- CMD ARGS...
+sandlot run [OPTIONS] [-- CMD ARGS...]   (no CMD: the template's own command)
   -t, --template T          template to start from (default base)
-      --timeout D           lifetime of the sandbox (default 5m; 30s, 500ms, 1h)
+      --timeout D           lifetime of the sandbox (default: the template's,
+                            or 5m; 30s, 500ms, 1h)
   -e, --env KEY=VALUE       environment variable for the command (repeatable)
   -w, --workdir DIR         working directory inside the sandbox
   -u, --user USER           user name or uid[:gid] to run as
       --shell               run CMD ARGS through the template's shell
-      --memory SIZE         memory limit (default 512M; 64K, 256M, 1G)
+      --copy-in HOST:SB     copy a host file or directory in first (repeatable)
+      --copy-out SB:HOST    copy a sandbox file or directory out after
+      --memory SIZE         memory limit (default: the template's, or 512M;
+                            64K, 256M, 1G)
       --cpus N              CPU limit in CPUs, fractional (default 1)
       --pids N              processes and threads at once (default 128)
       --disk SIZE           writable layer: /tmp, /dev/shm, changes (default 1G)
@@ -40,7 +47,8 @@ program; 125 sandlot failed. See `sandlot run --help` for details.
 
 sandlot template import NAME PATH [--dir]   an OCI layout (dir or .tar), or
                                            with --dir a rootfs directory
-sandlot template ls | rm NAME";
+sandlot template ls | rm NAME
+sandlot doctor                             check the kernel features sandlot needs";
 
 #[derive(Parser)]
 #[command(
@@ -69,10 +77,15 @@ enum Command {
     /// exit code (128+N if signal N ended it, 124 if the sandbox or the
     /// command timed out, 127 if the program does not exist, 125 if sandlot
     /// failed).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Manage the named templates under the data dir.
     #[command(subcommand)]
     Template(TemplateCommand),
+    /// Check the kernel features sandlot relies on (user namespaces,
+    /// cgroups, overlayfs, idmapped mounts on the data dir, seccomp,
+    /// openat2, memfd exec) and say how to fix what is missing. Exits 1 if
+    /// something required is missing.
+    Doctor,
 }
 
 #[derive(Args)]
@@ -80,9 +93,10 @@ struct RunArgs {
     /// Template to start from (see `sandlot template ls`).
     #[arg(long, short, default_value = "base")]
     template: String,
-    /// Lifetime of the sandbox, e.g. 30s, 5m, 1h, 500ms.
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Lifetime of the sandbox, e.g. 30s, 5m, 1h, 500ms (default: the
+    /// template's, or 5m).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Environment variable for the command (repeatable).
     #[arg(long = "env", short, value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -122,8 +136,18 @@ struct RunArgs {
     /// peak RSS, truncation, and the sandbox's cgroup counters.
     #[arg(long)]
     stats: bool,
-    /// The command and its arguments.
-    #[arg(required = true, last = true, value_name = "CMD")]
+    /// Copy a host file or directory into the sandbox before the command
+    /// (repeatable; into SANDBOX if it is a directory or ends in /).
+    #[arg(long = "copy-in", value_name = "HOST:SANDBOX", value_parser = copy::parse_copy_in)]
+    copy_in: Vec<copy::CopyIn>,
+    /// Copy a sandbox file or directory to the host after the command, even
+    /// when it failed (repeatable; into HOST if it is a directory or ends
+    /// in /).
+    #[arg(long = "copy-out", value_name = "SANDBOX:HOST", value_parser = copy::parse_copy_out)]
+    copy_out: Vec<copy::CopyOut>,
+    /// The command and its arguments (default: the template's Entrypoint
+    /// and Cmd).
+    #[arg(last = true, value_name = "CMD")]
     command: Vec<String>,
 }
 
@@ -195,8 +219,9 @@ fn parse_env(text: &str) -> Result<(String, String), String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run(&cli.data_dir, args),
+        Command::Run(args) => run(&cli.data_dir, *args),
         Command::Template(command) => template(&cli.data_dir, command).map(|()| ExitCode::SUCCESS),
+        Command::Doctor => Ok(doctor(&cli.data_dir)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("sandlot: {e}");
@@ -207,34 +232,72 @@ fn main() -> ExitCode {
     })
 }
 
+fn doctor(data_dir: &Path) -> ExitCode {
+    let report = sandlot::doctor::check(data_dir);
+    print!("{report}");
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
     let runtime = Runtime::builder().data_dir(data_dir).build()?;
-    let defaults = Limits::default();
-    let limits = Limits {
-        memory: args.memory.unwrap_or(defaults.memory),
-        cpus: args.cpus.unwrap_or(defaults.cpus),
-        pids: args.pids.unwrap_or(defaults.pids),
-        disk: args.disk.unwrap_or(defaults.disk),
-        ..defaults
-    };
-    let exec_limits = ExecLimits {
+    let mut options = SandboxOptions::template(&args.template);
+    if let Some(timeout) = args.timeout {
+        options = options.timeout(timeout);
+    }
+    // Only the limits given here: the template's settings fill in the rest.
+    if let Some(memory) = args.memory {
+        options.limits.memory = memory;
+        options.explicit.memory = true;
+    }
+    if let Some(cpus) = args.cpus {
+        options.limits.cpus = cpus;
+        options.explicit.cpus = true;
+    }
+    if let Some(pids) = args.pids {
+        options.limits.pids = pids;
+        options.explicit.pids = true;
+    }
+    if let Some(disk) = args.disk {
+        options = options.disk(disk);
+    }
+    options = options.exec_limits(ExecLimits {
         max_time: args.exec_timeout,
         max_output_bytes: args.max_output,
         max_concurrent: None,
-    };
-    let mut options = SandboxOptions::template(&args.template)
-        .timeout(args.timeout)
-        .limits(limits)
-        .exec_limits(exec_limits);
+    });
     for (key, value) in &args.env {
         options = options.env(key, value);
     }
     let sandbox = runtime.create(options)?;
-    let cmd = if args.shell {
+    let cmd = if args.command.is_empty() {
+        match sandbox.default_command() {
+            Some(argv) => Cmd::Argv(argv),
+            None => {
+                sandbox.kill()?;
+                return Err(Error::InvalidOptions {
+                    option: "command",
+                    reason: format!(
+                        "none given and template {:?} has no Entrypoint or Cmd",
+                        args.template
+                    ),
+                });
+            }
+        }
+    } else if args.shell {
         Cmd::Shell(args.command.join(" "))
     } else {
         Cmd::Argv(args.command)
     };
+    for copy in &args.copy_in {
+        if let Err(e) = copy::copy_in(&sandbox, copy) {
+            sandbox.kill()?;
+            return Err(e);
+        }
+    }
     let run_options = RunOptions {
         cwd: args.workdir,
         user: args.user,
@@ -275,15 +338,29 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
     let timed_out = sandbox.end_reason() == Some(Reason::Timeout);
     // Read before the kill: the cgroup goes with the sandbox.
     let metrics = sandbox.metrics().ok();
+    let lifetime = {
+        let info = sandbox.info();
+        info.end_at
+            .duration_since(info.created_at)
+            .unwrap_or_default()
+    };
+    let copied_out = if timed_out {
+        Ok(())
+    } else {
+        args.copy_out
+            .iter()
+            .try_for_each(|copy| copy::copy_out(&sandbox, copy))
+    };
     sandbox.kill()?;
     let exit = result?;
     if args.stats {
         eprintln!("{}", stats_json(&exit, metrics.as_ref()));
     }
     if timed_out && exit.reason == ExitReason::SandboxDestroyed {
-        eprintln!("sandlot: the sandbox timed out after {:?}", args.timeout);
+        eprintln!("sandlot: the sandbox timed out after {lifetime:?}");
         return Ok(ExitCode::from(EXIT_TIMED_OUT));
     }
+    copied_out?;
     if exit.reason == ExitReason::TimedOut {
         return Ok(ExitCode::from(EXIT_TIMED_OUT));
     }

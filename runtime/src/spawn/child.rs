@@ -158,7 +158,9 @@ pub fn run(plan: &ChildPlan) -> ! {
 
     // 14. Descriptors: /dev/null on 0-2, the control socket on 3, the init
     //     memfd on 4 (close-on-exec), nothing else. The host's stdio and
-    //     every stray descriptor it had are gone after this.
+    //     every stray descriptor it had are gone after this: a leaked host
+    //     directory descriptor is the runc CVE-2024-21626 escape (SECURITY.md
+    //     S15, tests/escapes.rs s15_*).
     let ctl = place_descriptors(plan);
 
     // 15. Resource limits, inherited by init and every command. After the

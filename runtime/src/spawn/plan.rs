@@ -102,7 +102,10 @@ pub enum MaskKind {
 }
 
 /// Kernel knobs hidden from or frozen in the sandbox (the set Docker and
-/// crun mask, the one our SECURITY.md lists).
+/// crun mask; SECURITY.md S6). Without the `/proc/sys` entry, root of the
+/// sandbox's own IPC namespace could write `kernel/shmmax` and friends
+/// (tests/escapes.rs s6_* goes red). No sysfs is mounted at all, so no
+/// cgroup `release_agent` (CVE-2022-0492) is in reach (S7).
 pub const PROC_MASKS: &[(&str, MaskKind)] = &[
     ("/proc/kcore", MaskKind::Null),
     ("/proc/keys", MaskKind::Null),

@@ -125,16 +125,25 @@ pub fn set_hostname(name: &CStr) -> SysResult<()> {
     Ok(())
 }
 
-/// Whether the peer of a connected socket is gone (a non-blocking poll).
-pub fn peer_hung_up(sock: BorrowedFd<'_>) -> bool {
+/// The events of `fd` that are ready right now (a zero-timeout poll).
+fn ready_now(fd: BorrowedFd<'_>, events: libc::c_short) -> libc::c_short {
     let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLRDHUP,
+        fd: fd.as_raw_fd(),
+        events,
         revents: 0,
     };
     // SAFETY: one valid pollfd, zero timeout.
     let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
-    ret > 0 && pfd.revents & (libc::POLLHUP | libc::POLLRDHUP) != 0
+    if ret > 0 {
+        pfd.revents
+    } else {
+        0
+    }
+}
+
+/// Whether the peer of a connected socket is gone.
+pub fn peer_hung_up(sock: BorrowedFd<'_>) -> bool {
+    ready_now(sock, libc::POLLRDHUP) & (libc::POLLHUP | libc::POLLRDHUP) != 0
 }
 
 /// `prlimit(0, resource, {soft, hard})`.
@@ -150,14 +159,7 @@ pub fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> 
 
 /// Whether the process behind `pidfd` has exited (its pidfd polls readable).
 pub fn pidfd_exited(pidfd: BorrowedFd<'_>) -> bool {
-    let mut pfd = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let ret = unsafe { libc::poll(&mut pfd, 1, 0) };
-    ret > 0 && pfd.revents & libc::POLLIN != 0
+    ready_now(pidfd, libc::POLLIN) & libc::POLLIN != 0
 }
 
 /// Becomes uid 0 / gid 0 of the current user namespace with no
