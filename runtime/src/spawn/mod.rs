@@ -157,6 +157,11 @@ fn thread_main(config: SpawnerConfig, ready: Sender<Result<()>>, jobs: Receiver<
         match job {
             Job::Create(job, reply) => {
                 let _ = reply.send(launch(&mut scratch, &config, &job));
+                // 6. The child has its own copy of the mounts: free the
+                //    mount points for the next sandbox. After the reply, so
+                //    the caller writes id maps meanwhile (saves ~85 µs of
+                //    create latency; the umounts need an RCU grace period).
+                scratch.detach();
             }
         }
     }
@@ -180,8 +185,9 @@ fn enter_private_namespace(config: &SpawnerConfig) -> Result<Scratch> {
     Scratch::new(&config.scratch_dir, config.range, idmap)
 }
 
-/// The parent sequence for one sandbox, steps 1-6 (on the spawner
-/// thread); [`release`] does 7-9 from the caller's thread.
+/// The parent sequence for one sandbox, steps 1-5 (on the spawner
+/// thread; step 6 follows the reply); [`release`] does 7-9 from the
+/// caller's thread.
 fn launch(scratch: &mut Scratch, config: &SpawnerConfig, job: &CreateJob) -> Result<Launched> {
     // 1. Attach the template's idmapped layers (first use only).
     scratch.prepare(&job.template)?;
@@ -226,8 +232,7 @@ fn launch(scratch: &mut Scratch, config: &SpawnerConfig, job: &CreateJob) -> Res
     let child = clone::fork_into(NAMESPACES as u64, cgroup, || -> std::convert::Infallible {
         child::run(&plan)
     });
-    // 6. The child has its own copy of the mounts: free the mount points.
-    scratch.detach();
+    // 6. Detaching the mounts is left to `thread_main`, after the reply.
     let child = child.map_err(|e| Error::setup("clone the sandbox", e))?;
     Ok(Launched {
         pid: child.pid,
