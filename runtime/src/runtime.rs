@@ -382,7 +382,6 @@ impl Runtime {
             None => inner.default_seccomp.clone(),
             Some(profile) => inner.seccomp.get(profile)?,
         };
-        let cgroup = inner.cgroups.create(&shared.id, limits)?;
         let mut rlimits: Vec<spawn::Rlimit> = vec![
             (libc::RLIMIT_CORE, 0, 0),
             (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
@@ -390,7 +389,8 @@ impl Runtime {
         if let Some(max) = limits.max_file_size {
             rlimits.push((libc::RLIMIT_FSIZE, max, max));
         }
-        let launched = inner.spawner.launch(CreateJob {
+        let (cgroup_tx, cgroup_rx) = crossbeam_channel::bounded(1);
+        let pending = inner.spawner.submit(CreateJob {
             id: shared.id.clone(),
             hostname: shared.hostname.clone(),
             template,
@@ -398,8 +398,21 @@ impl Runtime {
             rlimits,
             caps: inner.caps,
             seccomp,
-            cgroup_fd: cgroup.v2_dir_fd().map(|fd| fd.as_raw_fd()),
+            cgroup_fd: cgroup_rx,
         })?;
+        // While the spawner assembles the root (on the other core, when
+        // there is one): the cgroups and their limits, still before the
+        // child exists.
+        let cgroup = match inner.cgroups.create(&shared.id, limits) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                drop(cgroup_tx); // abandons the launch before any clone
+                let _ = pending.wait();
+                return Err(e.into());
+            }
+        };
+        let _ = cgroup_tx.send(cgroup.v2_dir_fd().map(|fd| fd.as_raw_fd()));
+        let launched = pending.wait()?;
         let guard = ChildGuard {
             pidfd: Some(&launched.pidfd),
         };

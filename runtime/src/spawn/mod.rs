@@ -62,9 +62,24 @@ pub(crate) struct CreateJob {
     pub rlimits: Vec<Rlimit>,
     pub caps: CapPlan,
     pub seccomp: CompiledSeccomp,
-    /// The sandbox's cgroup v2 directory, for `CLONE_INTO_CGROUP`; the
-    /// caller keeps it open until `launch` returns.
-    pub cgroup_fd: Option<RawFd>,
+    /// The sandbox's cgroup v2 directory, for `CLONE_INTO_CGROUP` (`None`
+    /// without a v2 hierarchy), sent by the caller once its cgroups exist:
+    /// it makes them while this thread assembles the root. The caller
+    /// keeps the directory open until [`PendingLaunch::wait`] returns; a
+    /// hang-up means they could not be made, and the launch is abandoned.
+    pub cgroup_fd: Receiver<Option<RawFd>>,
+}
+
+/// A launch submitted to the spawner thread.
+pub(crate) struct PendingLaunch {
+    reply: Receiver<Result<Launched>>,
+}
+
+impl PendingLaunch {
+    /// Waits for the parent's part of setup (steps 1-5).
+    pub fn wait(self) -> Result<Launched> {
+        self.reply.recv().map_err(|_| Error::RuntimeShutDown)?
+    }
 }
 
 /// A child that passed the parent's part of setup; it now finishes its own
@@ -112,8 +127,10 @@ impl Spawner {
         }
     }
 
-    /// Runs the parent's part of setup for one sandbox on the spawner thread.
-    pub fn launch(&self, job: CreateJob) -> Result<Launched> {
+    /// Starts the parent's part of setup for one sandbox on the spawner
+    /// thread; the caller sends the cgroup fd meanwhile (see
+    /// [`CreateJob::cgroup_fd`]) and then waits.
+    pub fn submit(&self, job: CreateJob) -> Result<PendingLaunch> {
         let (tx, rx) = bounded(1);
         let jobs = self
             .jobs
@@ -123,7 +140,7 @@ impl Spawner {
             .ok_or(Error::RuntimeShutDown)?;
         jobs.send(Job::Create(Box::new(job), tx))
             .map_err(|_| Error::RuntimeShutDown)?;
-        rx.recv().map_err(|_| Error::RuntimeShutDown)?
+        Ok(PendingLaunch { reply: rx })
     }
 
     /// Stops the thread. Its exit fires the parent-death signal of every
@@ -228,7 +245,14 @@ fn launch(scratch: &mut Scratch, config: &SpawnerConfig, job: &CreateJob) -> Res
     };
     // 5. One clone with every namespace, straight into the sandbox's
     //    cgroup v2 directory when there is one; the child waits for "go".
-    let cgroup = job.cgroup_fd.map(fd::borrow);
+    let Ok(cgroup_fd) = job.cgroup_fd.recv() else {
+        scratch.detach();
+        return Err(Error::setup(
+            "wait for the sandbox's cgroups",
+            nix::errno::Errno::ECANCELED,
+        ));
+    };
+    let cgroup = cgroup_fd.map(fd::borrow);
     let child = clone::fork_into(NAMESPACES as u64, cgroup, || -> std::convert::Infallible {
         child::run(&plan)
     });
