@@ -156,7 +156,14 @@ pub fn run(plan: &ChildPlan) -> ! {
         }
     }
 
-    // 14. Resource limits, inherited by init and every command.
+    // 14. Descriptors: /dev/null on 0-2, the control socket on 3, the init
+    //     memfd on 4 (close-on-exec), nothing else. The host's stdio and
+    //     every stray descriptor it had are gone after this. Before the
+    //     rlimits: a host with more descriptors open than the sandbox's
+    //     RLIMIT_NOFILE would otherwise make the dups here fail (EMFILE).
+    let ctl = place_descriptors(plan);
+
+    // 15. Resource limits, inherited by init and every command.
     for &(resource, soft, hard) in &plan.rlimits {
         try_step(
             ctl,
@@ -164,11 +171,6 @@ pub fn run(plan: &ChildPlan) -> ! {
             process::set_rlimit(resource, soft, hard),
         );
     }
-
-    // 15. Descriptors: /dev/null on 0-2, the control socket on 3, the init
-    //     memfd on 4 (close-on-exec), nothing else. The host's stdio and
-    //     every stray descriptor it had are gone after this.
-    let ctl = place_descriptors(plan);
 
     // 16. Capabilities down to the documented set (bounding, permitted,
     //     effective, inheritable; ambient cleared). Everything needing
