@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -389,8 +389,7 @@ impl Runtime {
         if let Some(max) = limits.max_file_size {
             rlimits.push((libc::RLIMIT_FSIZE, max, max));
         }
-        let (cgroup_tx, cgroup_rx) = crossbeam_channel::bounded(1);
-        let pending = inner.spawner.submit(CreateJob {
+        let mut pending = inner.spawner.submit(CreateJob {
             id: shared.id.clone(),
             hostname: shared.hostname.clone(),
             template,
@@ -398,7 +397,6 @@ impl Runtime {
             rlimits,
             caps: inner.caps,
             seccomp,
-            cgroup_fd: cgroup_rx,
         })?;
         // While the spawner assembles the root (on the other core, when
         // there is one): the cgroups and their limits, still before the
@@ -406,12 +404,12 @@ impl Runtime {
         let cgroup = match inner.cgroups.create(&shared.id, limits) {
             Ok(cgroup) => cgroup,
             Err(e) => {
-                drop(cgroup_tx); // abandons the launch before any clone
+                // Not handed over: the spawner abandons it before any clone.
                 let _ = pending.wait();
                 return Err(e.into());
             }
         };
-        let _ = cgroup_tx.send(cgroup.v2_dir_fd().map(|fd| fd.as_raw_fd()));
+        pending.cgroups_ready(cgroup.v2_dir_fd())?;
         let launched = pending.wait()?;
         let guard = ChildGuard {
             pidfd: Some(&launched.pidfd),
