@@ -45,14 +45,12 @@ use crate::seccomp::CompiledSeccomp;
 use crate::sys::{clone, fd, process};
 use crate::userns::{self, IdRange};
 
-/// Namespaces every sandbox starts in. The cgroup namespace comes later,
-/// from the child, once the host has placed it in its cgroups.
-const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNS
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWIPC;
+/// Namespaces every sandbox starts in. The child adds the network and IPC
+/// namespaces itself while the host writes its id maps (the network one
+/// costs ~0.35 ms, which then overlaps with the host's part), and the
+/// cgroup namespace once the host has placed it in its cgroups.
+const NAMESPACES: libc::c_int =
+    libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS;
 
 pub(crate) struct SpawnerConfig {
     pub scratch_dir: PathBuf,
