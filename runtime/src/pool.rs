@@ -297,6 +297,7 @@ impl Pool {
                 continue;
             }
             sandbox.set_metadata(metadata)?;
+            inner.state.lock().unwrap().stats.hits += 1;
             return Ok(sandbox);
         }
         {
@@ -416,7 +417,6 @@ impl Inner {
             let fresh = ready.pooled_at.elapsed() + MIN_REMAINING < self.config.idle_timeout
                 && sandbox.end_at() > stale_at;
             if fresh && sandbox.is_alive() {
-                state.stats.hits += 1;
                 if state.ready.len() > self.config.warm {
                     state.boost = state.boost.saturating_sub(1);
                 }
