@@ -1,43 +1,50 @@
-//! Whole-operation benchmarks of sandlot (run on demand, release build):
+//! Whole-operation benchmarks of sandlot (release build, root):
 //!
-//!     cargo run --release -p sandlot-bench -- core [--iterations N]
+//!     cargo run --release -p sandlot-bench -- core [--iterations N] [--gap-ms N]
+//!     cargo run --release -p sandlot-bench -- startup [--iterations N]
+//!     cargo run --release -p sandlot-bench -- peers [--rounds N]
+//!     cargo run --release -p sandlot-bench -- density [--count N]
+//!     cargo run --release -p sandlot-bench -- throughput [--cycles N] [--threads N]
 //!
-//! Prints medians and p10–p90 of: create → Running, run `true` in a running
-//! sandbox (exec round trip), destroy, and the whole create → run → destroy
-//! cycle; then the memory of one idle sandbox.
+//! `core`: medians and p10–p90 of create → Running, run `true` in a running
+//! sandbox (exec round trip), destroy, the whole create → run → destroy
+//! cycle, pool acquire; then the memory of one idle sandbox.
+//! `peers`: the side-by-side table with bubblewrap, nsjail, crun, runc,
+//! unshare and a bare spawn (install them with scripts/install-peers.sh;
+//! `peers` needs the sandlot CLI built beside it:
+//! `cargo build --release -p sandlot -p sandlot-bench`).
+//! `density`: N idle sandboxes at once. `throughput`: create + destroy
+//! cycles on every core, in windows, to show any creeping cost.
+//! Micro benchmarks: `cargo bench -p sandlot-bench` (criterion).
 
+mod compare;
+mod density;
+mod machine;
+mod memory;
+mod peers;
+mod pool;
+mod startup;
+mod stats;
+mod throughput;
+
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sandlot::{RunOptions, Runtime, SandboxOptions};
 
-struct Stats {
-    samples: Vec<Duration>,
+use stats::Stats;
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("SANDLOT_DATA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/sandlot"))
 }
 
-impl Stats {
-    fn new() -> Stats {
-        Stats {
-            samples: Vec::new(),
-        }
-    }
-    fn add(&mut self, d: Duration) {
-        self.samples.push(d);
-    }
-    fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.samples.clone();
-        sorted.sort();
-        let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-        sorted[i]
-    }
-    fn line(&self, name: &str) -> String {
-        format!(
-            "{name:<34} median {:>9.3} ms   p10 {:>8.3}   p90 {:>8.3}   n={}",
-            self.percentile(0.5).as_secs_f64() * 1e3,
-            self.percentile(0.1).as_secs_f64() * 1e3,
-            self.percentile(0.9).as_secs_f64() * 1e3,
-            self.samples.len()
-        )
-    }
+fn runtime() -> Runtime {
+    Runtime::builder()
+        .data_dir(data_dir())
+        .build()
+        .expect("build a runtime (root, and a data dir with the base template)")
 }
 
 fn status_kib(pid: i32, field: &str) -> u64 {
@@ -50,12 +57,15 @@ fn status_kib(pid: i32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn core(iterations: usize) {
-    let data_dir = std::env::var("SANDLOT_DATA_DIR").unwrap_or_else(|_| "/var/lib/sandlot".into());
-    let rt = Runtime::builder()
-        .data_dir(data_dir)
-        .build()
-        .expect("runtime");
+/// `gap`: idle time before each create. On a hybrid cgroup layout, the
+/// first v1 `cgroup.procs` write after an idle spell waits for an RCU grace
+/// period (see BENCHMARKS.md); back-to-back creates never see it.
+fn core(iterations: usize, gap: Duration) {
+    println!("{}", machine::describe());
+    if !gap.is_zero() {
+        println!("{gap:?} idle before each create");
+    }
+    let rt = runtime();
     // Warm-up: template layers attached, caches filled.
     for _ in 0..20 {
         let sb = rt.create(SandboxOptions::default()).unwrap();
@@ -66,6 +76,7 @@ fn core(iterations: usize) {
     let (mut create, mut exec, mut destroy, mut cycle) =
         (Stats::new(), Stats::new(), Stats::new(), Stats::new());
     for _ in 0..iterations {
+        std::thread::sleep(gap);
         let t0 = Instant::now();
         let sb = rt.create(SandboxOptions::default()).unwrap();
         let t1 = Instant::now();
@@ -89,6 +100,8 @@ fn core(iterations: usize) {
     println!("{}", exec.line("exec round trip (run `true`)"));
     println!("{}", destroy.line("destroy"));
     println!("{}", cycle.line("create + run true + destroy"));
+    let acquire = pool::acquire_while_refilling(&rt, iterations.max(200));
+    println!("{}", acquire.line("pool acquire (while refilling)"));
 
     std::thread::sleep(Duration::from_millis(200));
     let pid = sb.info().init_pid.unwrap();
@@ -101,18 +114,37 @@ fn core(iterations: usize) {
     );
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let iterations = args
-        .iter()
-        .position(|a| a == "--iterations")
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter()
+        .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("core") | None => core(iterations),
+        Some("core") | None => core(
+            arg(&args, "--iterations", 300),
+            Duration::from_millis(arg(&args, "--gap-ms", 0) as u64),
+        ),
+        Some("peers") => compare::run(compare::Options {
+            rounds: arg(&args, "--rounds", 100),
+            data_dir: data_dir(),
+        }),
+        Some("startup") => startup::run(arg(&args, "--iterations", 100)),
+        Some("density") => density::run(&runtime(), arg(&args, "--count", 1000)),
+        Some("throughput") => throughput::run(
+            &runtime(),
+            arg(&args, "--cycles", 10_000),
+            arg(&args, "--threads", 2),
+        ),
         Some(other) => {
-            eprintln!("unknown benchmark {other:?}; try: core [--iterations N]");
+            eprintln!(
+                "unknown benchmark {other:?}; try: core [--iterations N] [--gap-ms N] | startup [--iterations N] | peers [--rounds N] | \
+                 density [--count N] | throughput [--cycles N] [--threads N]"
+            );
             std::process::exit(2);
         }
     }

@@ -34,6 +34,7 @@ mod mounts;
 mod oom;
 mod options;
 mod pause;
+mod pool;
 mod quota;
 mod reactor;
 mod resources;
@@ -66,6 +67,7 @@ pub use monitor::{
 };
 pub use oom::{OomEvent, ResourceEvent};
 pub use options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use pool::{Acquire, Pool, PoolConfig, PoolStats, MIN_REMAINING, POOL_METADATA_KEY};
 pub use runtime::{ListFilter, Runtime, RuntimeBuilder};
 pub use sandbox::{Sandbox, SandboxInfo};
 pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};

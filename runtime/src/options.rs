@@ -92,6 +92,21 @@ pub(crate) fn validate_timeout(timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+pub(crate) fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
+    for (key, value) in metadata {
+        if key.is_empty() {
+            return Err(Error::invalid("metadata", "a key is empty"));
+        }
+        if key.len() > 256 || value.len() > 4096 {
+            return Err(Error::invalid(
+                "metadata",
+                format!("entry {key:?} is too long (keys up to 256 bytes, values up to 4096)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_env_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains(['=', '\0']) {
         return Err(Error::invalid("env", format!("bad variable name {name:?}")));
@@ -176,17 +191,7 @@ impl SandboxOptions {
             return Err(Error::invalid("template", "name is empty"));
         }
         validate_timeout(self.timeout)?;
-        for (key, value) in &self.metadata {
-            if key.is_empty() {
-                return Err(Error::invalid("metadata", "a key is empty"));
-            }
-            if key.len() > 256 || value.len() > 4096 {
-                return Err(Error::invalid(
-                    "metadata",
-                    format!("entry {key:?} is too long (keys up to 256 bytes, values up to 4096)"),
-                ));
-            }
-        }
+        validate_metadata(&self.metadata)?;
         for (name, value) in &self.env {
             validate_env_name(name)?;
             if value.contains('\0') {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -430,7 +430,6 @@ impl Runtime {
             None => inner.default_seccomp.clone(),
             Some(profile) => inner.seccomp.get(profile)?,
         };
-        let cgroup = inner.cgroups.create(&shared.id, limits)?;
         let mut rlimits: Vec<spawn::Rlimit> = vec![
             (libc::RLIMIT_CORE, 0, 0),
             (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
@@ -438,7 +437,7 @@ impl Runtime {
         if let Some(max) = limits.max_file_size {
             rlimits.push((libc::RLIMIT_FSIZE, max, max));
         }
-        let launched = inner.spawner.launch(CreateJob {
+        let mut pending = inner.spawner.submit(CreateJob {
             id: shared.id.clone(),
             hostname: shared.hostname.clone(),
             template,
@@ -446,8 +445,20 @@ impl Runtime {
             rlimits,
             caps: inner.caps,
             seccomp,
-            cgroup_fd: cgroup.v2_dir_fd().map(|fd| fd.as_raw_fd()),
         })?;
+        // While the spawner assembles the root (on the other core, when
+        // there is one): the cgroups and their limits, still before the
+        // child exists.
+        let cgroup = match inner.cgroups.create(&shared.id, limits) {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                // Not handed over: the spawner abandons it before any clone.
+                let _ = pending.wait();
+                return Err(e.into());
+            }
+        };
+        pending.cgroups_ready(cgroup.v2_dir_fd())?;
+        let launched = pending.wait()?;
         let guard = ChildGuard {
             pidfd: Some(&launched.pidfd),
         };

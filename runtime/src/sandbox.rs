@@ -2,9 +2,9 @@
 //! and every handle) and the public [`Sandbox`] handle.
 //!
 //! Lock order, to stay deadlock-free: `live` → `commands` → `status`; the
-//! reactor's source table and the event bus are leaves. `live` is held for
-//! a whole teardown, which serialises concurrent destroys: the second one
-//! waits and then finds nothing left to do.
+//! reactor's source table, the event bus and `metadata` are leaves. `live`
+//! is held for a whole teardown, which serialises concurrent destroys: the
+//! second one waits and then finds nothing left to do.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,7 +58,9 @@ pub(crate) struct SandboxShared {
     pub id: String,
     pub template_name: String,
     pub template: Arc<Template>,
-    pub metadata: BTreeMap<String, String>,
+    /// Replaced as a whole by `set_metadata` (a pool hands a sandbox to a
+    /// new owner with the owner's metadata).
+    metadata: Mutex<BTreeMap<String, String>>,
     pub env: Vec<(String, String)>,
     pub hostname: String,
     pub created_at: SystemTime,
@@ -103,7 +105,7 @@ impl SandboxShared {
             id: spec.id,
             template_name: spec.template_name,
             template: spec.template,
-            metadata: spec.metadata,
+            metadata: Mutex::new(spec.metadata),
             env: spec.env,
             hostname: spec.hostname,
             created_at: now,
@@ -610,8 +612,17 @@ impl Sandbox {
         self.shared.state()
     }
 
-    pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.shared.metadata
+    /// A copy of the sandbox's metadata.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        self.shared.metadata.lock().unwrap().clone()
+    }
+
+    /// Replaces the sandbox's metadata (validated like
+    /// [`SandboxOptions::metadata`](crate::SandboxOptions::metadata)).
+    pub fn set_metadata(&self, metadata: BTreeMap<String, String>) -> Result<()> {
+        crate::options::validate_metadata(&metadata)?;
+        *self.shared.metadata.lock().unwrap() = metadata;
+        Ok(())
     }
 
     pub fn info(&self) -> SandboxInfo {
@@ -620,7 +631,7 @@ impl Sandbox {
             id: shared.id.clone(),
             template: shared.template_name.clone(),
             state: shared.state(),
-            metadata: shared.metadata.clone(),
+            metadata: shared.metadata.lock().unwrap().clone(),
             hostname: shared.hostname.clone(),
             created_at: shared.created_at,
             end_at: shared.end_at(),

@@ -15,12 +15,13 @@ use crate::seccomp::CompiledSeccomp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Step {
-    WaitGo = 1,
+    Namespaces = 1,
+    Hostname,
+    Loopback,
+    WaitGo,
     SetIds,
     ParentDeath,
     CgroupNamespace,
-    Hostname,
-    Loopback,
     MakePrivate,
     BindRoot,
     MountProc,
@@ -28,8 +29,8 @@ pub enum Step {
     PivotRoot,
     DetachOldRoot,
     MaskProc,
-    Rlimits,
     Descriptors,
+    Rlimits,
     Capabilities,
     NoNewPrivs,
     Seccomp,
@@ -37,13 +38,14 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 19] = [
+    const ALL: [Step; 20] = [
+        Step::Namespaces,
+        Step::Hostname,
+        Step::Loopback,
         Step::WaitGo,
         Step::SetIds,
         Step::ParentDeath,
         Step::CgroupNamespace,
-        Step::Hostname,
-        Step::Loopback,
         Step::MakePrivate,
         Step::BindRoot,
         Step::MountProc,
@@ -51,8 +53,8 @@ impl Step {
         Step::PivotRoot,
         Step::DetachOldRoot,
         Step::MaskProc,
-        Step::Rlimits,
         Step::Descriptors,
+        Step::Rlimits,
         Step::Capabilities,
         Step::NoNewPrivs,
         Step::Seccomp,
@@ -67,6 +69,7 @@ impl Step {
     /// sandbox root: EINVAL").
     pub fn describe(self) -> &'static str {
         match self {
+            Step::Namespaces => "unshare the network and IPC namespaces",
             Step::WaitGo => "wait for the host's go-ahead",
             Step::SetIds => "become root of the user namespace",
             Step::ParentDeath => "arm the parent-death signal",

@@ -1,7 +1,7 @@
 //! Descriptor plumbing: passing stdio descriptors to init with SCM_RIGHTS,
 //! closing everything a child inherited, and duplicating to fixed numbers.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{check, Errno, SysResult};
 
@@ -132,4 +132,77 @@ pub fn borrow(raw: RawFd) -> BorrowedFd<'static> {
     // SAFETY: callers only pass descriptors that stay open for the rest of
     // the (child) process's life or of the borrow's use.
     unsafe { BorrowedFd::borrow_raw(raw) }
+}
+
+/// Receives one datagram and the descriptors attached to it (at most
+/// [`MAX_FDS`], made close-on-exec), from a trusted peer only: the
+/// runtime's own spawner thread. Control data that is not SCM_RIGHTS, or
+/// cut short, is an error (`EPROTO`), and the descriptors already
+/// received are closed.
+pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> SysResult<(usize, Vec<OwnedFd>)> {
+    let mut cmsg = CmsgBuf([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (no name, no iov, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.0.as_mut_ptr().cast();
+    msg.msg_controllen = cmsg.0.len();
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (valid for `buf.len()` bytes) and at
+        // `cmsg` (64 aligned bytes), both alive across the call.
+        let ret = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        match check(ret as libc::c_long) {
+            Ok(n) => break n as usize,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    let mut fds = Vec::new();
+    let mut bad = msg.msg_flags & (libc::MSG_CTRUNC | libc::MSG_TRUNC) != 0;
+    // SAFETY: the kernel filled `msg_controllen` bytes of `cmsg`; the CMSG
+    // macros walk only within them.
+    unsafe {
+        let mut hdr = libc::CMSG_FIRSTHDR(&msg);
+        while !hdr.is_null() {
+            if (*hdr).cmsg_level == libc::SOL_SOCKET && (*hdr).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(hdr).cast::<RawFd>();
+                let len = (*hdr).cmsg_len - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    // SAFETY (inner): SCM_RIGHTS installed a fresh
+                    // descriptor in our table for each entry; we own it.
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            } else {
+                bad = true;
+            }
+            hdr = libc::CMSG_NXTHDR(&msg, hdr);
+        }
+    }
+    if bad || fds.len() > MAX_FDS {
+        return Err(Errno::EPROTO);
+    }
+    Ok((n, fds))
+}
+
+/// Closes every descriptor of the calling thread's table except `keep`
+/// (with `close_range` around them). For a thread that just unshared its
+/// table and must not hold the rest of the process's descriptors open.
+pub fn close_all_except(keep: &[RawFd]) -> SysResult<()> {
+    let mut keep: Vec<u32> = keep.iter().map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 0u32;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > first {
+            // SAFETY: the caller's thread owns this table and keeps no
+            // reference to the descriptors closed here.
+            check(unsafe { libc::syscall(libc::SYS_close_range, first, fd - 1, 0u32) })?;
+        }
+        first = fd.saturating_add(1);
+    }
+    Ok(())
 }
