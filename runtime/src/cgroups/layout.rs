@@ -588,14 +588,7 @@ mod tests {
             &[("/sys/fs/cgroup", "cpuset cpu io memory hugetlb pids rdma misc\n")],
         );
         assert_eq!(l.kind(), Kind::V2);
-        for c in [
-            Controller::Memory,
-            Controller::Pids,
-            Controller::Cpu,
-            Controller::CpuAcct,
-            Controller::Freezer,
-            Controller::Cpuset,
-        ] {
+        for c in Controller::ALL {
             assert_eq!(
                 served(&l, c),
                 Some((Version::V2, "/sys/fs/cgroup".into())),
