@@ -499,6 +499,11 @@ impl Action {
             Self::Log => SeccompAction::Log,
         }
     }
+
+    /// The value a `RET` of this action returns (seccompiler's encoding).
+    fn to_ret(self) -> u32 {
+        u32::from(self.to_seccompiler())
+    }
 }
 
 impl fmt::Display for Action {
@@ -892,6 +897,22 @@ fn native_arch() -> Result<SeccompArch, SeccompError> {
 
 /// One program: default allow, `action` on a match; the first program on
 /// x86_64 starts with the x32 guard.
+///
+/// seccompiler lays a filter out as one block per system call, tried one
+/// after another: every call the kernel checks walks past the blocks before
+/// its own, and so does the kernel when, at install, it works out which
+/// calls the filter always allows (it emulates the program for every call
+/// number: ~450 × ~300 instructions, 0.2 ms per sandbox, measured). So the
+/// blocks are taken from seccompiler one call at a time and reached through
+/// a binary search on the call number instead: about a dozen instructions
+/// for any call, at install and at run time.
+///
+/// ```text
+/// [x32 guard] [arch check] LD nr
+/// search tree: JGE mid → right half | left half … leaf: JEQ nr → action/block | allow
+/// RET allow
+/// block of a call with argument rules, RET allow (its fall-through) …
+/// ```
 fn build_program(
     arch: SeccompArch,
     action: Action,
@@ -903,21 +924,80 @@ fn build_program(
         action,
         source,
     };
-    let filter = SeccompFilter::new(
-        chains,
-        SeccompAction::Allow,
-        action.to_seccompiler(),
-        arch.target(),
-    )
-    .map_err(compile_error)?;
-    let body = BpfProgram::try_from(filter).map_err(compile_error)?;
+    let compile = |chains: BTreeMap<i64, Vec<SeccompRule>>| -> Result<BpfProgram, SeccompError> {
+        let filter = SeccompFilter::new(
+            chains,
+            SeccompAction::Allow,
+            action.to_seccompiler(),
+            arch.target(),
+        )
+        .map_err(compile_error)?;
+        BpfProgram::try_from(filter).map_err(compile_error)
+    };
+
+    // seccompiler's architecture check: an empty filter is the check and
+    // one RET of the default action.
+    let mut check = compile(BTreeMap::new())?;
+    check.pop();
 
     let mut program = if first && arch == SeccompArch::X86_64 {
         x32_guard(arch)
     } else {
         Vec::new()
     };
-    program.extend(body);
+    program.extend(check.iter().cloned());
+    program.push(insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_NR));
+
+    // The blocks of calls with argument rules, as seccompiler builds them:
+    // a single-call filter is [check] [LD nr] [block] [RET allow]; the block
+    // starts by comparing the number (true when we jump there) and its
+    // instructions only jump inside it or to its end.
+    let mut leaves = Vec::with_capacity(chains.len());
+    for (nr, rules) in chains {
+        let nr = u32::try_from(nr).map_err(|_| SeccompError::TooLarge {
+            arch,
+            action,
+            len: usize::MAX,
+        })?;
+        let block = if rules.is_empty() {
+            None
+        } else {
+            let single = compile(BTreeMap::from([(i64::from(nr), rules)]))?;
+            Some(single[check.len() + 1..single.len() - 1].to_vec())
+        };
+        leaves.push((nr, block));
+    }
+
+    let tree_start = program.len();
+    let tree_len = tree_size(leaves.len());
+    let allow_at = tree_start + tree_len;
+    let mut block_at = Vec::with_capacity(leaves.len());
+    let mut next = allow_at + 1;
+    for (_, block) in &leaves {
+        block_at.push(next);
+        if let Some(block) = block {
+            next += block.len() + 1;
+        }
+    }
+    emit_tree(
+        &mut program,
+        &leaves,
+        0,
+        leaves.len(),
+        &block_at,
+        allow_at,
+        action,
+    );
+    debug_assert_eq!(program.len(), allow_at);
+    let allow = || insn(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ALLOW);
+    program.push(allow());
+    for (_, block) in leaves {
+        if let Some(block) = block {
+            program.extend(block);
+            program.push(allow());
+        }
+    }
+
     if program.len() > MAX_PROGRAM_LEN {
         return Err(SeccompError::TooLarge {
             arch,
@@ -926,6 +1006,60 @@ fn build_program(
         });
     }
     Ok(program)
+}
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> sock_filter {
+    sock_filter { code, jt, jf, k }
+}
+
+/// Instructions of the search tree over `n` leaves: a leaf is 3 (compare,
+/// match, miss), an inner node 2 (compare, jump to the right half).
+fn tree_size(n: usize) -> usize {
+    match n {
+        0 => 0,
+        1 => 3,
+        n => 2 + tree_size(n / 2) + tree_size(n - n / 2),
+    }
+}
+
+/// Emits the search over `leaves[lo..hi]` (sorted by number) at the end of
+/// `program`. Jumps are forward only, so every far target goes through
+/// `JA` (32-bit offset); the 8-bit offsets are all 0 or 1.
+fn emit_tree(
+    program: &mut Vec<sock_filter>,
+    leaves: &[(u32, Option<Vec<sock_filter>>)],
+    lo: usize,
+    hi: usize,
+    block_at: &[usize],
+    allow_at: usize,
+    action: Action,
+) {
+    let ja = |from: usize, to: usize| insn(BPF_JMP_JA, 0, 0, (to - from - 1) as u32);
+    match hi - lo {
+        0 => {}
+        1 => {
+            let (nr, block) = &leaves[lo];
+            // JEQ nr: the next instruction on a match, the one after on a miss.
+            program.push(insn(BPF_JMP_JEQ_K, 0, 1, *nr));
+            let here = program.len();
+            program.push(match block {
+                None => insn(BPF_RET_K, 0, 0, action.to_ret()),
+                Some(_) => ja(here, block_at[lo]),
+            });
+            let here = program.len();
+            program.push(ja(here, allow_at));
+        }
+        n => {
+            let mid = lo + n / 2;
+            // nr >= leaves[mid]: the right half, behind the left one.
+            program.push(insn(BPF_JMP_JGE_K, 0, 1, leaves[mid].0));
+            let here = program.len();
+            let right = here + 1 + tree_size(mid - lo);
+            program.push(ja(here, right));
+            emit_tree(program, leaves, lo, mid, block_at, allow_at, action);
+            emit_tree(program, leaves, mid, hi, block_at, allow_at, action);
+        }
+    }
 }
 
 // Classic BPF opcodes (linux/bpf_common.h) used by the guard.
@@ -937,6 +1071,8 @@ const BPF_JMP_JEQ_K: u16 = 0x15;
 const BPF_JMP_JGE_K: u16 = 0x35;
 /// `BPF_RET | BPF_K`.
 const BPF_RET_K: u16 = 0x06;
+/// `BPF_JMP | BPF_JA`.
+const BPF_JMP_JA: u16 = 0x05;
 /// `offsetof(struct seccomp_data, nr)`.
 const SECCOMP_DATA_NR: u32 = 0;
 /// `offsetof(struct seccomp_data, arch)`.
@@ -946,7 +1082,6 @@ const SECCOMP_DATA_ARCH: u32 = 4;
 /// architecture; other architectures fall through to seccompiler's check,
 /// which kills them.
 fn x32_guard(arch: SeccompArch) -> Vec<sock_filter> {
-    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
     vec![
         insn(BPF_LD_W_ABS, 0, 0, SECCOMP_DATA_ARCH),
         insn(BPF_JMP_JEQ_K, 0, 3, arch.audit_arch()),
