@@ -38,7 +38,6 @@ use plan::{ChildPlan, PlanInputs};
 use handoff::Handoff;
 
 use crate::caps::CapPlan;
-use crate::cgroups::SandboxCgroup;
 use crate::error::{Error, Result};
 use crate::mounts::Scratch;
 use crate::seccomp::CompiledSeccomp;
@@ -55,9 +54,11 @@ const NAMESPACES: libc::c_int =
 pub(crate) struct SpawnerConfig {
     pub scratch_dir: PathBuf,
     pub range: IdRange,
-    /// The sealed init memfd; owned by the runtime, outlives the spawner.
-    pub init_fd: RawFd,
 }
+
+/// The job id the init memfd travels under on the descriptor channel
+/// (sandbox jobs count from 1).
+const INIT_HANDOFF: u64 = 0;
 
 /// Everything needed to build one sandbox.
 pub(crate) struct CreateJob {
@@ -77,20 +78,25 @@ pub(crate) struct CreateJob {
 pub(crate) struct PendingLaunch {
     id: u64,
     handoff: Arc<Handoff>,
-    cgroups: Option<Sender<()>>,
+    cgroups: Option<Sender<Vec<PathBuf>>>,
     reply: Receiver<Result<i32>>,
 }
 
 impl PendingLaunch {
     /// The cgroups exist; `v2_dir` (for `CLONE_INTO_CGROUP`) is `None`
-    /// without a v2 hierarchy.
-    pub fn cgroups_ready(&mut self, v2_dir: Option<BorrowedFd<'_>>) -> Result<()> {
+    /// without a v2 hierarchy; the child joins the v1 ones through their
+    /// `v1_tasks` files itself.
+    pub fn cgroups_ready(
+        &mut self,
+        v2_dir: Option<BorrowedFd<'_>>,
+        v1_tasks: Vec<PathBuf>,
+    ) -> Result<()> {
         let fds: Vec<BorrowedFd<'_>> = v2_dir.into_iter().collect();
         self.handoff
             .send(self.id, &fds)
             .map_err(|e| Error::setup("hand the cgroup to the spawner", e))?;
         if let Some(tx) = self.cgroups.take() {
-            let _ = tx.send(());
+            let _ = tx.send(v1_tasks);
         }
         Ok(())
     }
@@ -135,7 +141,7 @@ enum Job {
         id: u64,
         job: Box<CreateJob>,
         /// Says the cgroup directory was handed over; hung up: abandon.
-        cgroups: Receiver<()>,
+        cgroups: Receiver<Vec<PathBuf>>,
         reply: Sender<Result<i32>>,
     },
 }
@@ -148,10 +154,46 @@ pub(crate) struct Spawner {
     next_id: AtomicU64,
 }
 
+/// A spawner thread setting itself up (private mount namespace, idmap user
+/// namespace, scratch space) while the runtime does its own start-up work
+/// on the caller's thread; [`StartingSpawner::ready`] hands it the init
+/// memfd and waits. Dropping it stops the thread.
+pub(crate) struct StartingSpawner {
+    jobs: Sender<Job>,
+    thread: thread::JoinHandle<()>,
+    handoff: Handoff,
+    ready: Receiver<Result<()>>,
+}
+
+impl StartingSpawner {
+    /// Sends the init memfd over and waits until the spawner is ready.
+    pub fn ready(self, init: BorrowedFd<'_>) -> Result<Spawner> {
+        let sent = self
+            .handoff
+            .send(INIT_HANDOFF, &[init])
+            .map_err(|e| Error::setup("hand the init memfd to the spawner", e));
+        let result = sent.and_then(|()| self.ready.recv().unwrap_or(Err(Error::RuntimeShutDown)));
+        match result {
+            Ok(()) => Ok(Spawner {
+                jobs: std::sync::Mutex::new(Some(self.jobs)),
+                thread: std::sync::Mutex::new(Some(self.thread)),
+                handoff: Arc::new(self.handoff),
+                next_id: AtomicU64::new(1),
+            }),
+            Err(e) => {
+                drop(self.jobs);
+                drop(self.handoff);
+                let _ = self.thread.join();
+                Err(e)
+            }
+        }
+    }
+}
+
 impl Spawner {
-    /// Starts the spawner thread and waits until its namespace and scratch
-    /// space are ready (or failed).
-    pub fn start(config: SpawnerConfig) -> Result<Spawner> {
+    /// Starts the spawner thread; it sets itself up while the caller goes
+    /// on (see [`StartingSpawner`]).
+    pub fn start(config: SpawnerConfig) -> Result<StartingSpawner> {
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
         let (ready_tx, ready_rx) = bounded(1);
         let (ours, theirs) = socketpair(
@@ -163,30 +205,24 @@ impl Spawner {
         .map_err(|e| Error::setup("create the spawner's descriptor channel", e))?;
         let theirs_raw = theirs.as_raw_fd();
         let ours_raw = ours.as_raw_fd();
+        let (table_tx, table_rx) = bounded(1);
         let thread = thread::Builder::new()
             .name("sandlot-spawner".into())
-            .spawn(move || thread_main(config, theirs, ours_raw, ready_tx, jobs_rx))
+            .spawn(move || thread_main(config, theirs, ours_raw, table_tx, ready_tx, jobs_rx))
             .map_err(|e| Error::io("start the spawner thread", e))?;
-        let (own_table, result) = ready_rx
-            .recv()
-            .unwrap_or((false, Err(Error::RuntimeShutDown)));
-        if own_table {
+        // The thread copies the descriptor table first thing; only then may
+        // this copy of its end be closed.
+        if table_rx.recv() == Ok(true) {
             // The thread's copy lives in its own table; this one is ours
             // to close (no OwnedFd of this table owns it).
             let _ = nix::unistd::close(theirs_raw);
         }
-        match result {
-            Ok(()) => Ok(Spawner {
-                jobs: std::sync::Mutex::new(Some(jobs_tx)),
-                thread: std::sync::Mutex::new(Some(thread)),
-                handoff: Arc::new(Handoff::new(ours)),
-                next_id: AtomicU64::new(1),
-            }),
-            Err(e) => {
-                let _ = thread.join();
-                Err(e)
-            }
-        }
+        Ok(StartingSpawner {
+            jobs: jobs_tx,
+            thread,
+            handoff: Handoff::new(ours),
+            ready: ready_rx,
+        })
     }
 
     /// Starts the parent's part of setup for one sandbox on the spawner
@@ -238,36 +274,42 @@ fn thread_main(
     config: SpawnerConfig,
     channel: OwnedFd,
     process_end: RawFd,
-    ready: Sender<(bool, Result<()>)>,
+    own_table: Sender<bool>,
+    ready: Sender<Result<()>>,
     jobs: Receiver<Job>,
 ) {
     // A descriptor table of our own, holding only stdio (the host's, for
-    // anything that reports on stderr), the init memfd and our end of the
-    // descriptor channel (see `handoff`).
+    // anything that reports on stderr), our end of the descriptor channel
+    // (see `handoff`) and, once it arrives over it, the init memfd.
     if let Err(e) = unshare(CloneFlags::CLONE_FILES) {
-        let _ = ready.send((
-            false,
-            Err(Error::setup("unshare the spawner's descriptors", e)),
-        ));
+        let _ = own_table.send(false);
+        let _ = ready.send(Err(Error::setup("unshare the spawner's descriptors", e)));
         return;
     }
-    let keep = [0, 1, 2, config.init_fd, channel.as_raw_fd()];
+    let _ = own_table.send(true);
+    let keep = [0, 1, 2, channel.as_raw_fd()];
     if let Err(e) = fd::close_all_except(&keep) {
-        let _ = ready.send((
-            true,
-            Err(Error::setup("close the spawner's descriptors", e)),
-        ));
+        let _ = ready.send(Err(Error::setup("close the spawner's descriptors", e)));
         return;
     }
     debug_assert!(!keep.contains(&process_end));
     let handoff = Handoff::new(channel);
-    let mut scratch = match enter_private_namespace(&config) {
-        Ok(scratch) => {
-            let _ = ready.send((true, Ok(())));
-            scratch
+    let setup = enter_private_namespace(&config).and_then(|scratch| {
+        // The init memfd, written by the caller meanwhile.
+        let init = handoff
+            .take(INIT_HANDOFF)
+            .map_err(|e| Error::setup("receive the init memfd", e))?
+            .pop()
+            .ok_or_else(|| Error::setup("receive the init memfd", nix::errno::Errno::EBADF))?;
+        Ok((scratch, init))
+    });
+    let (mut scratch, init) = match setup {
+        Ok(done) => {
+            let _ = ready.send(Ok(()));
+            done
         }
         Err(e) => {
-            let _ = ready.send((true, Err(e)));
+            let _ = ready.send(Err(e));
             return;
         }
     };
@@ -279,7 +321,7 @@ fn thread_main(
                 cgroups,
                 reply,
             } => {
-                let launched = launch(&mut scratch, &config, &job, id, &cgroups, &handoff);
+                let launched = launch(&mut scratch, init.as_raw_fd(), &job, id, &cgroups, &handoff);
                 if launched.is_err() && cgroups.recv().is_ok() {
                     // Failed before taking the cgroup the caller handed
                     // over: take it now, or it would stay in the channel.
@@ -336,10 +378,10 @@ fn enter_private_namespace(config: &SpawnerConfig) -> Result<Scratch> {
 /// caller's thread.
 fn launch(
     scratch: &mut Scratch,
-    config: &SpawnerConfig,
+    init_fd: RawFd,
     job: &CreateJob,
     id: u64,
-    cgroups: &Receiver<()>,
+    cgroups: &Receiver<Vec<PathBuf>>,
     handoff: &Handoff,
 ) -> Result<Launched> {
     // 1. Attach the template's idmapped layers (first use only).
@@ -360,14 +402,24 @@ fn launch(
             return Err(Error::setup("create the control socket", e));
         }
     };
-    // 4. Everything the child needs, allocated now.
+    // 4. The sandbox's cgroups, made by the caller meanwhile: the v1
+    //    `tasks` files the child joins itself, then the v2 dir to clone into.
+    let Ok(v1_tasks) = cgroups.recv() else {
+        scratch.detach();
+        return Err(Error::setup(
+            "wait for the sandbox's cgroups",
+            nix::errno::Errno::ECANCELED,
+        ));
+    };
+    // 5. Everything the child needs, allocated now.
     let plan = ChildPlan::new(PlanInputs {
         control: child_end.as_raw_fd(),
         host_end: host_end.as_raw_fd(),
-        init_fd: config.init_fd,
+        init_fd,
         hostname: &job.hostname,
         root: scratch.root_path(),
         rlimits: job.rlimits.clone(),
+        cgroup_tasks: &v1_tasks,
         sandbox_id: &job.id,
         caps: job.caps,
         seccomp: job.seccomp.clone(),
@@ -375,19 +427,15 @@ fn launch(
     let plan = match plan {
         Ok(plan) => plan,
         Err(e) => {
+            // The caller handed the v2 dir over already: take it back out
+            // of the channel.
+            let _ = handoff.take(id);
             scratch.detach();
             return Err(e);
         }
     };
-    // 5. One clone with every namespace, straight into the sandbox's
+    // 6. One clone with every namespace, straight into the sandbox's
     //    cgroup v2 directory when there is one; the child waits for "go".
-    if cgroups.recv().is_err() {
-        scratch.detach();
-        return Err(Error::setup(
-            "wait for the sandbox's cgroups",
-            nix::errno::Errno::ECANCELED,
-        ));
-    }
     let cgroup_dir = match handoff.take(id) {
         Ok(mut fds) => fds.pop(),
         Err(e) => {
@@ -399,7 +447,7 @@ fn launch(
     let child = clone::fork_into(NAMESPACES as u64, cgroup, || -> std::convert::Infallible {
         child::run(&plan)
     });
-    // 6. Detaching the mounts is left to `thread_main`, after the reply.
+    // 7. Detaching the mounts is left to `thread_main`, after the reply.
     let child = child.map_err(|e| Error::setup("clone the sandbox", e))?;
     Ok(Launched {
         pid: child.pid,
@@ -409,21 +457,13 @@ fn launch(
     })
 }
 
-/// Steps 7-9 of the parent sequence, from the caller's thread while the
-/// spawner builds the next sandbox: id maps, cgroups, go. On error the
-/// caller kills the child.
-pub(crate) fn release(
-    launched: &Launched,
-    range: &IdRange,
-    cgroup: Option<&SandboxCgroup>,
-) -> Result<()> {
-    // 7. Map sandbox root to the unprivileged range.
+/// Steps 8-9 of the parent sequence, from the caller's thread while the
+/// spawner builds the next sandbox: id maps, go. (The child joins its v1
+/// cgroups itself; clone3 placed it in v2.) On error the caller kills the
+/// child.
+pub(crate) fn release(launched: &Launched, range: &IdRange) -> Result<()> {
+    // 8. Map sandbox root to the unprivileged range.
     userns::write_maps(launched.pid, range)?;
-    // 8. The v1 hierarchies (clone3 already placed the child in v2), before
-    //    the child unshares its cgroup namespace.
-    if let Some(cgroup) = cgroup {
-        cgroup.attach(launched.pid, cgroup.v2_dir_fd().is_some())?;
-    }
     // 9. Release the child.
     fd::send_with_fds(launched.control.as_fd(), &GO_BYTES, &[], false)
         .map_err(|e| Error::setup("send go to the sandbox", e))

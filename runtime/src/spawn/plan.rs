@@ -15,7 +15,8 @@ use crate::seccomp::CompiledSeccomp;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum Step {
-    Namespaces = 1,
+    JoinCgroups = 1,
+    Namespaces,
     Hostname,
     Loopback,
     WaitGo,
@@ -38,7 +39,8 @@ pub enum Step {
 }
 
 impl Step {
-    const ALL: [Step; 20] = [
+    const ALL: [Step; 21] = [
+        Step::JoinCgroups,
         Step::Namespaces,
         Step::Hostname,
         Step::Loopback,
@@ -69,6 +71,7 @@ impl Step {
     /// sandbox root: EINVAL").
     pub fn describe(self) -> &'static str {
         match self {
+            Step::JoinCgroups => "join the sandbox's cgroups",
             Step::Namespaces => "unshare the network and IPC namespaces",
             Step::WaitGo => "wait for the host's go-ahead",
             Step::SetIds => "become root of the user namespace",
@@ -143,6 +146,9 @@ pub struct ChildPlan {
     pub proc_dir: CString,
     pub devpts_dir: CString,
     pub masks: Vec<(CString, MaskKind)>,
+    /// The `tasks` files of the sandbox's v1 cgroups: the child writes
+    /// "0" to each (see `SandboxCgroup::v1_task_files`).
+    pub cgroup_tasks: Vec<CString>,
     pub rlimits: Vec<Rlimit>,
     /// Capability sets of init and every command (computed by the parent).
     pub caps: CapPlan,
@@ -171,6 +177,7 @@ pub struct PlanInputs<'a> {
     pub hostname: &'a str,
     pub root: &'a Path,
     pub rlimits: Vec<Rlimit>,
+    pub cgroup_tasks: &'a [std::path::PathBuf],
     pub sandbox_id: &'a str,
     pub caps: CapPlan,
     pub seccomp: CompiledSeccomp,
@@ -197,6 +204,15 @@ impl ChildPlan {
             masks: PROC_MASKS
                 .iter()
                 .map(|(path, kind)| Ok((cstr(path)?, *kind)))
+                .collect::<Result<_>>()?,
+            cgroup_tasks: inputs
+                .cgroup_tasks
+                .iter()
+                .map(|p| {
+                    p.to_str()
+                        .ok_or_else(|| Error::invalid("cgroup", "path is not UTF-8"))
+                        .and_then(cstr)
+                })
                 .collect::<Result<_>>()?,
             rlimits: inputs.rlimits,
             caps: inputs.caps,
@@ -231,6 +247,7 @@ mod tests {
             hostname: "sb",
             root: Path::new("/run/sandlot/root"),
             rlimits: vec![],
+            cgroup_tasks: &[],
             sandbox_id: "abc",
             caps: CapPlan::sandbox_default().unwrap(),
             seccomp: crate::seccomp::SeccompProfile::default()

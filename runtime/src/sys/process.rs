@@ -185,3 +185,20 @@ pub fn become_namespace_root() -> SysResult<()> {
     }
     Ok(())
 }
+
+/// Writes `data` to the file at `path` in one `write` (for the child, which
+/// must not allocate: cgroup and proc files take a value per write).
+pub fn write_file(path: &CStr, data: &[u8]) -> SysResult<()> {
+    let fd = super::fd::open(path, libc::O_WRONLY)?;
+    // SAFETY: `data` is valid for reads of its length; `fd` was just opened
+    // and is closed right after.
+    let written = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+    let result = check(written as libc::c_long);
+    // SAFETY: `fd` is ours and not used after this.
+    unsafe { libc::close(fd) };
+    match result {
+        Ok(n) if n as usize == data.len() => Ok(()),
+        Ok(_) => Err(Errno::EIO),
+        Err(e) => Err(e),
+    }
+}
