@@ -101,7 +101,7 @@ impl PendingLaunch {
         Ok(())
     }
 
-    /// Waits for the parent's part of setup (steps 1-5).
+    /// Waits for the parent's part of setup (steps 1-6).
     pub fn wait(mut self) -> Result<Launched> {
         // Not handed over: abandoned.
         self.cgroups.take();
@@ -329,7 +329,7 @@ fn thread_main(
                 }
                 let result = launched.and_then(|launched| hand_over(&handoff, id, launched));
                 let _ = reply.send(result);
-                // 6. The child has its own copy of the mounts: free the
+                // 7. The child has its own copy of the mounts: free the
                 //    mount points for the next sandbox. After the reply, so
                 //    the caller writes id maps meanwhile (saves ~85 µs of
                 //    create latency; the umounts need an RCU grace period).
@@ -373,9 +373,9 @@ fn enter_private_namespace(config: &SpawnerConfig) -> Result<Scratch> {
     Scratch::new(&config.scratch_dir, config.range, idmap)
 }
 
-/// The parent sequence for one sandbox, steps 1-5 (on the spawner
-/// thread; step 6 follows the reply); [`release`] does 7-9 from the
-/// caller's thread.
+/// The parent sequence for one sandbox, steps 1-6 on the spawner thread
+/// (step 7 follows the reply); [`release`] does 8-9 from the caller's
+/// thread.
 fn launch(
     scratch: &mut Scratch,
     init_fd: RawFd,
