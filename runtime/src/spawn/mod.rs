@@ -172,7 +172,13 @@ impl StartingSpawner {
             .handoff
             .send(INIT_HANDOFF, &[init])
             .map_err(|e| Error::setup("hand the init memfd to the spawner", e));
-        let result = sent.and_then(|()| self.ready.recv().unwrap_or(Err(Error::RuntimeShutDown)));
+        // A send fails only when the thread already gave up: its own error
+        // says why, so it comes first.
+        let result = self
+            .ready
+            .recv()
+            .unwrap_or(Err(Error::RuntimeShutDown))
+            .and(sent);
         match result {
             Ok(()) => Ok(Spawner {
                 jobs: std::sync::Mutex::new(Some(self.jobs)),
