@@ -4,7 +4,7 @@
 //! inotify wants a path, and a path the sandbox controls must never be
 //! resolved by the host; so each directory is opened inside the sandbox
 //! root (openat2, `RESOLVE_IN_ROOT`) and watched through the host's
-//! `/proc/self/fd/<fd>` — the kernel resolves that magic link to the inode
+//! `/proc/thread-self/fd/<fd>` — the kernel resolves that magic link to the inode
 //! already open, whatever the sandbox renames meanwhile. The watch is on
 //! the sandbox's overlay (or whatever mount the path is on), so it sees
 //! every change made through it: by the sandbox's processes and by the
@@ -217,7 +217,7 @@ pub(crate) fn start(
 }
 
 fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
+    format!("/proc/thread-self/fd/{}", fd.as_raw_fd())
 }
 
 impl Watcher {

@@ -268,7 +268,8 @@ pub(crate) fn read_link(
 }
 
 /// Reopens the inode an `O_PATH` descriptor holds, for I/O. Goes through
-/// the host's /proc/self/fd (the kernel's documented way): the inode is
+/// the host's /proc/thread-self/fd (the calling thread's own table, which
+/// need not be the process's; the kernel's documented way): the inode is
 /// pinned by the descriptor, so nothing the sandbox renames meanwhile
 /// changes what is opened.
 pub(crate) fn reopen(fd: BorrowedFd<'_>, write: bool, shown: &str) -> Result<File, FilesError> {
@@ -280,7 +281,7 @@ pub(crate) fn reopen(fd: BorrowedFd<'_>, write: bool, shown: &str) -> Result<Fil
     }
     options
         .custom_flags(libc::O_NOCTTY)
-        .open(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .open(format!("/proc/thread-self/fd/{}", fd.as_raw_fd()))
         .map_err(|e| super::error::from_io("open", shown, e))
 }
 
