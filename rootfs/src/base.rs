@@ -193,11 +193,16 @@ fn fingerprint(host_root: &Path) -> u64 {
 
 fn build(dir: &Path, rootfs: &Path, host_root: &Path) -> Result<(), Error> {
     fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    // Unique per process (pid) and per build within it (the counter: two
+    // runtimes of one process may build at once, and a coarse clock can
+    // give both the same time).
+    static BUILDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BUILDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let tmp = dir.join(format!(".build-{}-{nanos}", std::process::id()));
+    let tmp = dir.join(format!(".build-{}-{n}-{nanos}", std::process::id()));
     let result = populate(&tmp, host_root).and_then(|()| {
         match fs::rename(&tmp, rootfs) {
             Ok(()) => Ok(()),
