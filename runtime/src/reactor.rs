@@ -30,7 +30,7 @@ use crate::oom::OomWatch;
 use crate::sandbox::SandboxShared;
 
 /// Bytes read from a pipe per event before other sources get a turn.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_WAKE: usize = 4;
 
 pub(crate) type Token = u64;
@@ -205,10 +205,11 @@ impl Reactor {
     /// Reads what is left in an output pipe (the command exited, so nothing
     /// more will come from it — only, perhaps, from a background child that
     /// inherited it) and closes it.
-    pub fn drain_output(&self, token: Token) {
+    /// `buf` is the caller's scratch space (the io thread's own buffer on
+    /// the exit path: no allocation per command).
+    pub fn drain_output(&self, token: Token, buf: &mut [u8]) {
         if let Some(Source::Output(mut out)) = self.take(token) {
-            let mut buf = vec![0u8; READ_CHUNK];
-            while let ReadOutcome::Data = forward(&mut out, &mut buf) {}
+            while let ReadOutcome::Data = forward(&mut out, buf) {}
         }
     }
 
@@ -347,7 +348,7 @@ impl Reactor {
         };
         loop {
             match control::recv(control.as_fd(), buf, true) {
-                Ok(Incoming::Event(event)) => sandbox.on_event(self, event),
+                Ok(Incoming::Event(event)) => sandbox.on_event(self, event, buf),
                 Ok(Incoming::Empty) => return true,
                 Ok(Incoming::Closed) | Err(_) => return false,
             }

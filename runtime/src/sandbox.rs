@@ -179,22 +179,11 @@ impl SandboxShared {
     /// Installs the kernel resources of a sandbox whose init said Ready.
     /// If the sandbox was destroyed while it started (runtime shutdown),
     /// the resources are released here and the caller gets the error.
-    pub fn set_live(&self, live: Live) -> Result<()> {
+    pub fn set_live(&self, mut live: Live) -> Result<()> {
         let mut slot = self.live.lock().unwrap();
         if self.state() == State::Destroyed {
             drop(slot);
-            self.release_resources();
-            let reactor = &self.ctx.reactor;
-            for (token, fd) in [
-                (live.control_token, live.control.as_fd()),
-                (live.init_token, live.pidfd.as_fd()),
-            ] {
-                if let Some(token) = token {
-                    reactor.remove_watch(token, fd);
-                }
-            }
-            let _ = process::pidfd_signal(live.pidfd.as_fd(), libc::SIGKILL);
-            let _ = process::reap_pidfd(live.pidfd.as_fd(), true);
+            let _ = self.teardown(&mut live, false);
             return Err(self.not_running());
         }
         *slot = Some(live);
@@ -443,8 +432,8 @@ impl SandboxShared {
         }
     }
 
-    /// Reactor: one event from init.
-    pub fn on_event(&self, reactor: &Reactor, event: Event) {
+    /// Reactor: one event from init; `buf` is the io thread's scratch space.
+    pub fn on_event(&self, reactor: &Reactor, event: Event, buf: &mut [u8]) {
         match event {
             Event::Spawned { id, pid } => {
                 let mut table = self.commands.lock().unwrap();
@@ -472,7 +461,7 @@ impl SandboxShared {
                     // Output written before the exit is already in the
                     // pipes: forward it, then the exit, in that order.
                     for token in &entry.outputs {
-                        reactor.drain_output(*token);
+                        reactor.drain_output(*token, buf);
                     }
                     let exit = entry.exit_event(status, usage, || self.oom_kills_now());
                     let _ = entry.events.send(ProcessEvent::Exit(exit));
@@ -528,14 +517,33 @@ impl SandboxShared {
             std::mem::replace(&mut status.state, State::Destroyed)
         };
 
-        // 1. SIGKILL to init ends the whole pid namespace; reaping init
-        //    waits until every process in it is gone.
-        if let Some(cgroup) = &live.cgroup {
-            // Reaches every task, frozen ones too.
-            let _ = cgroup.kill();
+        let torn_down = self.teardown(&mut live, from == State::Paused);
+
+        // Close every descriptor (the mount namespace, the overlay and the
+        // writable tmpfs go with the last reference).
+        drop(live);
+        drop(live_slot);
+        self.ctx.table.lock().unwrap().remove(&self.id);
+        self.publish(from, State::Destroyed, reason);
+        torn_down
+    }
+
+    /// Kills every process of the sandbox and releases what `live` holds:
+    /// the work of `destroy`, shared with a create that was doomed while
+    /// it started (`set_live`).
+    fn teardown(&self, live: &mut Live, paused: bool) -> Result<()> {
+        // 1. SIGKILL to every task: cgroup.kill where there is one (it
+        //    reaches frozen tasks too), else to init, whose death ends the
+        //    whole pid namespace. Reaping init waits until every process in
+        //    it is gone.
+        let killed = live
+            .cgroup
+            .as_ref()
+            .is_some_and(|c| matches!(c.kill(), Ok(true)));
+        if !killed {
+            let _ = process::pidfd_signal(live.pidfd.as_fd(), libc::SIGKILL);
         }
-        let _ = process::pidfd_signal(live.pidfd.as_fd(), libc::SIGKILL);
-        if from == State::Paused {
+        if paused {
             // The v1 freezer holds even killed tasks until thawed (v2 lets
             // them die); they wake with SIGKILL pending and run no code.
             if let Some(cgroup) = &live.cgroup {
@@ -559,9 +567,13 @@ impl SandboxShared {
             let mut table = self.commands.lock().unwrap();
             table.running.drain().map(|(_, e)| e).collect()
         };
+        let mut buf = Vec::new();
         for entry in entries {
+            if buf.is_empty() && !entry.outputs.is_empty() {
+                buf = vec![0u8; crate::reactor::READ_CHUNK];
+            }
             for token in &entry.outputs {
-                reactor.drain_output(*token);
+                reactor.drain_output(*token, &mut buf);
             }
             let _ = entry
                 .events
@@ -570,13 +582,6 @@ impl SandboxShared {
 
         // 4. The cgroup dirs, now that no task is left in them.
         let removed = live.cgroup.take().map(SandboxCgroup::remove).transpose();
-
-        // 5. Close every descriptor (the mount namespace, the overlay and
-        //    the writable tmpfs go with the last reference).
-        drop(live);
-        drop(live_slot);
-        self.ctx.table.lock().unwrap().remove(&self.id);
-        self.publish(from, State::Destroyed, reason);
         reaped.map_err(|e| Error::setup("reap init", e))?;
         removed?;
         Ok(())
