@@ -483,11 +483,11 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("create a pipe", e))
 }
 
+/// The host's read end of an output pipe is non-blocking (the io thread
+/// reads until EAGAIN). A fresh pipe end has no other status flag, so one
+/// F_SETFL does it.
 fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
-    let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)
-        .map_err(|e| Error::setup("fcntl", e))?;
-    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags))
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
         .map_err(|e| Error::setup("fcntl", e))?;
     Ok(())
 }
@@ -548,9 +548,7 @@ fn spawn(
         env: env
             .iter()
             .map(|(k, v)| {
-                if k.is_empty() || k.contains('=') {
-                    return Err(Error::invalid("env", format!("bad variable name {k:?}")));
-                }
+                crate::options::validate_env_name(k)?;
                 check_text("env", &format!("{k}={v}"))
             })
             .collect::<Result<_>>()?,
@@ -562,7 +560,7 @@ fn spawn(
             StdioMask::STDOUT | StdioMask::STDERR | if with_stdin { StdioMask::STDIN } else { 0 },
         ),
     };
-    if Request::Spawn(request.clone()).encode().len() > MAX_MESSAGE {
+    if request.encoded_len() > MAX_MESSAGE {
         return Err(Error::invalid(
             "command",
             format!("argv, environment and cwd exceed {MAX_MESSAGE} bytes; pass large input on stdin or as a file"),

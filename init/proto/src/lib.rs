@@ -91,6 +91,25 @@ pub struct Spawn {
     pub stdio: StdioMask,
 }
 
+impl Spawn {
+    /// The size of `Request::Spawn(self).encode()`, computed without
+    /// encoding (the host checks it against [`MAX_MESSAGE`] before it
+    /// commits to a command).
+    pub fn encoded_len(&self) -> usize {
+        let list = |items: &[Vec<u8>]| 4 + items.iter().map(|i| 4 + i.len()).sum::<usize>();
+        1 + 8
+            + list(&self.argv)
+            + list(&self.env)
+            + 4
+            + self.cwd.len()
+            + 4
+            + 4
+            + 4
+            + 4 * self.groups.len()
+            + 1
+    }
+}
+
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -528,6 +547,21 @@ mod tests {
         for event in events {
             assert_eq!(Event::decode(&event.encode()), Ok(event));
         }
+    }
+
+    #[test]
+    fn encoded_len_is_the_length_of_the_encoding() {
+        let mut spawn = sample_spawn();
+        assert_eq!(
+            spawn.encoded_len(),
+            Request::Spawn(spawn.clone()).encode().len()
+        );
+        spawn.groups.clear();
+        spawn.env.clear();
+        assert_eq!(
+            spawn.encoded_len(),
+            Request::Spawn(spawn.clone()).encode().len()
+        );
     }
 
     #[test]
