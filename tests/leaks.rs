@@ -6,20 +6,14 @@
 use std::sync::Mutex;
 
 use sandlot::{Error, RunOptions, SandboxOptions, State};
-use sandlot_tests::{census, runtime};
+use sandlot_tests::{census, runtime, warmed_runtime};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn two_hundred_cycles_leak_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = runtime();
-    // Warm up: the first create attaches the template's layers (once per
-    // runtime), which is not a leak.
-    rt.create(SandboxOptions::default())
-        .unwrap()
-        .kill()
-        .unwrap();
+    let rt = warmed_runtime();
     let before = census();
     for i in 0..200 {
         let sb = rt.create(SandboxOptions::default()).unwrap();

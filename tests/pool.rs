@@ -12,7 +12,7 @@ use sandlot::{
     Acquire, ListFilter, Pool, PoolConfig, RunOptions, Runtime, Sandbox, SandboxOptions,
     POOL_METADATA_KEY,
 };
-use sandlot_tests::{census, eventually, process_exists, runtime, sh, Census};
+use sandlot_tests::{census, eventually, process_exists, runtime, sh, warmed_runtime, Census};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -127,12 +127,7 @@ fn a_sandbox_killed_while_pooled_is_never_handed_out() {
 #[test]
 fn shutdown_leaves_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let rt = runtime();
-    // The first create attaches the template's layers (once per runtime).
-    rt.create(SandboxOptions::default())
-        .unwrap()
-        .kill()
-        .unwrap();
+    let rt = warmed_runtime();
     let before = own_census();
     let pool = pool(
         &rt,

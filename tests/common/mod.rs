@@ -66,6 +66,15 @@ pub fn runtime() -> Runtime {
     runtime
 }
 
+/// A runtime whose first create already happened: that create attaches the
+/// base template's layers (a once-per-runtime cache), so a [`census`] taken
+/// now compares like with like.
+pub fn warmed_runtime() -> Runtime {
+    let rt = runtime();
+    sandbox(&rt).kill().expect("destroy the warm-up sandbox");
+    rt
+}
+
 pub fn sandbox(runtime: &Runtime) -> Sandbox {
     runtime.create(options()).expect("create a sandbox")
 }
