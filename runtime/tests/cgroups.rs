@@ -71,19 +71,27 @@ struct Helper {
     child: Child,
 }
 
+/// This test binary, re-run as a helper process in `mode`.
+fn helper_command(mode: &str) -> Command {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "helper_process_entry",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(HELPER_ENV, mode);
+    command
+}
+
 impl Helper {
     /// Starts a helper; modes that act wait for [`Helper::go`] first, so
     /// the test can attach it to a cgroup before it does anything.
     fn spawn(mode: &str) -> Helper {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "helper_process_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(HELPER_ENV, mode)
+        let child = helper_command(mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -177,12 +185,12 @@ fn relative(cg: &Cgroups, dir: &Path) -> String {
     h.mount_root.join(rel).display().to_string()
 }
 
-/// The helper processes' side.
+/// The helper processes' side: not a test of its own but the entry point of
+/// the helper processes the tests start (this binary with HELPER_ENV set,
+/// `--ignored`); ignored in a normal run, where it would have nothing to do.
 #[test]
+#[ignore = "entry point of helper processes, run by the tests themselves"]
 fn helper_process_entry() {
-    // Not a test of its own: the entry point of the helper processes that
-    // the tests start (this binary with HELPER_ENV set). As a test it has
-    // nothing to do.
     let Ok(mode) = std::env::var(HELPER_ENV) else {
         return;
     };
@@ -194,15 +202,7 @@ fn helper_process_entry() {
         std::thread::sleep(Duration::from_secs(3600));
     };
     let spawn_sleeper = || {
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "helper_process_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ])
-            .env(HELPER_ENV, "sleep")
+        helper_command("sleep")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
