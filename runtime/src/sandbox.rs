@@ -35,8 +35,7 @@ pub(crate) struct Live {
     pub control: Arc<OwnedFd>,
     /// The sandbox's root directory (`/proc/<init>/root`), `O_PATH`.
     pub root: Arc<OwnedFd>,
-    /// The writable tmpfs, `O_PATH`: kept for disk-usage metrics.
-    #[allow(dead_code)]
+    /// The writable tmpfs, `O_PATH`: disk usage for metrics.
     pub rw: OwnedFd,
     pub cgroup: Option<SandboxCgroup>,
     pub control_token: Option<Token>,

@@ -25,11 +25,12 @@
 //!    child exists.
 //! 2. Put the child in: pure v2 — `clone3(CLONE_INTO_CGROUP,
 //!    v2_dir_fd)`, nothing else; hybrid — `clone3` into the unified dir,
-//!    then [`SandboxCgroup::attach`]`(pid, skip_v2 = true)` for the v1 dirs;
-//!    plain clone — `attach(pid, false)`. Attaching is done by the parent
-//!    while the child waits, BEFORE the child unshares its cgroup
-//!    namespace: the namespace root is the cgroup the child is in at
-//!    unshare time.
+//!    then the child writes "0" to each of [`SandboxCgroup::v1_task_files`]
+//!    itself (the runtime does this: a thread moving itself skips the
+//!    machine-wide lock and its RCU grace period); a process placed from
+//!    outside — [`SandboxCgroup::attach`]. Either way BEFORE the child
+//!    unshares its cgroup namespace: the namespace root is the cgroup the
+//!    child is in at unshare time.
 //! 3. Destroy: [`SandboxCgroup::kill`] (cgroup.kill; on `Ok(false)` signal
 //!    the pids of [`SandboxCgroup::procs`]), reap, then
 //!    [`SandboxCgroup::remove`], which waits briefly for killed tasks to
@@ -655,8 +656,9 @@ impl SandboxCgroup {
 
     /// Moves process `pid` (all its threads) into the sandbox: writes it to
     /// `cgroup.procs` in every hierarchy — except the v2 one when
-    /// `skip_v2`, for a child that clone3 already put there. The parent
-    /// calls this before the child unshares its cgroup namespace.
+    /// `skip_v2`, for a child that clone3 already put there. Before the
+    /// process unshares its cgroup namespace. (The runtime's own children
+    /// join through [`SandboxCgroup::v1_task_files`] instead: cheaper.)
     pub fn attach(&self, pid: i32, skip_v2: bool) -> Result<(), CgroupError> {
         let value = pid.to_string();
         let file = format!("{}/cgroup.procs", self.id);
