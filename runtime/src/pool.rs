@@ -177,7 +177,7 @@ pub struct PoolStats {
     /// Background creates that succeeded.
     pub refills: u64,
     /// Time of one background create, warmup included: median, p99, max
-    /// over the last [`LATENCY_WINDOW`] refills.
+    /// over the last `LATENCY_WINDOW` (1,024) refills.
     pub refill_median: Duration,
     pub refill_p99: Duration,
     pub refill_max: Duration,
@@ -221,7 +221,8 @@ struct Inner {
     filled: Condvar,
 }
 
-/// A warm pool of sandboxes. See the [module docs](self).
+/// A warm pool of sandboxes, kept created ahead of demand (see
+/// ARCHITECTURE.md, "Warm pools").
 pub struct Pool {
     inner: Arc<Inner>,
     threads: Mutex<Vec<thread::JoinHandle<()>>>,

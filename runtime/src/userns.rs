@@ -33,7 +33,7 @@ impl Default for IdRange {
 }
 
 impl IdRange {
-    /// The line for /proc/<pid>/uid_map and gid_map.
+    /// The line for `/proc/<pid>/uid_map` and `gid_map`.
     pub fn map_line(&self) -> String {
         format!("0 {} {}\n", self.base, self.count)
     }

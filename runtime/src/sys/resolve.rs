@@ -1,6 +1,6 @@
 //! `openat2` with `RESOLVE_IN_ROOT`: host-side opens of paths inside a
 //! sandbox. Every `..` and every symlink (absolute ones included) resolves
-//! as if the sandbox root were `/`, and magic links (/proc/<pid>/root and
+//! as if the sandbox root were `/`, and magic links (`/proc/<pid>/root` and
 //! friends) are refused, so no path the sandbox controls leads a host-side
 //! operation out — even if it swaps a symlink while we resolve.
 
