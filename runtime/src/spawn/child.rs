@@ -168,8 +168,8 @@ pub fn run(plan: &ChildPlan) -> ! {
     try_step(ctl, Step::DetachOldRoot, chdir(c"/"));
 
     // 15. Hide kernel knobs, freeze the rest of /proc's writable parts.
-    for (path, kind) in &plan.masks {
-        if let Err(errno) = mask(path, *kind) {
+    for &(path, kind) in plan.masks {
+        if let Err(errno) = mask(path, kind) {
             // A knob this kernel does not have needs no mask.
             if errno != Errno::ENOENT {
                 fail(ctl, Step::MaskProc, errno);

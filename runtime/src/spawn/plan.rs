@@ -4,6 +4,7 @@
 
 use std::ffi::{CStr, CString};
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use crate::caps::CapPlan;
@@ -112,22 +113,39 @@ pub enum MaskKind {
 /// sandbox's own IPC namespace could write `kernel/shmmax` and friends
 /// (tests/escapes.rs s6_* goes red). No sysfs is mounted at all, so no
 /// cgroup `release_agent` (CVE-2022-0492) is in reach (S7).
-pub const PROC_MASKS: &[(&str, MaskKind)] = &[
-    ("/proc/kcore", MaskKind::Null),
-    ("/proc/keys", MaskKind::Null),
-    ("/proc/timer_list", MaskKind::Null),
-    ("/proc/sched_debug", MaskKind::Null),
-    ("/proc/latency_stats", MaskKind::Null),
-    ("/proc/timer_stats", MaskKind::Null),
-    ("/proc/acpi", MaskKind::EmptyDir),
-    ("/proc/scsi", MaskKind::EmptyDir),
-    ("/proc/asound", MaskKind::EmptyDir),
-    ("/proc/sys", MaskKind::ReadOnly),
-    ("/proc/irq", MaskKind::ReadOnly),
-    ("/proc/bus", MaskKind::ReadOnly),
-    ("/proc/fs", MaskKind::ReadOnly),
-    ("/proc/sysrq-trigger", MaskKind::ReadOnly),
+pub const PROC_MASKS: &[(&CStr, MaskKind)] = &[
+    (c"/proc/kcore", MaskKind::Null),
+    (c"/proc/keys", MaskKind::Null),
+    (c"/proc/timer_list", MaskKind::Null),
+    (c"/proc/sched_debug", MaskKind::Null),
+    (c"/proc/latency_stats", MaskKind::Null),
+    (c"/proc/timer_stats", MaskKind::Null),
+    (c"/proc/acpi", MaskKind::EmptyDir),
+    (c"/proc/scsi", MaskKind::EmptyDir),
+    (c"/proc/asound", MaskKind::EmptyDir),
+    (c"/proc/sys", MaskKind::ReadOnly),
+    (c"/proc/irq", MaskKind::ReadOnly),
+    (c"/proc/bus", MaskKind::ReadOnly),
+    (c"/proc/fs", MaskKind::ReadOnly),
+    (c"/proc/sysrq-trigger", MaskKind::ReadOnly),
 ];
+
+/// The [`PROC_MASKS`] this kernel has (the sandbox's /proc is the same
+/// kernel's): looked up once per process, so that no create spends a
+/// failing mount on a knob that does not exist.
+pub fn present_proc_masks() -> &'static [(&'static CStr, MaskKind)] {
+    static PRESENT: std::sync::OnceLock<Vec<(&'static CStr, MaskKind)>> =
+        std::sync::OnceLock::new();
+    PRESENT.get_or_init(|| {
+        PROC_MASKS
+            .iter()
+            .copied()
+            .filter(|(path, _)| {
+                std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(path.to_bytes())).is_ok()
+            })
+            .collect()
+    })
+}
 
 /// One resource limit: (resource, soft, hard).
 pub type Rlimit = (libc::__rlimit_resource_t, u64, u64);
@@ -145,7 +163,7 @@ pub struct ChildPlan {
     pub root: CString,
     pub proc_dir: CString,
     pub devpts_dir: CString,
-    pub masks: Vec<(CString, MaskKind)>,
+    pub masks: &'static [(&'static CStr, MaskKind)],
     /// The `tasks` files of the sandbox's v1 cgroups: the child writes
     /// "0" to each (see `SandboxCgroup::v1_task_files`).
     pub cgroup_tasks: Vec<CString>,
@@ -201,10 +219,7 @@ impl ChildPlan {
             root: cstr(root_text)?,
             proc_dir: cstr(&format!("{root_text}/proc"))?,
             devpts_dir: cstr(&format!("{root_text}/dev/pts"))?,
-            masks: PROC_MASKS
-                .iter()
-                .map(|(path, kind)| Ok((cstr(path)?, *kind)))
-                .collect::<Result<_>>()?,
+            masks: present_proc_masks(),
             cgroup_tasks: inputs
                 .cgroup_tasks
                 .iter()
