@@ -131,6 +131,16 @@ impl Error {
         }
     }
 
+    /// A setup step at `path` that failed with an `io::Error` (std's file
+    /// calls): reported, like every setup step, with its errno.
+    pub(crate) fn setup_io(step: &'static str, path: impl Into<PathBuf>, e: &io::Error) -> Error {
+        Error::setup_at(
+            step,
+            path,
+            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        )
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
         Error::Io {
             context: context.into(),

@@ -71,18 +71,14 @@ pub struct Scratch {
     attached: usize,
 }
 
-fn errno_of(e: &std::io::Error) -> nix::errno::Errno {
-    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
 fn mkdir(path: &Path, mode: u32) -> Result<()> {
     match fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(Error::setup_at("mkdir", path, errno_of(&e))),
+        Err(e) => return Err(Error::setup_io("mkdir", path, &e)),
     }
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::setup_at("chmod", path, errno_of(&e)))
+        .map_err(|e| Error::setup_io("chmod", path, &e))
 }
 
 fn cstring(path: &Path) -> Result<CString> {
@@ -164,8 +160,7 @@ impl Scratch {
     /// Mounts the scratch tmpfs over `dir` and builds the /dev template.
     /// Must run in the spawner's private mount namespace.
     pub fn new(dir: &Path, range: IdRange, idmap: OwnedFd) -> Result<Scratch> {
-        fs::create_dir_all(dir)
-            .map_err(|e| Error::setup_at("create scratch dir", dir, errno_of(&e)))?;
+        fs::create_dir_all(dir).map_err(|e| Error::setup_io("create scratch dir", dir, &e))?;
         mount(
             Some("sandlot"),
             dir,
@@ -227,12 +222,12 @@ impl Scratch {
             .map_err(|e| Error::setup_at("mknod", &path, e))?;
             // mknod is subject to the umask; devices must be 0666.
             fs::set_permissions(&path, fs::Permissions::from_mode(0o666))
-                .map_err(|e| Error::setup_at("chmod", &path, errno_of(&e)))?;
+                .map_err(|e| Error::setup_io("chmod", &path, &e))?;
             owned(&path)?;
         }
         for (name, target) in DEV_LINKS {
             let path = dev.join(name);
-            symlink(target, &path).map_err(|e| Error::setup_at("symlink", &path, errno_of(&e)))?;
+            symlink(target, &path).map_err(|e| Error::setup_io("symlink", &path, &e))?;
         }
         for (name, mode) in [("pts", 0o755), ("shm", 0o1777)] {
             let path = dev.join(name);
@@ -349,7 +344,7 @@ impl Scratch {
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
             .open(&self.rw)
-            .map_err(|e| Error::setup_at("open", &self.rw, errno_of(&e)))?;
+            .map_err(|e| Error::setup_io("open", &self.rw, &e))?;
 
         let overlay = format!(
             "lowerdir={},upperdir={},workdir={}",

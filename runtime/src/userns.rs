@@ -74,13 +74,7 @@ pub fn write_maps(pid: i32, range: &IdRange) -> Result<()> {
     let line = range.map_line();
     for file in ["uid_map", "gid_map"] {
         let path = format!("/proc/{pid}/{file}");
-        fs::write(&path, &line).map_err(|e| {
-            Error::setup_at(
-                "write id map",
-                path,
-                nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
-            )
-        })?;
+        fs::write(&path, &line).map_err(|e| Error::setup_io("write id map", path, &e))?;
     }
     Ok(())
 }
