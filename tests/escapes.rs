@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sandlot::seccomp::SeccompProfile;
+use sandlot::SeccompProfile;
 use sandlot::{Error, RunOptions, Runtime, Sandbox, SandboxOptions};
 use sandlot_tests::{eventually, process_exists, require_root, runtime, sh};
 
@@ -1003,7 +1003,7 @@ fn s24_core_dumps_are_off_for_good() {
 fn s25_capabilities_no_new_privs_and_seccomp_are_in_force() {
     let rt = runtime();
     let sb = probed(&rt);
-    let expected = sandlot::caps::SANDBOX_CAPS
+    let expected = sandlot::testing::SANDBOX_CAPS
         .iter()
         .fold(0u64, |mask, (cap, _)| mask | cap.bitmask());
     let status = sh(

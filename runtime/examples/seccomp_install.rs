@@ -1,12 +1,10 @@
 //! Measures the cost of installing the default seccomp profile (the kernel
 //! verifies, JITs and emulates it for its allow-cache at install):
-//!     cargo run --release -p sandlot --example seccomp_install
+//!     cargo run --release -p sandlot --features testing --example seccomp_install
 use std::time::Instant;
 
 fn main() {
-    let compiled = sandlot::seccomp::SeccompProfile::default()
-        .compile_native()
-        .unwrap();
+    let compiled = sandlot::SeccompProfile::default().compile_native().unwrap();
     println!(
         "instructions per program: {:?}",
         compiled.instruction_counts()
@@ -18,7 +16,7 @@ fn main() {
         match unsafe_fork() {
             0 => {
                 drop(r);
-                sandlot::caps::set_no_new_privs().unwrap();
+                sandlot::testing::set_no_new_privs().unwrap();
                 let t = Instant::now();
                 compiled.install().unwrap();
                 let ns = t.elapsed().as_nanos() as u64;

@@ -12,64 +12,78 @@
 //! # Ok::<(), sandlot::Error>(())
 //! ```
 //!
+//! The crate is built in layers, each importing only from the layers below
+//! it (`scripts/check-layers.py` keeps it so; ARCHITECTURE.md draws them):
+//!
+//! | layer | folder | what |
+//! |---|---|---|
+//! | 0 | `sys/` | the only unsafe code: thin syscall wrappers |
+//! | 1 | `kernel/` | cgroups, seccomp, capabilities, id maps, mounts, the clone sequence, file operations inside a root |
+//! | 2 | `engine/` | the public error, lifecycle states and events, the sandbox table and shared state, the io thread, the control channel, the reaper |
+//! | 3 | `services/` | commands, files, watches, metrics, monitors, health, pause, templates, users, quotas |
+//! | 4 | `api/` | `Runtime`, the create sequence, the `Sandbox` handle, `Pool` |
+//! | 5 | `tools/` | `doctor` |
+//!
 //! See ARCHITECTURE.md for the module map and the setup sequence, and
 //! SECURITY.md for what the isolation does and does not promise.
 
 #![deny(unsafe_code)]
 
-pub mod caps;
-pub mod cgroups;
-mod commands;
-mod control;
-pub mod doctor;
-mod error;
-mod files;
-mod health;
-mod init_binary;
-pub mod lifecycle;
-pub mod limits;
-mod metrics;
-mod monitor;
-mod mounts;
-mod oom;
-mod options;
-mod pause;
-mod pool;
-mod quota;
-mod reactor;
-mod resources;
-mod runtime;
-mod sandbox;
-pub mod seccomp;
-mod spawn;
+mod api;
+mod engine;
+mod kernel;
+mod services;
 #[allow(unsafe_code)]
 mod sys;
-mod template;
-mod userns;
-mod users;
-pub mod watch;
+mod tools;
 
-pub use commands::{
+pub use api::pool::{Acquire, Pool, PoolConfig, PoolStats, MIN_REMAINING, POOL_METADATA_KEY};
+pub use api::runtime::{ListFilter, Runtime, RuntimeBuilder};
+pub use engine::error::{Error, Result};
+pub use engine::lifecycle::{LifecycleEvent, Reason, State};
+pub use engine::oom::{OomEvent, ResourceEvent};
+pub use engine::options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use engine::sandbox::{Sandbox, SandboxInfo};
+pub use kernel::cgroups::CgroupConfig;
+pub use kernel::init_binary::INIT_BINARY;
+pub use kernel::limits::{ExecLimits, Limits, LimitsError};
+pub use kernel::seccomp::SeccompProfile;
+pub use kernel::userns::IdRange;
+pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};
+pub use services::commands::{
     Cmd, CommandExit, CommandHandle, CommandResult, Commands, ExitReason, OutputStream,
     ProcessEvent, ProcessInfo, RunOptions,
 };
-pub use error::{Error, Result};
-pub use files::{
+pub use services::files::{
     EntryInfo, FileKind, FileReader, Files, FilesError, TarExport, TarImport, DEFAULT_MAX_FILE_SIZE,
 };
-pub use health::{Health, HealthCheck, HealthStatus, RESOURCE_LIMIT_FRACTION, RESPONSIVE_TIMEOUT};
-pub use init_binary::INIT_BINARY;
-pub use lifecycle::{LifecycleEvent, Reason, State};
-pub use limits::{ExecLimits, Limits, LimitsError};
-pub use metrics::Metrics;
-pub use monitor::{
+pub use services::health::{
+    Health, HealthCheck, HealthStatus, RESOURCE_LIMIT_FRACTION, RESPONSIVE_TIMEOUT,
+};
+pub use services::metrics::Metrics;
+pub use services::monitor::{
     AlertKind, MonitorTarget, ResourceAlert, ResourceKind, ResourceMonitor, Thresholds,
 };
-pub use oom::{OomEvent, ResourceEvent};
-pub use options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
-pub use pool::{Acquire, Pool, PoolConfig, PoolStats, MIN_REMAINING, POOL_METADATA_KEY};
-pub use runtime::{ListFilter, Runtime, RuntimeBuilder};
-pub use sandbox::{Sandbox, SandboxInfo};
-pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};
-pub use userns::IdRange;
-pub use watch::{FsEvent, Watch};
+pub use services::watch::{FsEvent, Watch};
+
+/// Errors of the pieces a sandbox is built from, kept whole inside
+/// [`Error`].
+pub mod errors {
+    pub use crate::kernel::caps::CapsError;
+    pub use crate::kernel::cgroups::CgroupError;
+    pub use crate::kernel::seccomp::SeccompError;
+}
+
+/// `sandlot doctor`: can this machine run sandboxes?
+pub mod doctor {
+    pub use crate::tools::doctor::*;
+}
+
+/// Internals the integration tests drive directly; not public API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::kernel::caps::{set_no_new_privs, SANDBOX_CAPS};
+    pub use crate::kernel::cgroups;
+    pub use crate::kernel::seccomp::CompiledSeccomp;
+}

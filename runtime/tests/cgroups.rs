@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use sandlot::cgroups::{
+use sandlot::testing::cgroups::{
     CgroupConfig, CgroupError, Cgroups, Controller, Kind, SandboxCgroup, Version,
 };
 use sandlot::Limits;

@@ -1,6 +1,6 @@
 //! Capability sets and no_new_privs for the sandbox child.
 
-use crate::caps::CapPlan;
+use crate::kernel::caps::CapPlan;
 
 /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets passed as two 32-bit words.
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
@@ -250,14 +250,14 @@ mod tests {
         require_root("full_child_sequence_then_exec");
         let _lock = fork_lock();
         let plan = plan();
-        let seccomp = crate::seccomp::SeccompProfile::default()
+        let seccomp = crate::kernel::seccomp::SeccompProfile::default()
             .compile_native()
             .unwrap();
         let (outcome, _) = in_child_with_output(|_| {
             if plan.apply().is_err() {
                 return 21;
             }
-            if crate::caps::set_no_new_privs().is_err() {
+            if crate::kernel::caps::set_no_new_privs().is_err() {
                 return 22;
             }
             if seccomp.install().is_err() {

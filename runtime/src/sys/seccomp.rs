@@ -72,7 +72,7 @@ pub(crate) fn install_seccomp<P: AsRef<[sock_filter]>>(programs: &[P]) -> Result
 mod tests {
     use std::sync::OnceLock;
 
-    use crate::seccomp::{CompiledSeccomp, SeccompProfile};
+    use crate::kernel::seccomp::{CompiledSeccomp, SeccompProfile};
     use crate::sys::testing::{
         exit_code, fork_lock, in_child, raw_syscall, require_root, Outcome, PANICKED,
     };

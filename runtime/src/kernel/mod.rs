@@ -1,0 +1,19 @@
+//! Layer 1, kernel-facing: the mechanisms a sandbox is built from, each
+//! over the raw calls of `sys/` — cgroups, the seccomp profile, capability
+//! sets, the user namespace and its id maps, mounts, the clone sequence
+//! (`spawn/`), the embedded init, limits, and file operations resolved
+//! inside a sandbox's root (`fs/`). Nothing here knows what a sandbox's
+//! lifecycle is; everything returns [`KernelError`] or its own error type.
+
+pub mod caps;
+pub mod cgroups;
+pub(crate) mod error;
+pub mod fs;
+pub mod init_binary;
+pub mod limits;
+pub(crate) mod mounts;
+pub mod seccomp;
+pub(crate) mod spawn;
+pub mod userns;
+
+pub(crate) use error::KernelError;

@@ -1,0 +1,15 @@
+//! Layer 3, services: what users do with a running sandbox — commands,
+//! files and watches, metrics, monitors, health, pause, what a template
+//! means at create, users, quotas. Each works on the engine's shared state
+//! of a sandbox and never on another service's internals.
+
+pub mod commands;
+pub mod files;
+pub mod health;
+pub mod metrics;
+pub mod monitor;
+pub(crate) mod pause;
+pub(crate) mod quota;
+pub(crate) mod template;
+pub(crate) mod users;
+pub mod watch;

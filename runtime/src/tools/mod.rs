@@ -1,0 +1,3 @@
+//! Layer 5, tools over the whole library: `doctor`.
+
+pub mod doctor;
