@@ -30,7 +30,7 @@ fn signals_end_commands_and_are_reported() {
         .unwrap();
     assert_eq!(
         (out.exit.code, out.exit.signal),
-        (None, Some(libc::SIGTERM))
+        (None, Some(sandlot::Signal::TERM))
     );
     assert_eq!(out.exit.reason, ExitReason::Signaled);
     assert_eq!(out.exit.shell_code(), 128 + libc::SIGTERM);
@@ -39,9 +39,9 @@ fn signals_end_commands_and_are_reported() {
         .commands()
         .spawn(["sleep", "100"], RunOptions::default())
         .unwrap();
-    sleeper.signal(libc::SIGUSR1).unwrap();
+    sleeper.signal(sandlot::Signal::USR1).unwrap();
     let out = sleeper.wait().unwrap();
-    assert_eq!(out.exit.signal, Some(libc::SIGUSR1));
+    assert_eq!(out.exit.signal, Some(sandlot::Signal::USR1));
 }
 
 #[test]
@@ -60,7 +60,7 @@ fn kill_ends_the_whole_process_group() {
     assert_eq!(first, ProcessEvent::Stdout(b"started\n".to_vec()));
     handle.kill().unwrap();
     let out = handle.wait().unwrap();
-    assert_eq!(out.exit.signal, Some(libc::SIGKILL));
+    assert_eq!(out.exit.signal, Some(sandlot::Signal::KILL));
     assert!(
         eventually(Duration::from_secs(5), || sh(&sb, "pgrep -x sleep || true")
             .is_empty()),
@@ -91,7 +91,10 @@ fn stdin_round_trips() {
     };
     assert_eq!(out.stdout_str(), expected);
 
-    let mut cat = sb.commands().spawn(["cat"], RunOptions::default()).unwrap();
+    let mut cat = sb
+        .commands()
+        .spawn(["cat"], RunOptions::default().stdin_piped())
+        .unwrap();
     cat.write_stdin(b"line one\n").unwrap();
     assert_eq!(
         cat.events().recv_timeout(Duration::from_secs(10)).unwrap(),
@@ -107,8 +110,14 @@ fn stdin_round_trips() {
 #[test]
 fn large_output_arrives_intact() {
     let rt = runtime();
-    let sb = sandbox(&rt);
     const SIZE: usize = 64 << 20;
+    // Above the 16 MiB that `run` collects by default.
+    let sb = rt
+        .create(
+            sandlot_tests::options()
+                .exec_limits(sandlot::ExecLimits::default().max_output_bytes(SIZE as u64)),
+        )
+        .unwrap();
     let out = sb
         .commands()
         .run(
@@ -132,7 +141,7 @@ fn output_streams_before_the_command_ends() {
         .commands()
         .spawn(
             "echo first; echo warn >&2; read reply; echo \"second $reply\"",
-            RunOptions::default(),
+            RunOptions::default().stdin_piped(),
         )
         .unwrap();
     let mut seen_stdout = Vec::new();
@@ -167,7 +176,7 @@ fn a_command_timeout_kills_its_process_group_and_says_so() {
         )
         .unwrap();
     assert!(out.timed_out(), "{:?}", out.exit);
-    assert_eq!(out.exit.signal, Some(libc::SIGKILL));
+    assert_eq!(out.exit.signal, Some(sandlot::Signal::KILL));
     assert_eq!(out.stdout_str(), "started\n");
     assert!(
         eventually(Duration::from_secs(5), || sh(&sb, "pgrep -x sleep || true")
@@ -238,8 +247,8 @@ fn commands_can_be_listed_and_killed_all_at_once() {
     assert_eq!(listed[1].pid, Some(b.pid()));
     assert_eq!(sb.state(), sandlot::State::Active);
     sb.commands().kill_all().unwrap();
-    assert_eq!(a.wait().unwrap().exit.signal, Some(libc::SIGKILL));
-    assert_eq!(b.wait().unwrap().exit.signal, Some(libc::SIGKILL));
+    assert_eq!(a.wait().unwrap().exit.signal, Some(sandlot::Signal::KILL));
+    assert_eq!(b.wait().unwrap().exit.signal, Some(sandlot::Signal::KILL));
     assert!(sb.commands().list().is_empty());
     assert_eq!(sb.state(), sandlot::State::Running);
     // init survived kill_all.

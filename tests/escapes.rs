@@ -928,7 +928,7 @@ fn s22_the_i386_system_call_abi_is_killed() {
     let result = probe::run(&sb, &["int80"]);
     assert_eq!(
         result.exit.signal,
-        Some(libc::SIGSYS),
+        Some(sandlot::Signal::SYS),
         "int 0x80 survived: {:?} {}",
         result.exit,
         result.stdout_str()
@@ -1073,7 +1073,7 @@ fn s26_a_callers_profile_extends_or_replaces_the_default() {
     #[cfg(target_arch = "x86_64")]
     assert_eq!(
         probe::run(&replaced, &["int80"]).exit.signal,
-        Some(libc::SIGSYS)
+        Some(sandlot::Signal::SYS)
     );
     // The default is untouched for everyone else.
     let default = probed(&rt);
@@ -1128,7 +1128,10 @@ fn seccomp_is_what_stops_each_denied_call() {
     #[cfg(target_arch = "x86_64")]
     {
         assert!(probe::answer(&off, &["int80"]).starts_with("ok "));
-        assert_eq!(probe::run(&on, &["int80"]).exit.signal, Some(libc::SIGSYS));
+        assert_eq!(
+            probe::run(&on, &["int80"]).exit.signal,
+            Some(sandlot::Signal::SYS)
+        );
     }
 }
 

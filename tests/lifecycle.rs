@@ -290,11 +290,7 @@ fn init_dies_with_its_host_and_leftovers_are_removed() {
     );
     // The dead host could not remove its cgroups; a new runtime does.
     let rt = runtime();
-    let leftovers = sandlot_tests::census()
-        .cgroup_dirs
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains(&id))
-        .collect::<Vec<_>>();
+    let leftovers = sandlot_tests::cgroup_dirs_containing(&id);
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
     drop(rt);
 }

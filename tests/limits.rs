@@ -61,7 +61,7 @@ fn a_memory_bomb_is_oom_killed_inside_and_others_live() {
         "{:?}",
         direct.exit
     );
-    assert_eq!(direct.exit.signal, Some(libc::SIGKILL));
+    assert_eq!(direct.exit.signal, Some(sandlot::Signal::KILL));
 
     // Through a shell that survives and reports 128 + SIGKILL.
     let shell = run(
@@ -244,7 +244,7 @@ fn a_command_past_max_time_is_killed_and_says_timed_out() {
     );
     let slow = run(&sb, argv(&["sleep", "30"]));
     assert_eq!(slow.exit.reason, ExitReason::TimedOut);
-    assert_eq!(slow.exit.signal, Some(libc::SIGKILL));
+    assert_eq!(slow.exit.signal, Some(sandlot::Signal::KILL));
     assert!(slow.timed_out());
     assert!(slow.exit.duration < Duration::from_secs(30));
     // A shorter per-command timeout wins; a quick command is untouched.
@@ -311,7 +311,12 @@ fn open_files_and_max_file_size_bite() {
         &sb,
         argv(&["dd", "if=/dev/zero", "of=/tmp/big", "bs=1K", "count=100"]),
     );
-    assert_eq!(big.exit.signal, Some(libc::SIGXFSZ), "{:?}", big.exit);
+    assert_eq!(
+        big.exit.signal,
+        Some(sandlot::Signal::XFSZ),
+        "{:?}",
+        big.exit
+    );
     assert_eq!(sh(&sb, "wc -c < /tmp/big").trim(), "65536");
 }
 

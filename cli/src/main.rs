@@ -300,7 +300,7 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
     let run_options = RunOptions {
         cwd: args.workdir,
         user: args.user,
-        ..RunOptions::default()
+        ..RunOptions::default().stdin_piped()
     };
     let result = (|| {
         let mut process = sandbox.commands().spawn(cmd, run_options)?;
@@ -371,7 +371,7 @@ fn stats_json(exit: &CommandExit, metrics: Option<&Metrics>) -> serde_json::Valu
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut stats = serde_json::json!({
         "exit_code": exit.code,
-        "signal": exit.signal,
+        "signal": exit.signal.map(|s| s.as_raw()),
         "reason": exit.reason.as_str(),
         "wall_ms": ms(exit.duration),
         "cpu_user_ms": ms(exit.cpu_user),

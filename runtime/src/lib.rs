@@ -39,20 +39,25 @@ mod tools;
 
 pub use api::pool::{Acquire, Pool, PoolConfig, PoolStats, MIN_REMAINING, POOL_METADATA_KEY};
 pub use api::runtime::{ListFilter, Runtime, RuntimeBuilder};
+pub use api::sandbox::Sandbox;
 pub use engine::error::{Error, Result};
-pub use engine::lifecycle::{LifecycleEvent, Reason, State};
-pub use engine::oom::{OomEvent, ResourceEvent};
+pub use engine::lifecycle::{
+    AlertKind, CommandExit, ExitReason, LifecycleEvent, OomEvent, OutputStream, ProcessEvent,
+    Reason, ResourceAlert, ResourceEvent, ResourceKind, Signal, State, Subscription,
+    SUBSCRIPTION_CAPACITY,
+};
 pub use engine::options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
-pub use engine::sandbox::{Sandbox, SandboxInfo};
+pub use engine::output::ProcessEvents;
+pub use engine::sandbox::SandboxInfo;
 pub use kernel::cgroups::CgroupConfig;
 pub use kernel::init_binary::INIT_BINARY;
-pub use kernel::limits::{ExecLimits, Limits, LimitsError};
+pub use kernel::limits::{ExecLimits, Limits, LimitsError, MAX_EXEC_TIME};
 pub use kernel::seccomp::SeccompProfile;
 pub use kernel::userns::IdRange;
 pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};
 pub use services::commands::{
-    Cmd, CommandExit, CommandHandle, CommandResult, Commands, ExitReason, OutputStream,
-    ProcessEvent, ProcessInfo, RunOptions,
+    Cmd, Command, CommandHandle, CommandResult, Commands, ProcessInfo, RunOptions, Stdin,
+    DEFAULT_OUTPUT_CAP,
 };
 pub use services::files::{
     EntryInfo, FileKind, FileReader, Files, FilesError, TarExport, TarImport, DEFAULT_MAX_FILE_SIZE,
@@ -61,9 +66,7 @@ pub use services::health::{
     Health, HealthCheck, HealthStatus, RESOURCE_LIMIT_FRACTION, RESPONSIVE_TIMEOUT,
 };
 pub use services::metrics::Metrics;
-pub use services::monitor::{
-    AlertKind, MonitorTarget, ResourceAlert, ResourceKind, ResourceMonitor, Thresholds,
-};
+pub use services::monitor::{MonitorTarget, ResourceMonitor, Thresholds};
 pub use services::watch::{FsEvent, Watch};
 
 /// Errors of the pieces a sandbox is built from, kept whole inside
@@ -83,7 +86,7 @@ pub mod doctor {
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing {
-    pub use crate::kernel::caps::{set_no_new_privs, SANDBOX_CAPS};
+    pub use crate::kernel::caps::{set_no_new_privs, CapPlan, SANDBOX_CAPS};
     pub use crate::kernel::cgroups;
     pub use crate::kernel::seccomp::CompiledSeccomp;
 }

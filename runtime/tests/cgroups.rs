@@ -543,6 +543,7 @@ fn remove_leaves_no_dir() {
     for p in &paths {
         assert!(!p.exists(), "{} left behind", p.display());
     }
+    drop(sb);
     // a dropped SandboxCgroup removes itself too
     let sb = cg.create("sb-dropped", &Limits::default()).unwrap();
     let paths = sb.paths();

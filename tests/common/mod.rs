@@ -141,7 +141,11 @@ fn count_lines(path: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// The cgroup dirs of this process's runtimes (`sandlot-<pid>-<n>`) and
+/// every dir below them (the sandboxes'). Other processes' runtimes on the
+/// machine are not ours to count.
 fn sandlot_cgroup_dirs(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let ours = format!("sandlot-{}-", std::process::id());
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -150,17 +154,53 @@ fn sandlot_cgroup_dirs(dir: &std::path::Path, depth: usize, out: &mut Vec<PathBu
             continue;
         }
         let path = entry.path();
-        if entry.file_name().to_string_lossy().contains("sandlot") {
+        if entry.file_name().to_string_lossy().starts_with(&ours) {
             out.push(path.clone());
-        }
-        if depth > 0 {
+            all_dirs_below(&path, out);
+        } else if depth > 0 {
             sandlot_cgroup_dirs(&path, depth - 1, out);
         }
     }
 }
 
-/// Counts this process's descriptors, mounts, sandlot cgroup dirs and
-/// child processes.
+/// Every cgroup dir on the machine whose path contains `fragment` (for
+/// what another process — a killed test host — left behind).
+pub fn cgroup_dirs_containing(fragment: &str) -> Vec<PathBuf> {
+    fn walk(dir: &std::path::Path, depth: usize, fragment: &str, out: &mut Vec<PathBuf>) {
+        for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = entry.path();
+            if path.to_string_lossy().contains(fragment) {
+                out.push(path.clone());
+            }
+            if depth > 0 {
+                walk(&path, depth - 1, fragment, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        std::path::Path::new("/sys/fs/cgroup"),
+        8,
+        fragment,
+        &mut out,
+    );
+    out
+}
+
+fn all_dirs_below(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.push(entry.path());
+            all_dirs_below(&entry.path(), out);
+        }
+    }
+}
+
+/// Counts this process's descriptors, mounts, cgroup dirs (its runtimes'
+/// and their sandboxes') and child processes.
 pub fn census() -> Census {
     let mut spawner_mounts = BTreeMap::new();
     let mut children = Vec::new();

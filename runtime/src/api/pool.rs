@@ -28,9 +28,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::api::runtime::Runtime;
+use crate::api::sandbox::Sandbox;
 use crate::engine::error::{Error, Result};
 use crate::engine::options::{validate_metadata, validate_timeout, SandboxOptions};
-use crate::engine::sandbox::Sandbox;
 use crate::services::commands::{Cmd, RunOptions};
 
 /// A pooled sandbox with less lifetime than this left is replaced rather

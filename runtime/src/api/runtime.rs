@@ -1,46 +1,33 @@
-//! The runtime: the in-process lifecycle table and the three threads that
-//! serve every sandbox (spawner, reactor, reaper).
+//! The runtime: the façade a host program holds. Building it starts the
+//! threads that serve every sandbox (spawner, io, reaper, teardown);
+//! `create` runs the parent sequence (`create.rs`); `list`, `connect` and
+//! `events` read the engine's table and buses.
 
-use std::collections::HashMap;
-use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
-use sandlot_rootfs::{Store, Template};
+use sandlot_rootfs::Store;
 
-use crate::engine::control;
+use crate::api::create::{self, Factory};
+use crate::api::sandbox::Sandbox;
 use crate::engine::error::{Error, Result};
-use crate::engine::lifecycle::{EventBus, LifecycleEvent, Reason, State};
-use crate::engine::oom::ResourceEvent;
+use crate::engine::lifecycle::{LifecycleEvent, Reason, ResourceEvent, State, Subscription};
 use crate::engine::options::SandboxOptions;
 use crate::engine::reactor::Reactor;
-use crate::engine::reaper::{Reaper, ReaperJob};
-use crate::engine::resources::ResourceState;
-use crate::engine::sandbox::{Live, NewSandbox, Sandbox, SandboxInfo, SandboxShared};
+use crate::engine::reaper::{Reaper, Teardowns};
+use crate::engine::sandbox::{RuntimeCtx, SandboxInfo};
+use crate::engine::sync::lock;
 use crate::kernel::caps::CapPlan;
 use crate::kernel::cgroups::{unique_runtime_name, CgroupConfig, Cgroups};
 use crate::kernel::init_binary;
-use crate::kernel::seccomp::{CompiledSeccomp, SeccompCache, SeccompProfile};
-use crate::kernel::spawn::{self, CreateJob, Launched, Spawner, SpawnerConfig};
+use crate::kernel::seccomp::{SeccompCache, SeccompProfile};
+use crate::kernel::spawn::{Spawner, SpawnerConfig};
 use crate::kernel::userns::IdRange;
+use crate::services::monitor::{MonitorTarget, Target};
 use crate::services::quota;
-use crate::sys::process;
-
-/// What every sandbox of a runtime shares with it.
-pub(crate) struct RuntimeCtx {
-    pub events: EventBus,
-    pub resource_events: EventBus<ResourceEvent>,
-    pub reactor: Arc<Reactor>,
-    pub reaper: Sender<ReaperJob>,
-    pub table: Mutex<HashMap<String, Arc<SandboxShared>>>,
-    pub range: IdRange,
-}
 
 /// Builds a [`Runtime`].
 #[derive(Debug, Clone)]
@@ -158,46 +145,48 @@ impl RuntimeBuilder {
         cgroups.remove_leftovers();
 
         let reactor = Reactor::new()?;
-        let mut reaper = Reaper::start()?;
-        let ctx = Arc::new(RuntimeCtx {
-            events: EventBus::default(),
-            resource_events: EventBus::default(),
-            reactor: reactor.clone(),
-            reaper: reaper.sender(),
-            table: Mutex::new(HashMap::new()),
-            range: self.id_range,
-        });
+        let ctx = Arc::new(RuntimeCtx::new(
+            reactor.clone(),
+            Reaper::start()?,
+            Teardowns::start()?,
+            self.id_range,
+        ));
         let reactor_thread = {
-            let reaper = reaper.sender();
             let reactor = reactor.clone();
             thread::Builder::new()
                 .name("sandlot-io".into())
-                .spawn(move || reactor.run(reaper))
-                .map_err(|e| Error::io("start the reactor thread", e))?
+                .spawn(move || reactor.run())
+                .map_err(|e| Error::io("start the io thread", e))?
+        };
+        let stop_threads = |ctx: &RuntimeCtx, io: thread::JoinHandle<()>| {
+            ctx.reactor.stop();
+            let _ = io.join();
+            ctx.reaper.stop();
+            ctx.teardowns.stop();
         };
         let spawner = match spawner.ready(crate::sys::fd::borrow(init_fd)) {
             Ok(spawner) => spawner,
             Err(e) => {
-                reactor.stop();
-                let _ = reactor_thread.join();
-                reaper.stop();
+                stop_threads(&ctx, reactor_thread);
                 return Err(e.into());
             }
         };
-        let base = Arc::new(base);
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 ctx,
-                config: self,
-                spawner,
-                reaper: Mutex::new(reaper),
+                factory: Factory {
+                    spawner,
+                    cgroups,
+                    store,
+                    base: Arc::new(base),
+                    caps,
+                    seccomp,
+                    default_seccomp,
+                    max_sandboxes: self.max_sandboxes,
+                    memory_overcommit: self.memory_overcommit,
+                    ready_timeout: self.ready_timeout,
+                },
                 reactor_thread: Mutex::new(Some(reactor_thread)),
-                store,
-                base,
-                cgroups,
-                caps,
-                seccomp,
-                default_seccomp,
                 shut_down: AtomicBool::new(false),
             }),
         })
@@ -239,18 +228,8 @@ impl ListFilter {
 
 struct RuntimeInner {
     ctx: Arc<RuntimeCtx>,
-    config: RuntimeBuilder,
-    spawner: Spawner,
-    reaper: Mutex<Reaper>,
+    factory: Factory,
     reactor_thread: Mutex<Option<thread::JoinHandle<()>>>,
-    store: Store,
-    /// Built (or checked) once at start; every other template is read from
-    /// the store at create time, so an import is seen at once.
-    base: Arc<Template>,
-    cgroups: Cgroups,
-    caps: CapPlan,
-    seccomp: SeccompCache,
-    default_seccomp: CompiledSeccomp,
     shut_down: AtomicBool,
 }
 
@@ -265,45 +244,14 @@ pub struct Runtime {
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
-            .field("sandboxes", &self.inner.ctx.table.lock().unwrap().len())
+            .field("sandboxes", &self.inner.ctx.count())
             .finish()
     }
 }
 
-/// The sandbox's root as its init sees it, for host-side file access.
-fn open_root(launched: &Launched) -> Result<OwnedFd> {
-    let path = format!("/proc/{}/root", launched.pid);
-    let root = fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(&path)
-        .map_err(|e| Error::io(format!("open {path}"), e))?;
-    Ok(root.into())
-}
-
-fn new_id() -> Result<String> {
-    let mut bytes = [0u8; 8];
-    process::random_bytes(&mut bytes).map_err(|e| Error::setup("getrandom", e))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Kills and reaps a child whose setup did not complete.
-struct ChildGuard<'a> {
-    pidfd: Option<&'a OwnedFd>,
-}
-
-impl ChildGuard<'_> {
-    fn disarm(mut self) {
-        self.pidfd = None;
-    }
-}
-
-impl Drop for ChildGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(pidfd) = self.pidfd {
-            let _ = process::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
-            let _ = process::reap_pidfd(pidfd.as_fd(), true);
-        }
+impl From<&Runtime> for MonitorTarget {
+    fn from(runtime: &Runtime) -> Self {
+        MonitorTarget(Target::Runtime(Arc::downgrade(&runtime.inner.ctx)))
     }
 }
 
@@ -317,222 +265,51 @@ impl Runtime {
         RuntimeBuilder::default().build()
     }
 
-    pub(crate) fn ctx(&self) -> &Arc<RuntimeCtx> {
-        &self.inner.ctx
-    }
-
-    /// A reference that does not keep the runtime alive.
-    pub(crate) fn downgrade(&self) -> WeakRuntime {
-        WeakRuntime(Arc::downgrade(&self.inner))
-    }
-
-    /// Whether `shutdown` ran (or is running).
-    pub(crate) fn is_shut_down(&self) -> bool {
-        self.inner.shut_down.load(Ordering::SeqCst)
-    }
-
-    /// Every lifecycle transition of every sandbox from now on.
-    pub fn events(&self) -> Receiver<LifecycleEvent> {
+    /// Every lifecycle transition of every sandbox from now on (bounded:
+    /// see [`Subscription`]).
+    pub fn events(&self) -> Subscription<LifecycleEvent> {
         self.inner.ctx.events.subscribe()
     }
 
-    fn template(&self, name: &str) -> Result<Arc<Template>> {
-        if name == sandlot_rootfs::BASE_NAME {
-            return Ok(self.inner.base.clone());
-        }
-        match self.inner.store.get(name) {
-            Ok(template) => Ok(Arc::new(template)),
-            Err(sandlot_rootfs::Error::NotFound(_))
-            | Err(sandlot_rootfs::Error::InvalidName { .. }) => {
-                Err(Error::TemplateNotFound(name.to_string()))
-            }
-            Err(source) => Err(Error::Template {
-                name: name.to_string(),
-                source,
-            }),
-        }
+    /// Every OOM kill in every sandbox of this runtime, and every alert of
+    /// every [`ResourceMonitor`](crate::ResourceMonitor) of it, from now on.
+    pub fn resource_events(&self) -> Subscription<ResourceEvent> {
+        self.inner.ctx.resource_events.subscribe()
     }
 
     /// The template registry under the runtime's data dir.
     pub fn templates(&self) -> &Store {
-        &self.inner.store
+        &self.inner.factory.store
     }
 
-    /// Creates a sandbox and returns when its init is ready.
+    /// Creates a sandbox and returns when its init is ready (see
+    /// ARCHITECTURE.md, "Setup sequence — parent"). Fails with
+    /// `RuntimeShutDown`, leaving nothing, once `shutdown` has begun.
     pub fn create(&self, options: SandboxOptions) -> Result<Sandbox> {
         if self.inner.shut_down.load(Ordering::SeqCst) {
             return Err(Error::RuntimeShutDown);
         }
-        options.validate()?;
-        let template = self.template(&options.template)?;
-        // What the caller left unset comes from the template's settings.
-        let options = crate::services::template::with_defaults(options, &template.settings);
-        options.limits.validate()?;
-        let id = new_id()?;
-        let shared = SandboxShared::new(
-            NewSandbox {
-                hostname: options.hostname.clone().unwrap_or_else(|| id.clone()),
-                id: id.clone(),
-                template_name: options.template.clone(),
-                template: template.clone(),
-                metadata: options.metadata.clone(),
-                env: options.env.clone(),
-                timeout: options.timeout,
-                resources: ResourceState::new(&options),
-            },
-            self.inner.ctx.clone(),
-        );
-        {
-            let mut table = self.inner.ctx.table.lock().unwrap();
-            if let Some(max) = self.inner.config.max_sandboxes {
-                if table.len() >= max {
-                    drop(table);
-                    let _ =
-                        shared.transition(State::Failed, Reason::Rejected("max_sandboxes".into()));
-                    return Err(Error::QuotaExceeded {
-                        what: "max_sandboxes",
-                        limit: max as u64,
-                    });
-                }
-            }
-            if let Some(ratio) = self.inner.config.memory_overcommit {
-                if let Err(e) = quota::check_memory(&table, options.limits.memory, ratio) {
-                    drop(table);
-                    let _ = shared.transition(State::Failed, Reason::Rejected("memory".into()));
-                    return Err(e);
-                }
-            }
-            table.insert(id.clone(), shared.clone());
-        }
-        let _ = shared.transition(State::Starting, Reason::Created);
-        match self.start(&shared, template, &options) {
-            Ok(()) => {
-                let sandbox = Sandbox { shared };
-                crate::services::template::run_start(&sandbox)?;
-                Ok(sandbox)
-            }
-            Err(e) => {
-                self.inner.ctx.table.lock().unwrap().remove(&id);
-                let _ = shared.transition(State::Error, Reason::SetupFailed(e.to_string()));
-                Err(e)
-            }
-        }
-    }
-
-    /// Builds the sandbox (see ARCHITECTURE.md, "parent sequence").
-    fn start(
-        &self,
-        shared: &Arc<SandboxShared>,
-        template: Arc<Template>,
-        options: &SandboxOptions,
-    ) -> Result<()> {
-        let inner = &self.inner;
-        let limits = &options.limits;
-        let seccomp = match &options.seccomp {
-            None => inner.default_seccomp.clone(),
-            Some(profile) => inner.seccomp.get(profile)?,
-        };
-        let mut rlimits: Vec<spawn::Rlimit> = vec![
-            (libc::RLIMIT_CORE, 0, 0),
-            (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
-        ];
-        if let Some(max) = limits.max_file_size {
-            rlimits.push((libc::RLIMIT_FSIZE, max, max));
-        }
-        let mut pending = inner.spawner.submit(CreateJob {
-            id: shared.id.clone(),
-            hostname: shared.hostname.clone(),
-            template,
-            disk_bytes: limits.disk,
-            rlimits,
-            caps: inner.caps,
-            seccomp,
-        })?;
-        // While the spawner assembles the root (on the other core, when
-        // there is one): the cgroups and their limits, still before the
-        // child exists.
-        let cgroup = match inner.cgroups.create(&shared.id, limits) {
-            Ok(cgroup) => cgroup,
-            Err(e) => {
-                // Not handed over: the spawner abandons it before any clone.
-                let _ = pending.wait();
-                return Err(e.into());
-            }
-        };
-        pending.cgroups_ready(cgroup.v2_dir_fd(), cgroup.v1_task_files())?;
-        let launched = pending.wait()?;
-        let guard = ChildGuard {
-            pidfd: Some(&launched.pidfd),
-        };
-        spawn::release(&launched, &inner.ctx.range)?;
-        control::wait_ready(
-            &shared.id,
-            launched.control.as_fd(),
-            inner.config.ready_timeout,
-        )?;
-        let root = open_root(&launched)?;
-        shared.watch_oom(&cgroup)?;
-        let tokens = inner
-            .ctx
-            .reactor
-            .watch_sandbox(shared, launched.control.as_fd(), launched.pidfd.as_fd())
-            .map_err(|e| {
-                shared.unwatch_oom();
-                Error::setup("watch the sandbox", e)
-            })?;
-        guard.disarm();
-        shared.set_live(Live {
-            pid: launched.pid,
-            pidfd: launched.pidfd,
-            control: Arc::new(launched.control),
-            root: Arc::new(root),
-            rw: launched.rw,
-            cgroup: Some(cgroup),
-            control_token: Some(tokens[0]),
-            init_token: Some(tokens[1]),
-        })?;
-        if let Err(state) = shared.transition(State::Running, Reason::Started) {
-            // Destroyed while starting (runtime shutdown): already torn down.
-            return Err(Error::SandboxNotRunning {
-                id: shared.id.clone(),
-                state,
-            });
-        }
-        let _ = inner.ctx.reaper.send(ReaperJob::Deadline(
-            Arc::downgrade(shared),
-            shared.deadline(),
-        ));
-        Ok(())
+        create::create(&self.inner.factory, &self.inner.ctx, options).map(Sandbox::new)
     }
 
     /// A handle to a live sandbox of this runtime.
     pub fn connect(&self, id: &str) -> Result<Sandbox> {
         self.inner
             .ctx
-            .table
-            .lock()
-            .unwrap()
             .get(id)
-            .map(|shared| Sandbox {
-                shared: shared.clone(),
-            })
+            .map(Sandbox::new)
             .ok_or_else(|| Error::SandboxNotFound(id.to_string()))
     }
 
-    /// The sandboxes that match `filter`, oldest first.
+    /// The sandboxes that match `filter`, oldest first. Never waits for a
+    /// teardown.
     pub fn list(&self, filter: &ListFilter) -> Vec<SandboxInfo> {
-        let sandboxes: Vec<Arc<SandboxShared>> = self
+        let mut infos: Vec<SandboxInfo> = self
             .inner
             .ctx
-            .table
-            .lock()
-            .unwrap()
-            .values()
-            .cloned()
-            .collect();
-        let mut infos: Vec<SandboxInfo> = sandboxes
+            .sandboxes()
             .into_iter()
-            .map(|shared| Sandbox { shared }.info())
+            .map(|shared| shared.info())
             .filter(|info| filter.matches(info))
             .collect();
         infos.sort_by_key(|info| info.created_at);
@@ -540,19 +317,10 @@ impl Runtime {
     }
 
     /// Destroys every sandbox and stops the runtime's threads. Idempotent;
-    /// also runs when the last clone of the runtime is dropped.
+    /// also runs when the last clone of the runtime is dropped. A create
+    /// racing it fails with `RuntimeShutDown` and leaves nothing.
     pub fn shutdown(&self) {
         self.inner.shutdown();
-    }
-}
-
-/// A [`Runtime`] that may have been dropped (monitors hold this).
-#[derive(Clone)]
-pub(crate) struct WeakRuntime(Weak<RuntimeInner>);
-
-impl WeakRuntime {
-    pub fn upgrade(&self) -> Option<Runtime> {
-        self.0.upgrade().map(|inner| Runtime { inner })
     }
 }
 
@@ -561,17 +329,20 @@ impl RuntimeInner {
         if self.shut_down.swap(true, Ordering::SeqCst) {
             return;
         }
-        let sandboxes: Vec<Arc<SandboxShared>> =
-            self.ctx.table.lock().unwrap().values().cloned().collect();
+        // From here no create is admitted; those admitted already are in
+        // the list (a sandbox still starting is doomed, and its creator
+        // tears it down).
+        let sandboxes = self.ctx.close();
         for sandbox in sandboxes {
             let _ = sandbox.destroy(Reason::HostShutdown);
         }
-        self.reaper.lock().unwrap().stop();
+        self.ctx.reaper.stop();
+        self.ctx.teardowns.stop();
         self.ctx.reactor.stop();
-        if let Some(thread) = self.reactor_thread.lock().unwrap().take() {
+        if let Some(thread) = lock(&self.reactor_thread).take() {
             let _ = thread.join();
         }
-        self.spawner.stop();
+        self.factory.spawner.stop();
     }
 }
 

@@ -1,16 +1,20 @@
 //! Layer 2, the engine: what every sandbox of a runtime shares — the public
 //! error, lifecycle states and events, the sandbox table and each
-//! sandbox's shared state, the io thread (`reactor`), the control channel
-//! to init, the reaper and teardowns. Services reach a sandbox through
-//! [`sandbox::SandboxShared`]; the reactor reaches it only through the
-//! handler trait it defines.
+//! sandbox's shared state, the io thread (`reactor`) and the output path,
+//! the control channel to init, the reaper and the teardown threads.
+//! Services reach a sandbox through [`sandbox::SandboxShared`]; the io
+//! thread and the reaper reach it only through the traits they define
+//! (`reactor::Handler`, `reaper::Expiring`).
 
 pub(crate) mod control;
 pub mod error;
+pub(crate) mod exec;
+pub(crate) mod extensions;
 pub mod lifecycle;
 pub(crate) mod oom;
 pub mod options;
+pub mod output;
 pub(crate) mod reactor;
 pub(crate) mod reaper;
-pub(crate) mod resources;
 pub(crate) mod sandbox;
+pub(crate) mod sync;

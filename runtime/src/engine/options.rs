@@ -92,6 +92,24 @@ pub(crate) fn validate_timeout(timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// A command's (or a code cell's) time limit: above zero, at most
+/// [`MAX_TIMEOUT`].
+pub(crate) fn validate_command_timeout(timeout: Duration) -> Result<()> {
+    if timeout.is_zero() {
+        return Err(Error::invalid(
+            "timeout",
+            "a command timeout must be above zero",
+        ));
+    }
+    if timeout > MAX_TIMEOUT {
+        return Err(Error::invalid(
+            "timeout",
+            format!("a command timeout of {timeout:?} exceeds the maximum of {MAX_TIMEOUT:?}"),
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_metadata(metadata: &BTreeMap<String, String>) -> Result<()> {
     for (key, value) in metadata {
         if key.is_empty() {

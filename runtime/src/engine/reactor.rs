@@ -1,75 +1,92 @@
 //! One I/O thread per runtime ("sandlot-io"): an epoll loop over every
-//! sandbox's control socket and init pidfd and every running command's
-//! stdout and stderr pipes, plus the per-command deadlines.
+//! sandbox's control socket and init pidfd, every running process's output
+//! pipes and every OOM notifier, plus timers (command deadlines, OOM
+//! rechecks).
 //!
-//! It never blocks on a sandbox: control sends from here are non-blocking,
-//! and work that can take time (tearing a sandbox down) goes to the reaper.
-//! Output is forwarded as it arrives, in order, up to the command's output
-//! limit (past it, output is still read, so the writer never blocks, but
-//! discarded); a command's `Exit` event is sent only after its pipes were
-//! drained, so it always comes last. It also waits on each sandbox's OOM
-//! notifier (see `oom.rs`).
+//! It reaches a sandbox only through the [`Handler`] trait, and it never
+//! blocks: control sends from here are non-blocking, output goes into
+//! bounded queues (a full one stops the pipe being read, see `output.rs`),
+//! at a process's exit only what is already in its pipes is read, and
+//! slow work (tearing a sandbox down) is the handler's to hand off. A
+//! panic while one source is handled fails that sandbox only
+//! ([`Handler::failed`]); the loop goes on serving the rest.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::engine::control::{self, Incoming};
 use crate::engine::error::{Error, Result};
-use crate::engine::lifecycle::Reason;
 use crate::engine::oom::OomWatch;
-use crate::engine::reaper::ReaperJob;
-use crate::engine::sandbox::SandboxShared;
-use crate::services::commands::{OutputStream, ProcessEvent};
+use crate::engine::output::{event_queue, EventSender, Output, ProcessEvents, Turn, READ_CHUNK};
+use crate::engine::sync::lock;
+use crate::sys::fd;
 
-/// Bytes read from a pipe per event before other sources get a turn.
-pub(crate) const READ_CHUNK: usize = 64 * 1024;
 const READS_PER_WAKE: usize = 4;
 
 pub(crate) type Token = u64;
 
+/// How the io thread reaches a sandbox. Every method is called on the io
+/// thread and must not block.
+pub(crate) trait Handler: Send + Sync {
+    /// Events from init wait on the control socket: handle them all;
+    /// false when the socket closed or broke (init is gone).
+    fn control_readable(&self, reactor: &Reactor, buf: &mut [u8]) -> bool;
+    /// init is gone (its pidfd became readable, or its socket closed).
+    fn init_gone(&self);
+    /// The output pipe `token` of process `exec` was closed.
+    fn output_closed(&self, exec: u64, token: Token);
+    /// Process `exec`'s time limit passed.
+    fn deadline_passed(&self, exec: u64);
+    /// The OOM notifier fired (`attempt` None) or a recheck came due.
+    fn check_oom(&self, reactor: &Reactor, attempt: Option<u32>);
+    /// Handling one of this sandbox's sources panicked: fail the sandbox
+    /// (the runtime keeps serving the others).
+    fn failed(&self, what: String);
+}
+
 enum Source {
     Wake,
-    Control(Weak<SandboxShared>),
-    InitExit(Weak<SandboxShared>),
-    Output(Output),
-    Oom(Weak<SandboxShared>, Arc<OomWatch>),
+    Control(Weak<dyn Handler>),
+    InitExit(Weak<dyn Handler>),
+    Output(Weak<dyn Handler>, Output),
+    Oom(Weak<dyn Handler>, Arc<OomWatch>),
 }
 
-pub(crate) struct Output {
-    pub sandbox: Weak<SandboxShared>,
-    pub command: u64,
-    pub stream: OutputStream,
-    pub events: Sender<ProcessEvent>,
-    pub fd: OwnedFd,
-    /// Bytes that may still be forwarded (`u64::MAX`: no limit).
-    pub budget: u64,
-    /// Set when output was discarded because the budget ran out.
-    pub truncated: Arc<AtomicBool>,
+impl Source {
+    fn handler(&self) -> Option<Arc<dyn Handler>> {
+        match self {
+            Source::Wake => None,
+            Source::Control(h) | Source::InitExit(h) | Source::Output(h, _) | Source::Oom(h, _) => {
+                h.upgrade()
+            }
+        }
+    }
 }
 
-struct Timer {
-    sandbox: Weak<SandboxShared>,
-    kind: TimerKind,
-}
-
-enum TimerKind {
-    /// A command's deadline.
-    Command(u64),
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TimerKind {
+    /// A process's deadline.
+    Deadline(u64),
     /// Look at the OOM count again (the v1 notification comes before the
     /// kill); the number of the attempt.
     OomRecheck(u32),
 }
 
-/// Command deadlines: a min-heap of (when, key) and the timers by key.
+struct Timer {
+    handler: Weak<dyn Handler>,
+    kind: TimerKind,
+}
+
+/// Deadlines: a min-heap of (when, key) and the live timers by key; a
+/// cancelled timer's heap entry is skipped when it comes due.
 #[derive(Default)]
 struct Timers {
     due: BinaryHeap<Reverse<(Instant, u64)>>,
@@ -82,6 +99,8 @@ pub(crate) struct Reactor {
     sources: Mutex<HashMap<Token, Source>>,
     next_token: AtomicU64,
     timers: Mutex<Timers>,
+    /// Output pipes whose reader made room again.
+    resumed: Mutex<Vec<Token>>,
     stopping: AtomicBool,
 }
 
@@ -104,38 +123,35 @@ impl Reactor {
             sources: Mutex::new(sources),
             next_token: AtomicU64::new(WAKE + 1),
             timers: Mutex::new(Timers::default()),
+            resumed: Mutex::new(Vec::new()),
             stopping: AtomicBool::new(false),
         }))
     }
 
-    fn add(&self, fd: BorrowedFd<'_>, source: Source) -> Result<Token, Errno> {
-        self.add_with(fd, source, EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP)
-    }
-
-    fn add_with(
-        &self,
-        fd: BorrowedFd<'_>,
-        source: Source,
-        flags: EpollFlags,
-    ) -> Result<Token, Errno> {
+    fn add(&self, fd: BorrowedFd<'_>, source: Source, flags: EpollFlags) -> Result<Token, Errno> {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        self.sources.lock().unwrap().insert(token, source);
+        lock(&self.sources).insert(token, source);
         if let Err(e) = self.epoll.add(fd, EpollEvent::new(flags, token)) {
-            self.sources.lock().unwrap().remove(&token);
+            lock(&self.sources).remove(&token);
             return Err(e);
         }
         Ok(token)
     }
 
+    fn readable() -> EpollFlags {
+        EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP
+    }
+
     /// Watches a sandbox's control socket and init pidfd.
     pub fn watch_sandbox(
         &self,
-        sandbox: &Arc<SandboxShared>,
+        handler: Weak<dyn Handler>,
         control: BorrowedFd<'_>,
         pidfd: BorrowedFd<'_>,
     ) -> Result<[Token; 2], Errno> {
-        let control_token = self.add(control, Source::Control(Arc::downgrade(sandbox)))?;
-        match self.add(pidfd, Source::InitExit(Arc::downgrade(sandbox))) {
+        let control_token =
+            self.add(control, Source::Control(handler.clone()), Self::readable())?;
+        match self.add(pidfd, Source::InitExit(handler), Self::readable()) {
             Ok(exit_token) => Ok([control_token, exit_token]),
             Err(e) => {
                 self.remove_watch(control_token, control);
@@ -147,22 +163,38 @@ impl Reactor {
     /// Stops watching a descriptor the caller still holds open.
     pub fn remove_watch(&self, token: Token, fd: BorrowedFd<'_>) {
         let _ = self.epoll.delete(fd);
-        self.sources.lock().unwrap().remove(&token);
+        lock(&self.sources).remove(&token);
     }
 
-    /// Forwards a command's output pipe; the reactor owns it from here.
-    pub fn watch_output(&self, output: Output) -> Result<Token, Errno> {
-        let raw = output.fd.as_raw_fd();
+    /// A bounded event queue for one process, wired to resume its pipes
+    /// through this reactor.
+    pub fn event_queue(self: &Arc<Self>) -> (EventSender, ProcessEvents) {
+        let reactor = Arc::downgrade(self);
+        event_queue(move |tokens| {
+            if let Some(reactor) = reactor.upgrade() {
+                lock(&reactor.resumed).extend(tokens);
+                reactor.wake();
+            }
+        })
+    }
+
+    /// Forwards a process's output pipe; the reactor owns it from here.
+    pub fn watch_output(&self, handler: Weak<dyn Handler>, output: Output) -> Result<Token, Errno> {
         // The descriptor moves into the table; borrow its number for the
         // registration (it stays open while the entry exists).
-        self.add(crate::sys::fd::borrow(raw), Source::Output(output))
+        let raw = output.fd.as_raw_fd();
+        self.add(
+            fd::borrow(raw),
+            Source::Output(handler, output),
+            Self::readable(),
+        )
     }
 
     /// Waits on a sandbox's OOM notifier (kernfs files signal a change with
     /// `EPOLLPRI` only: `EPOLLIN` would always be ready).
     pub fn watch_oom(
         &self,
-        sandbox: &Arc<SandboxShared>,
+        handler: Weak<dyn Handler>,
         watch: Arc<OomWatch>,
     ) -> Result<Token, Errno> {
         let (fd, priority) = watch.wait_fd();
@@ -173,64 +205,82 @@ impl Reactor {
         };
         // The source keeps the watch, and so the descriptor, alive.
         let raw = fd.as_raw_fd();
-        self.add_with(
-            crate::sys::fd::borrow(raw),
-            Source::Oom(Arc::downgrade(sandbox), watch),
-            flags,
-        )
+        self.add(fd::borrow(raw), Source::Oom(handler, watch), flags)
     }
 
     /// Stops waiting on an OOM notifier.
     pub fn unwatch_oom(&self, token: Token) {
-        let source = self.sources.lock().unwrap().remove(&token);
+        let source = lock(&self.sources).remove(&token);
         if let Some(Source::Oom(_, watch)) = source {
             let _ = self.epoll.delete(watch.wait_fd().0);
         }
     }
 
-    /// Closes an output pipe without draining it.
+    fn take_output(&self, token: Token) -> Option<Output> {
+        let source = lock(&self.sources).remove(&token)?;
+        match source {
+            Source::Output(_, out) => {
+                let _ = self.epoll.delete(out.fd.as_fd());
+                Some(out)
+            }
+            other => {
+                // Not an output: put it back.
+                lock(&self.sources).insert(token, other);
+                None
+            }
+        }
+    }
+
+    /// Closes an output pipe without reading it.
     pub fn drop_output(&self, token: Token) {
-        if let Some(Source::Output(out)) = self.take(token) {
-            drop(out);
+        drop(self.take_output(token));
+    }
+
+    /// The process of these pipes exited: from now on read only what is in
+    /// them at this moment, then close them (each closing calls
+    /// [`Handler::output_closed`]).
+    pub fn finish_outputs(&self, tokens: &[Token]) {
+        {
+            let mut sources = lock(&self.sources);
+            for token in tokens {
+                if let Some(Source::Output(_, out)) = sources.get_mut(token) {
+                    out.finish();
+                }
+            }
         }
-    }
-
-    fn take(&self, token: Token) -> Option<Source> {
-        let source = self.sources.lock().unwrap().remove(&token)?;
-        if let Source::Output(out) = &source {
-            let _ = self.epoll.delete(out.fd.as_fd());
-        }
-        Some(source)
-    }
-
-    /// Reads what is left in an output pipe (the command exited, so nothing
-    /// more will come from it — only, perhaps, from a background child that
-    /// inherited it) and closes it.
-    /// `buf` is the caller's scratch space (the io thread's own buffer on
-    /// the exit path: no allocation per command).
-    pub fn drain_output(&self, token: Token, buf: &mut [u8]) {
-        if let Some(Source::Output(mut out)) = self.take(token) {
-            while let ReadOutcome::Data = forward(&mut out, buf) {}
-        }
-    }
-
-    /// Arms a command deadline.
-    pub fn add_timer(&self, at: Instant, sandbox: Weak<SandboxShared>, command: u64) {
-        self.add_timer_kind(at, sandbox, TimerKind::Command(command));
-    }
-
-    /// Looks at a sandbox's OOM count again at `at` (attempt `attempt`).
-    pub fn add_oom_recheck(&self, at: Instant, sandbox: Weak<SandboxShared>, attempt: u32) {
-        self.add_timer_kind(at, sandbox, TimerKind::OomRecheck(attempt));
-    }
-
-    fn add_timer_kind(&self, at: Instant, sandbox: Weak<SandboxShared>, kind: TimerKind) {
-        let mut timers = self.timers.lock().unwrap();
-        let key = self.next_token.fetch_add(1, Ordering::Relaxed);
-        timers.due.push(Reverse((at, key)));
-        timers.by_key.insert(key, Timer { sandbox, kind });
-        drop(timers);
+        // Reading them may take a few turns: the loop does it.
+        lock(&self.resumed).extend_from_slice(tokens);
         self.wake();
+    }
+
+    /// Takes a pipe from the io thread and forwards what is in it without
+    /// waiting (the sandbox is being torn down).
+    pub fn flush_output(&self, token: Token, buf: &mut [u8]) {
+        if let Some(out) = self.take_output(token) {
+            out.flush(buf);
+        }
+    }
+
+    /// Arms a timer; the returned key cancels it.
+    pub fn add_timer(&self, at: Instant, handler: Weak<dyn Handler>, kind: TimerKind) -> u64 {
+        let key = self.next_token.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut timers = lock(&self.timers);
+            timers.due.push(Reverse((at, key)));
+            timers.by_key.insert(key, Timer { handler, kind });
+        }
+        self.wake();
+        key
+    }
+
+    /// Cancels a timer (its heap entry is skipped when it comes due).
+    pub fn cancel_timer(&self, key: u64) {
+        let mut timers = lock(&self.timers);
+        timers.by_key.remove(&key);
+        if timers.by_key.is_empty() {
+            // Nothing live: drop the stale entries at once.
+            timers.due.clear();
+        }
     }
 
     fn wake(&self) {
@@ -243,7 +293,7 @@ impl Reactor {
     }
 
     /// The loop of the sandlot-io thread.
-    pub fn run(self: Arc<Self>, reaper: Sender<ReaperJob>) {
+    pub fn run(self: Arc<Self>) {
         let mut events = vec![EpollEvent::empty(); 256];
         let mut buf = vec![0u8; READ_CHUNK.max(sandlot_proto::MAX_MESSAGE)];
         while !self.stopping.load(Ordering::SeqCst) {
@@ -254,17 +304,40 @@ impl Reactor {
                 Err(_) => break,
             };
             for event in &events[..n] {
-                self.dispatch(event.data(), &mut buf, &reaper);
+                self.guarded(event.data(), |reactor| {
+                    reactor.dispatch(event.data(), &mut buf)
+                });
+            }
+            let resumed = std::mem::take(&mut *lock(&self.resumed));
+            for token in resumed {
+                self.guarded(token, |reactor| reactor.read_output(token, &mut buf, true));
             }
         }
     }
 
-    /// Fires due command deadlines; returns how long epoll may sleep.
+    /// Runs `f` for the source `token`; a panic fails that source's
+    /// sandbox and removes the source, and the loop goes on.
+    fn guarded(&self, token: Token, f: impl FnOnce(&Self)) {
+        if catch_unwind(AssertUnwindSafe(|| f(self))).is_ok() {
+            return;
+        }
+        let source = lock(&self.sources).remove(&token);
+        if let Some(source) = source {
+            if let Source::Output(_, out) = &source {
+                let _ = self.epoll.delete(out.fd.as_fd());
+            }
+            if let Some(handler) = source.handler() {
+                handler.failed(format!("the io thread panicked handling source {token}"));
+            }
+        }
+    }
+
+    /// Fires due timers; returns how long epoll may sleep.
     fn fire_timers(&self) -> EpollTimeout {
         let now = Instant::now();
         let mut due = Vec::new();
         let next = {
-            let mut timers = self.timers.lock().unwrap();
+            let mut timers = lock(&self.timers);
             while let Some(Reverse((at, key))) = timers.due.peek().copied() {
                 if at > now {
                     break;
@@ -277,11 +350,18 @@ impl Reactor {
             timers.due.peek().map(|Reverse((at, _))| *at)
         };
         for timer in due {
-            if let Some(sandbox) = timer.sandbox.upgrade() {
-                match timer.kind {
-                    TimerKind::Command(command) => sandbox.command_timed_out(command),
-                    TimerKind::OomRecheck(attempt) => sandbox.check_oom(self, Some(attempt)),
-                }
+            let Some(handler) = timer.handler.upgrade() else {
+                continue;
+            };
+            let fired = catch_unwind(AssertUnwindSafe(|| match timer.kind {
+                TimerKind::Deadline(exec) => handler.deadline_passed(exec),
+                TimerKind::OomRecheck(attempt) => handler.check_oom(self, Some(attempt)),
+            }));
+            if fired.is_err() {
+                handler.failed(format!(
+                    "the io thread panicked on a timer ({:?})",
+                    timer.kind
+                ));
             }
         }
         match next {
@@ -293,48 +373,44 @@ impl Reactor {
         }
     }
 
-    fn dispatch(&self, token: Token, buf: &mut [u8], reaper: &Sender<ReaperJob>) {
+    fn dispatch(&self, token: Token, buf: &mut [u8]) {
         enum Action {
             Wake,
-            Control(Weak<SandboxShared>),
-            InitExit(Weak<SandboxShared>),
+            Control(Weak<dyn Handler>),
+            InitExit(Weak<dyn Handler>),
             Output,
-            Oom(Weak<SandboxShared>, Arc<OomWatch>),
+            Oom(Weak<dyn Handler>, Arc<OomWatch>),
         }
-        let action = match self.sources.lock().unwrap().get(&token) {
+        let action = match lock(&self.sources).get(&token) {
             None => return, // removed while the event was queued
             Some(Source::Wake) => Action::Wake,
-            Some(Source::Control(sb)) => Action::Control(sb.clone()),
-            Some(Source::InitExit(sb)) => Action::InitExit(sb.clone()),
-            Some(Source::Output(_)) => Action::Output,
-            Some(Source::Oom(sb, watch)) => Action::Oom(sb.clone(), watch.clone()),
+            Some(Source::Control(h)) => Action::Control(h.clone()),
+            Some(Source::InitExit(h)) => Action::InitExit(h.clone()),
+            Some(Source::Output(..)) => Action::Output,
+            Some(Source::Oom(h, watch)) => Action::Oom(h.clone(), watch.clone()),
         };
         match action {
             Action::Wake => {
                 let _ = self.wake.read();
             }
-            Action::Control(sandbox) => {
-                let Some(sandbox) = sandbox.upgrade() else {
+            Action::Control(handler) => {
+                let Some(handler) = handler.upgrade() else {
                     return;
                 };
-                if !self.read_control(&sandbox, buf) {
-                    // init is gone: stop watching, let the reaper tear down.
-                    sandbox.unwatch_control(self);
-                    let _ = reaper.send(ReaperJob::Destroy(sandbox, Reason::InitDied));
+                if !handler.control_readable(self, buf) {
+                    handler.init_gone();
                 }
             }
-            Action::InitExit(sandbox) => {
-                let Some(sandbox) = sandbox.upgrade() else {
-                    return;
-                };
-                sandbox.unwatch_init(self);
-                let _ = reaper.send(ReaperJob::Destroy(sandbox, Reason::InitDied));
+            Action::InitExit(handler) => {
+                if let Some(handler) = handler.upgrade() {
+                    handler.init_gone();
+                }
             }
-            Action::Output => self.read_output(token, buf),
-            Action::Oom(sandbox, watch) => {
+            Action::Output => self.read_output(token, buf, false),
+            Action::Oom(handler, watch) => {
                 watch.acknowledge();
-                match sandbox.upgrade() {
-                    Some(sandbox) => sandbox.check_oom(self, None),
+                match handler.upgrade() {
+                    Some(handler) => handler.check_oom(self, None),
                     // A stale registration: nobody is left to tell.
                     None => self.unwatch_oom(token),
                 }
@@ -342,75 +418,61 @@ impl Reactor {
         }
     }
 
-    /// Handles every queued event; false when the socket closed or broke.
-    fn read_control(&self, sandbox: &Arc<SandboxShared>, buf: &mut [u8]) -> bool {
-        let Some(control) = sandbox.control() else {
-            return false;
-        };
-        loop {
-            match control::recv(control.as_fd(), buf, true) {
-                Ok(Incoming::Event(event)) => sandbox.on_event(self, event, buf),
-                Ok(Incoming::Empty) => return true,
-                Ok(Incoming::Closed) | Err(_) => return false,
-            }
-        }
-    }
-
-    fn read_output(&self, token: Token, buf: &mut [u8]) {
+    /// A few turns of reading one output pipe. `resumed`: the pipe was
+    /// stalled (not in the epoll set) or is finishing, and gets a turn
+    /// because its reader made room or its process exited.
+    fn read_output(&self, token: Token, buf: &mut [u8], resumed: bool) {
         for _ in 0..READS_PER_WAKE {
-            let outcome = {
-                let mut sources = self.sources.lock().unwrap();
-                let Some(Source::Output(out)) = sources.get_mut(&token) else {
+            let turn = {
+                let mut sources = lock(&self.sources);
+                let Some(Source::Output(_, out)) = sources.get_mut(&token) else {
                     return;
                 };
-                forward(out, buf)
+                let turn = out.turn(token, buf);
+                if resumed && turn != Turn::Stalled && out.pending.is_none() {
+                    // Watch it again (a no-op if it was never taken out).
+                    let _ = self.epoll.modify(
+                        out.fd.as_fd(),
+                        &mut EpollEvent::new(Self::readable(), token),
+                    );
+                }
+                if turn == Turn::Stalled {
+                    // Out of the epoll set until the reader makes room.
+                    let _ = self.epoll.modify(
+                        out.fd.as_fd(),
+                        &mut EpollEvent::new(EpollFlags::empty(), token),
+                    );
+                }
+                turn
             };
-            match outcome {
-                ReadOutcome::Data => continue,
-                ReadOutcome::Empty => return,
-                ReadOutcome::Closed => {
-                    if let Some(Source::Output(out)) = self.take(token) {
-                        if let Some(sandbox) = out.sandbox.upgrade() {
-                            sandbox.output_closed(out.command, token);
+            match turn {
+                Turn::More => continue,
+                Turn::Empty | Turn::Stalled => return,
+                Turn::Done => {
+                    if let Some(Source::Output(handler, out)) = {
+                        let source = lock(&self.sources).remove(&token);
+                        source
+                    } {
+                        let _ = self.epoll.delete(out.fd.as_fd());
+                        let exec = out.exec;
+                        drop(out);
+                        if let Some(handler) = handler.upgrade() {
+                            handler.output_closed(exec, token);
                         }
                     }
                     return;
                 }
             }
         }
-    }
-}
-
-enum ReadOutcome {
-    Data,
-    Empty,
-    Closed,
-}
-
-/// One non-blocking read from an output pipe, forwarded as an event as far
-/// as the output budget allows; the rest is dropped and flagged.
-fn forward(out: &mut Output, buf: &mut [u8]) -> ReadOutcome {
-    match nix::unistd::read(out.fd.as_fd(), buf) {
-        Ok(0) => ReadOutcome::Closed,
-        Ok(n) => {
-            let keep = n.min(usize::try_from(out.budget).unwrap_or(usize::MAX));
-            if keep < n {
-                out.truncated.store(true, Ordering::Relaxed);
-            }
-            if keep == 0 {
-                return ReadOutcome::Data;
-            }
-            out.budget -= keep as u64;
-            let chunk = buf[..keep].to_vec();
-            let event = match out.stream {
-                OutputStream::Stdout => ProcessEvent::Stdout(chunk),
-                OutputStream::Stderr => ProcessEvent::Stderr(chunk),
-            };
-            // A receiver that went away just means nobody listens.
-            let _ = out.events.send(event);
-            ReadOutcome::Data
+        // More may be waiting: let the other sources have their turn and
+        // come back (a finishing pipe gets no new epoll event).
+        let finishing = matches!(
+            lock(&self.sources).get(&token),
+            Some(Source::Output(_, out)) if out.finishing.is_some()
+        );
+        if finishing {
+            lock(&self.resumed).push(token);
+            self.wake();
         }
-        Err(Errno::EAGAIN) | Err(Errno::EINTR) => ReadOutcome::Empty,
-        Err(_) => ReadOutcome::Closed,
     }
 }

@@ -1,46 +1,141 @@
-//! A sandbox: its shared state (owned by the runtime's table, the reactor
-//! and every handle) and the public [`Sandbox`] handle.
+//! A sandbox's shared state — owned by the runtime's table, the io thread
+//! (through [`Handler`]), the reaper (through [`Expiring`]) and every
+//! handle — and the runtime context every sandbox shares ([`RuntimeCtx`]:
+//! the table, the event buses, the threads).
 //!
-//! Lock order, to stay deadlock-free: `live` → `commands` → `status`; the
-//! reactor's source table, the event bus and `metadata` are leaves. `live`
-//! is held for a whole teardown, which serialises concurrent destroys: the
-//! second one waits and then finds nothing left to do.
+//! No lock here is held across anything slow: every lock guards a few
+//! fields, and whoever needs the kernel resources of a running sandbox
+//! clones them out ([`SandboxShared::live`]) and works without a lock.
+//! So `list()`, `info()` and `is_alive()` never wait for a teardown, and
+//! a teardown never waits for a pause or a metrics read. Lock order, for
+//! the few places that take two: `execs` → `status`; the table, `live`,
+//! `oom`, `metadata` and the event buses are leaves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
 use sandlot_proto::{Event, Request};
 use sandlot_rootfs::Template;
 
-use crate::api::runtime::RuntimeCtx;
-use crate::engine::control;
+use crate::engine::control::{self, Incoming};
 use crate::engine::error::{Error, Result};
-use crate::engine::lifecycle::{LifecycleEvent, Reason, State};
-use crate::engine::reactor::{Output, Reactor, Token};
-use crate::engine::reaper::ReaperJob;
-use crate::engine::resources::ResourceState;
+use crate::engine::exec::{ExecTable, Execution};
+use crate::engine::extensions::Extensions;
+use crate::engine::lifecycle::{EventBus, LifecycleEvent, Reason, ResourceEvent, State};
+use crate::engine::oom::{Next, OomWatch};
+use crate::engine::output::{Output, READ_CHUNK};
+use crate::engine::reactor::{Handler, Reactor, TimerKind, Token};
+use crate::engine::reaper::{Expiring, Reaper, Teardowns};
+use crate::engine::sync::lock;
 use crate::kernel::cgroups::SandboxCgroup;
-use crate::services::commands::{CommandEntry, CommandTable, Commands, ProcessEvent};
-use crate::services::users::User;
+use crate::kernel::limits::{ExecLimits, Limits};
+use crate::kernel::userns::IdRange;
 use crate::sys::process;
 
-/// Kernel resources of a running sandbox; taken (and closed) by destroy.
+/// What every sandbox of a runtime shares with it.
+pub(crate) struct RuntimeCtx {
+    pub events: EventBus<LifecycleEvent>,
+    pub resource_events: Arc<EventBus<ResourceEvent>>,
+    pub reactor: Arc<Reactor>,
+    pub reaper: Reaper,
+    pub teardowns: Teardowns,
+    pub range: IdRange,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    sandboxes: HashMap<String, Arc<SandboxShared>>,
+    /// Set by shutdown: no sandbox is admitted any more.
+    closed: bool,
+}
+
+impl RuntimeCtx {
+    pub fn new(
+        reactor: Arc<Reactor>,
+        reaper: Reaper,
+        teardowns: Teardowns,
+        range: IdRange,
+    ) -> RuntimeCtx {
+        RuntimeCtx {
+            events: EventBus::default(),
+            resource_events: Arc::default(),
+            reactor,
+            reaper,
+            teardowns,
+            range,
+            table: Mutex::default(),
+        }
+    }
+
+    /// Puts a new sandbox in the table if `check` (quotas, under the same
+    /// lock as the insertion) lets it and the runtime is not shutting
+    /// down (`RuntimeShutDown`: a create that loses the race leaves
+    /// nothing).
+    pub fn admit(
+        &self,
+        sandbox: Arc<SandboxShared>,
+        check: impl FnOnce(&HashMap<String, Arc<SandboxShared>>) -> Result<()>,
+    ) -> Result<()> {
+        let mut table = lock(&self.table);
+        if table.closed {
+            return Err(Error::RuntimeShutDown);
+        }
+        check(&table.sandboxes)?;
+        table.sandboxes.insert(sandbox.id.clone(), sandbox);
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<SandboxShared>> {
+        lock(&self.table).sandboxes.get(id).cloned()
+    }
+
+    /// Every sandbox in the table now.
+    pub fn sandboxes(&self) -> Vec<Arc<SandboxShared>> {
+        lock(&self.table).sandboxes.values().cloned().collect()
+    }
+
+    pub fn count(&self) -> usize {
+        lock(&self.table).sandboxes.len()
+    }
+
+    fn remove(&self, id: &str) {
+        lock(&self.table).sandboxes.remove(id);
+    }
+
+    /// Shutdown: admits nothing from now on; returns what is in the table.
+    pub fn close(&self) -> Vec<Arc<SandboxShared>> {
+        let mut table = lock(&self.table);
+        table.closed = true;
+        table.sandboxes.values().cloned().collect()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        lock(&self.table).closed
+    }
+}
+
+/// Kernel resources of a running sandbox. The slot holds the one
+/// reference destroy takes; clones (a pause, a metrics read) keep the
+/// descriptors open until they finish.
 pub(crate) struct Live {
     /// init's pid in the host's pid namespace.
     pub pid: i32,
     pub pidfd: OwnedFd,
-    pub control: Arc<OwnedFd>,
-    /// The sandbox's root directory (`/proc/<init>/root`), `O_PATH`.
+    pub control: OwnedFd,
+    /// The sandbox's root directory (`/proc/<init>/root`), `O_PATH`;
+    /// shared with streams that outlive a call (a tar export, a watch).
     pub root: Arc<OwnedFd>,
     /// The writable tmpfs, `O_PATH`: disk usage for metrics.
     pub rw: OwnedFd,
-    pub cgroup: Option<SandboxCgroup>,
-    pub control_token: Option<Token>,
-    pub init_token: Option<Token>,
+    pub cgroup: Arc<SandboxCgroup>,
+    /// The io thread's registrations of `control` and `pidfd`.
+    pub tokens: [Token; 2],
 }
 
 struct Status {
@@ -52,6 +147,24 @@ struct Status {
     /// While paused with the pause clock: the lifetime that was left (the
     /// deadline does not apply meanwhile).
     clock_stopped: Option<Duration>,
+    /// When the current pause began.
+    paused_at: Option<Instant>,
+    /// When a command last started or ended, or the files API was used.
+    last_activity: SystemTime,
+}
+
+/// What a new sandbox is made of.
+pub(crate) struct NewSandbox {
+    pub id: String,
+    pub template_name: String,
+    pub template: Arc<Template>,
+    pub metadata: BTreeMap<String, String>,
+    pub env: Vec<(String, String)>,
+    pub hostname: String,
+    pub timeout: Duration,
+    pub limits: Limits,
+    pub exec_limits: ExecLimits,
+    pub pause_clock: bool,
 }
 
 pub(crate) struct SandboxShared {
@@ -64,11 +177,25 @@ pub(crate) struct SandboxShared {
     pub env: Vec<(String, String)>,
     pub hostname: String,
     pub created_at: SystemTime,
+    /// For uptime.
+    pub started: Instant,
+    pub limits: Limits,
+    pub exec_limits: ExecLimits,
+    /// The lifetime clock stops while paused.
+    pub pause_clock: bool,
     pub ctx: Arc<RuntimeCtx>,
     status: Mutex<Status>,
-    live: Mutex<Option<Live>>,
-    pub commands: Mutex<CommandTable>,
-    pub resources: ResourceState,
+    live: Mutex<Option<Arc<Live>>>,
+    pub execs: Mutex<ExecTable>,
+    /// The OOM watch and its io-thread registration, until destroy.
+    oom: Mutex<Option<(Arc<OomWatch>, Token)>>,
+    /// Services' state (see `extensions.rs`).
+    pub ext: Extensions,
+    /// The teardown finished (a second destroy waits for it).
+    ended: (Mutex<bool>, Condvar),
+    /// init's end was noticed and handed to a teardown thread.
+    gone: AtomicBool,
+    me: Weak<SandboxShared>,
 }
 
 /// A snapshot of a sandbox.
@@ -85,23 +212,28 @@ pub struct SandboxInfo {
     /// init's pid on the host, while it runs.
     pub init_pid: Option<i32>,
     pub commands_in_flight: usize,
+    /// Why it ended, once it has.
+    pub end_reason: Option<Reason>,
 }
 
-pub(crate) struct NewSandbox {
-    pub id: String,
-    pub template_name: String,
-    pub template: Arc<Template>,
-    pub metadata: BTreeMap<String, String>,
-    pub env: Vec<(String, String)>,
-    pub hostname: String,
-    pub timeout: Duration,
-    pub resources: ResourceState,
+/// How long a spawn request may wait for init's answer while the sandbox
+/// runs (a paused sandbox answers once resumed).
+const SPAWN_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl fmt::Debug for SandboxShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxShared")
+            .field("id", &self.id)
+            .field("state", &self.state())
+            .finish()
+    }
 }
 
 impl SandboxShared {
     pub fn new(spec: NewSandbox, ctx: Arc<RuntimeCtx>) -> Arc<SandboxShared> {
         let now = SystemTime::now();
-        Arc::new(SandboxShared {
+        let started = Instant::now();
+        Arc::new_cyclic(|me| SandboxShared {
             id: spec.id,
             template_name: spec.template_name,
             template: spec.template,
@@ -109,32 +241,49 @@ impl SandboxShared {
             env: spec.env,
             hostname: spec.hostname,
             created_at: now,
+            started,
+            limits: spec.limits,
+            exec_limits: spec.exec_limits,
+            pause_clock: spec.pause_clock,
             ctx,
             status: Mutex::new(Status {
                 state: State::Pending,
                 end_reason: None,
-                deadline: Instant::now() + spec.timeout,
+                deadline: started + spec.timeout,
                 end_at: now + spec.timeout,
                 clock_stopped: None,
+                paused_at: None,
+                last_activity: now,
             }),
             live: Mutex::new(None),
-            commands: Mutex::new(CommandTable::default()),
-            resources: spec.resources,
+            execs: Mutex::default(),
+            oom: Mutex::new(None),
+            ext: Extensions::default(),
+            ended: (Mutex::new(false), Condvar::new()),
+            gone: AtomicBool::new(false),
+            me: me.clone(),
         })
     }
 
+    fn handler(&self) -> Weak<dyn Handler> {
+        self.me.clone()
+    }
+
+    // ---- state ------------------------------------------------------------
+
     pub fn state(&self) -> State {
-        self.status.lock().unwrap().state
+        lock(&self.status).state
     }
 
     /// Moves to `to` if the state machine allows it and publishes the event.
     pub fn transition(&self, to: State, reason: Reason) -> Result<State, State> {
-        let mut status = self.status.lock().unwrap();
+        let mut status = lock(&self.status);
         let from = status.state;
         if !from.can_become(to) {
             return Err(from);
         }
         status.state = to;
+        drop(status);
         self.publish(from, to, reason);
         Ok(from)
     }
@@ -142,11 +291,12 @@ impl SandboxShared {
     /// Moves `from → to` only if the sandbox is in `from` now (Running ⇄
     /// Active must not undo a pause that happened meanwhile).
     pub fn transition_from(&self, from: State, to: State, reason: Reason) -> bool {
-        let mut status = self.status.lock().unwrap();
+        let mut status = lock(&self.status);
         if status.state != from || !from.can_become(to) {
             return false;
         }
         status.state = to;
+        drop(status);
         self.publish(from, to, reason);
         true
     }
@@ -176,106 +326,108 @@ impl SandboxShared {
         }
     }
 
-    /// Installs the kernel resources of a sandbox whose init said Ready.
-    /// If the sandbox was destroyed while it started (runtime shutdown),
-    /// the resources are released here and the caller gets the error.
-    pub fn set_live(&self, mut live: Live) -> Result<()> {
-        let mut slot = self.live.lock().unwrap();
-        if self.state() == State::Destroyed {
-            drop(slot);
-            let _ = self.teardown(&mut live, false);
-            return Err(self.not_running());
-        }
-        *slot = Some(live);
-        Ok(())
-    }
-
-    /// Runs `f` on the kernel resources while the sandbox is live (holding
-    /// the `live` lock: destroy waits).
-    pub fn with_live<R>(&self, f: impl FnOnce(&Live) -> R) -> Option<R> {
-        self.live.lock().unwrap().as_ref().map(f)
-    }
-
-    pub fn control(&self) -> Option<Arc<OwnedFd>> {
-        self.live
-            .lock()
-            .unwrap()
-            .as_ref()
-            .map(|l| l.control.clone())
-    }
-
-    pub fn root(&self) -> Option<Arc<OwnedFd>> {
-        self.live.lock().unwrap().as_ref().map(|l| l.root.clone())
-    }
-
-    /// A duplicate of init's pidfd: readable once the sandbox has ended
-    /// (for threads that must stop with it, like a files watch).
-    pub fn init_pidfd(&self) -> Option<OwnedFd> {
-        let live = self.live.lock().unwrap();
-        live.as_ref().and_then(|l| l.pidfd.try_clone().ok())
-    }
-
-    pub fn init_pid(&self) -> Option<i32> {
-        self.live.lock().unwrap().as_ref().map(|l| l.pid)
-    }
-
-    pub fn id_count(&self) -> u32 {
-        self.ctx.range.count
-    }
-
     pub fn end_reason(&self) -> Option<Reason> {
-        self.status.lock().unwrap().end_reason.clone()
+        lock(&self.status).end_reason.clone()
     }
+
+    /// A command started or ended, or the files API was used.
+    pub fn touch(&self) {
+        lock(&self.status).last_activity = SystemTime::now();
+    }
+
+    pub fn last_activity(&self) -> SystemTime {
+        lock(&self.status).last_activity
+    }
+
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        lock(&self.metadata).clone()
+    }
+
+    pub fn set_metadata(&self, metadata: BTreeMap<String, String>) {
+        *lock(&self.metadata) = metadata;
+    }
+
+    pub fn info(&self) -> SandboxInfo {
+        let (state, end_at, end_reason) = {
+            let status = lock(&self.status);
+            (status.state, status.end_at, status.end_reason.clone())
+        };
+        SandboxInfo {
+            id: self.id.clone(),
+            template: self.template_name.clone(),
+            state,
+            metadata: self.metadata(),
+            hostname: self.hostname.clone(),
+            created_at: self.created_at,
+            end_at,
+            init_pid: self.init_pid(),
+            commands_in_flight: lock(&self.execs).running.len(),
+            end_reason,
+        }
+    }
+
+    // ---- the lifetime -----------------------------------------------------
 
     pub fn deadline(&self) -> Instant {
-        self.status.lock().unwrap().deadline
+        lock(&self.status).deadline
+    }
+
+    pub fn end_at(&self) -> SystemTime {
+        lock(&self.status).end_at
+    }
+
+    /// Tells the reaper the current deadline.
+    pub fn arm_deadline(&self) {
+        let me: Weak<dyn Expiring> = self.me.clone();
+        self.ctx.reaper.deadline(me, self.deadline());
     }
 
     /// Whether the lifetime is over at `now` (never while the clock is
     /// stopped by a pause).
-    pub fn deadline_due(&self, now: Instant) -> bool {
-        let status = self.status.lock().unwrap();
+    fn deadline_due(&self, now: Instant) -> bool {
+        let status = lock(&self.status);
         status.clock_stopped.is_none() && status.deadline <= now && status.state.is_live()
     }
 
-    /// Pause with the pause clock: remember the lifetime left.
-    pub fn stop_clock(&self) {
-        let mut status = self.status.lock().unwrap();
-        if status.clock_stopped.is_none() {
+    /// Pause: remember when; with the pause clock, the lifetime left.
+    pub fn pause_started(&self) {
+        let mut status = lock(&self.status);
+        status.paused_at = Some(Instant::now());
+        if self.pause_clock && status.clock_stopped.is_none() {
             status.clock_stopped = Some(status.deadline.saturating_duration_since(Instant::now()));
         }
     }
 
-    /// Resume: the lifetime left runs from now; tells the reaper.
-    pub fn restart_clock(self: &Arc<Self>) {
-        let deadline = {
-            let mut status = self.status.lock().unwrap();
+    /// Resume: the lifetime left runs from now (with the pause clock);
+    /// returns how long the pause lasted.
+    pub fn pause_ended(&self) -> Duration {
+        let paused_for = {
+            let mut status = lock(&self.status);
+            let paused_for = status
+                .paused_at
+                .take()
+                .map(|at| at.elapsed())
+                .unwrap_or_default();
             let Some(left) = status.clock_stopped.take() else {
-                return;
+                return paused_for;
             };
             status.deadline = Instant::now() + left;
             status.end_at = SystemTime::now() + left;
-            status.deadline
+            paused_for
         };
-        let _ = self
-            .ctx
-            .reaper
-            .send(ReaperJob::Deadline(Arc::downgrade(self), deadline));
+        self.arm_deadline();
+        paused_for
     }
 
     pub fn clock_stopped(&self) -> bool {
-        self.status.lock().unwrap().clock_stopped.is_some()
-    }
-
-    pub fn end_at(&self) -> SystemTime {
-        self.status.lock().unwrap().end_at
+        lock(&self.status).clock_stopped.is_some()
     }
 
     /// Moves the deadline to `timeout` from now and tells the reaper.
-    pub fn set_timeout(self: &Arc<Self>, timeout: Duration) -> Result<()> {
+    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
         crate::engine::options::validate_timeout(timeout)?;
-        let deadline = {
-            let mut status = self.status.lock().unwrap();
+        {
+            let mut status = lock(&self.status);
             if !status.state.is_live() {
                 return Err(Error::SandboxNotRunning {
                     id: self.id.clone(),
@@ -288,168 +440,236 @@ impl SandboxShared {
                 // Paused with the clock stopped: all of it is left.
                 status.clock_stopped = Some(timeout);
             }
-            status.deadline
-        };
-        let _ = self
-            .ctx
-            .reaper
-            .send(ReaperJob::Deadline(Arc::downgrade(self), deadline));
+        }
+        self.arm_deadline();
         Ok(())
     }
 
-    /// The environment of a command: template, then the user's identity,
-    /// then the sandbox's, then the command's own (later entries win).
-    pub fn command_env(&self, user: &User, extra: &[(String, String)]) -> Vec<(String, String)> {
-        let mut env: Vec<(String, String)> = self.template.config.env.clone();
-        let mut set = |key: &str, value: String| {
-            env.retain(|(k, _)| k != key);
-            env.push((key.to_string(), value));
-        };
-        set("HOME", user.home.clone());
-        set("USER", user.name.clone());
-        set("LOGNAME", user.name.clone());
-        set(
-            "SHELL",
-            user.shell
-                .clone()
-                .unwrap_or_else(|| self.template.config.shell.clone()),
-        );
-        set("HOSTNAME", self.hostname.clone());
-        set("SANDLOT_SANDBOX_ID", self.id.clone());
-        for (key, value) in self.env.iter().chain(extra) {
-            set(key, value.clone());
+    // ---- kernel resources -------------------------------------------------
+
+    /// Installs the kernel resources of a sandbox whose init said Ready.
+    /// If the sandbox was destroyed while it started (runtime shutdown),
+    /// the resources are released here and the caller gets the error.
+    pub fn set_live(&self, live: Live) -> Result<()> {
+        let live = Arc::new(live);
+        {
+            let mut slot = lock(&self.live);
+            if self.state() != State::Destroyed {
+                *slot = Some(live);
+                return Ok(());
+            }
         }
-        env
+        let _ = self.teardown(&live, false);
+        self.mark_ended();
+        Err(self.not_running())
     }
+
+    /// The kernel resources while the sandbox is live: a clone, used
+    /// without holding any lock of the sandbox.
+    pub fn live(&self) -> Option<Arc<Live>> {
+        lock(&self.live).clone()
+    }
+
+    pub fn init_pid(&self) -> Option<i32> {
+        lock(&self.live).as_ref().map(|l| l.pid)
+    }
+
+    /// A duplicate of init's pidfd: readable once the sandbox has ended
+    /// (for threads that must stop with it, like a files watch).
+    pub fn init_pidfd(&self) -> Option<OwnedFd> {
+        self.live().and_then(|l| l.pidfd.try_clone().ok())
+    }
+
+    /// Whether init still runs (its pidfd is not yet readable).
+    pub fn init_alive(&self) -> bool {
+        self.live()
+            .is_some_and(|l| !process::pidfd_exited(l.pidfd.as_fd()))
+    }
+
+    // ---- requests to init -------------------------------------------------
 
     pub fn send_request(&self, request: &Request) -> Result<()> {
         self.send_request_with_fds(request, &[])
     }
 
+    /// Sends a request to init (without holding any lock: a frozen init
+    /// may leave the socket full and the send waiting).
     pub fn send_request_with_fds(&self, request: &Request, fds: &[BorrowedFd<'_>]) -> Result<()> {
-        let control = self.control().ok_or_else(|| self.not_running())?;
-        control::send(control.as_fd(), request, fds, false).map_err(|errno| match errno {
+        let live = self.live().ok_or_else(|| self.not_running())?;
+        control::send(live.control.as_fd(), request, fds, false).map_err(|errno| match errno {
             Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN => self.not_running(),
             errno => Error::setup("send to init", errno),
         })
     }
 
     pub fn send_signal(&self, id: u64, signal: i32, group: bool) -> Result<()> {
-        if !self.commands.lock().unwrap().running.contains_key(&id) {
+        if !lock(&self.execs).running.contains_key(&id) {
             // Already finished: nothing left to signal.
             return Ok(());
         }
         self.send_request(&Request::Signal { id, signal, group })
     }
 
-    /// Records a new command; the first one makes the sandbox Active.
-    /// Past `max_concurrent` commands in flight: `QuotaExceeded`.
-    pub fn register_command(&self, entry: CommandEntry) -> Result<u64> {
-        let mut table = self.commands.lock().unwrap();
+    // ---- executions -------------------------------------------------------
+
+    /// Records a new execution; the first one makes the sandbox Active.
+    /// Past `max_concurrent` in flight: `QuotaExceeded`.
+    pub fn register_execution(&self, execution: Execution) -> Result<u64> {
+        let mut execs = lock(&self.execs);
         self.check_accepts_commands()?;
-        if let Some(max) = self.resources.exec.max_concurrent {
-            if table.running.len() >= max {
+        if let Some(max) = self.exec_limits.max_concurrent {
+            if execs.running.len() >= max {
                 return Err(Error::QuotaExceeded {
                     what: "max_concurrent",
                     limit: max as u64,
                 });
             }
         }
-        table.next_id += 1;
-        let id = table.next_id;
-        table.running.insert(id, entry);
-        self.resources.touch();
-        if table.running.len() == 1 {
+        execs.next_id += 1;
+        let id = execs.next_id;
+        execs.running.insert(id, execution);
+        let first = execs.running.len() == 1;
+        drop(execs);
+        self.touch();
+        if first {
             self.transition_from(State::Running, State::Active, Reason::CommandStarted);
         }
         Ok(id)
     }
 
+    /// Hands an output pipe of execution `id` to the io thread.
     pub fn watch_output(&self, id: u64, output: Output) -> Result<(), Errno> {
-        let token = self.ctx.reactor.watch_output(output)?;
-        if let Some(entry) = self.commands.lock().unwrap().running.get_mut(&id) {
-            entry.outputs.push(token);
-        } else {
-            self.ctx.reactor.drop_output(token);
+        let reactor = &self.ctx.reactor;
+        let token = reactor.watch_output(self.handler(), output)?;
+        match lock(&self.execs).running.get_mut(&id) {
+            Some(execution) => execution.outputs.push(token),
+            None => reactor.drop_output(token),
         }
         Ok(())
     }
 
-    pub fn arm_command_timer(self: &Arc<Self>, id: u64, at: Instant) {
-        self.ctx.reactor.add_timer(at, Arc::downgrade(self), id);
+    /// Arms (or re-arms, after a pause) execution `id`'s deadline.
+    pub fn arm_exec_deadline(&self, id: u64, at: Instant) {
+        let mut execs = lock(&self.execs);
+        let Some(execution) = execs.running.get_mut(&id) else {
+            return;
+        };
+        execution.deadline = Some(at);
+        if let Some(old) = execution.timer.take() {
+            self.ctx.reactor.cancel_timer(old);
+        }
+        execution.timer = Some(self.ctx.reactor.add_timer(
+            at,
+            self.handler(),
+            TimerKind::Deadline(id),
+        ));
     }
 
-    /// Forgets a command that never reached init.
-    pub fn abandon_command(&self, id: u64) {
-        if let Some(entry) = self.remove_command(id) {
-            for token in entry.outputs {
+    /// Moves every execution's deadline by `by` (resume with the pause
+    /// clock).
+    pub fn shift_exec_deadlines(&self, by: Duration) {
+        let ids: Vec<(u64, Instant)> = lock(&self.execs)
+            .running
+            .iter()
+            .filter_map(|(id, e)| e.deadline.map(|d| (*id, d + by)))
+            .collect();
+        for (id, at) in ids {
+            self.arm_exec_deadline(id, at);
+        }
+    }
+
+    /// Waits for init's answer to the spawn request of execution `id`.
+    pub fn wait_spawned(
+        &self,
+        id: u64,
+        reply: &crossbeam_channel::Receiver<Result<i32, Errno>>,
+    ) -> Result<Result<i32, Errno>> {
+        loop {
+            match reply.recv_timeout(SPAWN_REPLY_TIMEOUT) {
+                Ok(answer) => return Ok(answer),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(self.not_running())
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if self.state() == State::Paused {
+                        continue; // answered on resume
+                    }
+                    self.abandon_execution(id);
+                    return Err(Error::Protocol {
+                        id: self.id.clone(),
+                        reason: format!(
+                            "init did not answer spawn request {id} within {SPAWN_REPLY_TIMEOUT:?}"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Forgets an execution that never reached init.
+    pub fn abandon_execution(&self, id: u64) {
+        if let Some(execution) = self.remove_execution(id) {
+            for token in execution.outputs {
                 self.ctx.reactor.drop_output(token);
             }
         }
     }
 
-    /// Removes a command; the last one makes the sandbox Running again.
-    fn remove_command(&self, id: u64) -> Option<CommandEntry> {
-        let mut table = self.commands.lock().unwrap();
-        let entry = table.running.remove(&id)?;
-        self.resources.touch();
-        if table.running.is_empty() {
+    /// Removes an execution; the last one makes the sandbox Running again.
+    fn remove_execution(&self, id: u64) -> Option<Execution> {
+        let (execution, idle) = {
+            let mut execs = lock(&self.execs);
+            let execution = execs.running.remove(&id)?;
+            (execution, execs.running.is_empty())
+        };
+        if let Some(timer) = execution.timer {
+            self.ctx.reactor.cancel_timer(timer);
+        }
+        self.touch();
+        if idle {
             self.transition_from(State::Active, State::Running, Reason::Idle);
         }
-        Some(entry)
+        Some(execution)
     }
 
-    /// Reactor: a command's deadline passed.
-    pub fn command_timed_out(&self, id: u64) {
-        if self.clock_stopped() {
-            // Paused with the clock stopped: resume re-arms the deadline.
-            return;
-        }
-        let mut table = self.commands.lock().unwrap();
-        let Some(entry) = table.running.get_mut(&id) else {
-            return;
+    /// Sends the exit of execution `id` if init reported it and every
+    /// output pipe is closed.
+    fn finish_if_done(&self, id: u64) {
+        let done = {
+            let execs = lock(&self.execs);
+            execs
+                .running
+                .get(&id)
+                .is_some_and(|e| e.exited.is_some() && e.outputs.is_empty())
         };
-        if entry.deadline.is_some_and(|d| d > Instant::now()) {
-            // Moved later by a pause; a new timer is armed.
+        if !done {
             return;
         }
-        entry.timed_out = true;
-        drop(table);
-        if let Some(control) = self.control() {
-            let kill = Request::Signal {
-                id,
-                signal: libc::SIGKILL,
-                group: true,
-            };
-            let _ = control::send(control.as_fd(), &kill, &[], true);
+        if let Some(execution) = self.remove_execution(id) {
+            let (status, usage) = execution.exited.expect("checked above");
+            let exit = execution.exit_event(status, usage, || self.oom_kills_now());
+            execution.send_exit(exit);
         }
     }
 
-    /// Reactor: an output pipe reached end-of-file.
-    pub fn output_closed(&self, id: u64, token: Token) {
-        if let Some(entry) = self.commands.lock().unwrap().running.get_mut(&id) {
-            entry.outputs.retain(|t| *t != token);
-        }
-    }
-
-    /// Reactor: one event from init; `buf` is the io thread's scratch space.
-    pub fn on_event(&self, reactor: &Reactor, event: Event, buf: &mut [u8]) {
+    /// One event from init.
+    fn on_event(&self, event: Event) {
         match event {
             Event::Spawned { id, pid } => {
-                let mut table = self.commands.lock().unwrap();
-                if let Some(entry) = table.running.get_mut(&id) {
-                    entry.pid = Some(pid);
-                    if let Some(reply) = entry.spawned.take() {
+                let mut execs = lock(&self.execs);
+                if let Some(execution) = execs.running.get_mut(&id) {
+                    execution.pid = Some(pid);
+                    if let Some(reply) = execution.spawned.take() {
                         let _ = reply.send(Ok(pid));
                     }
                 }
             }
             Event::SpawnFailed { id, errno } => {
-                if let Some(mut entry) = self.remove_command(id) {
-                    for token in entry.outputs.drain(..) {
-                        reactor.drop_output(token);
+                if let Some(mut execution) = self.remove_execution(id) {
+                    for token in execution.outputs.drain(..) {
+                        self.ctx.reactor.drop_output(token);
                     }
-                    if let Some(reply) = entry.spawned.take() {
+                    if let Some(reply) = execution.spawned.take() {
                         let _ = reply.send(Err(Errno::from_raw(errno)));
                     }
                 }
@@ -457,221 +677,305 @@ impl SandboxShared {
             Event::Exited {
                 id, status, usage, ..
             } => {
-                if let Some(entry) = self.remove_command(id) {
-                    // Output written before the exit is already in the
-                    // pipes: forward it, then the exit, in that order.
-                    for token in &entry.outputs {
-                        reactor.drain_output(*token, buf);
-                    }
-                    let exit = entry.exit_event(status, usage, || self.oom_kills_now());
-                    let _ = entry.events.send(ProcessEvent::Exit(exit));
+                let outputs = {
+                    let mut execs = lock(&self.execs);
+                    let Some(execution) = execs.running.get_mut(&id) else {
+                        return;
+                    };
+                    execution.exited = Some((status, usage));
+                    execution.outputs.clone()
+                };
+                // What the process wrote before it exited is in its pipes:
+                // forward that, then the exit (see `output.rs`).
+                if outputs.is_empty() {
+                    self.finish_if_done(id);
+                } else {
+                    self.ctx.reactor.finish_outputs(&outputs);
                 }
             }
             Event::Ready { .. } | Event::SetupFailed { .. } => {}
         }
     }
 
-    pub fn unwatch_control(&self, reactor: &Reactor) {
-        let mut live = self.live.lock().unwrap();
-        if let Some(live) = live.as_mut() {
-            if let Some(token) = live.control_token.take() {
-                reactor.remove_watch(token, live.control.as_fd());
-            }
+    // ---- OOM --------------------------------------------------------------
+
+    /// Registers the sandbox's OOM notifier with the io thread. Called
+    /// once, before the sandbox is live; undone by teardown.
+    pub fn watch_oom(&self, cgroup: &SandboxCgroup) -> Result<()> {
+        let watch = Arc::new(OomWatch::new(
+            cgroup,
+            &self.id,
+            self.ctx.resource_events.clone(),
+        )?);
+        let token = self
+            .ctx
+            .reactor
+            .watch_oom(self.handler(), watch.clone())
+            .map_err(|e| Error::setup("watch for OOM kills", e))?;
+        *lock(&self.oom) = Some((watch, token));
+        Ok(())
+    }
+
+    fn unwatch_oom(&self) {
+        if let Some((_, token)) = lock(&self.oom).take() {
+            self.ctx.reactor.unwatch_oom(token);
         }
     }
 
-    pub fn unwatch_init(&self, reactor: &Reactor) {
-        let mut live = self.live.lock().unwrap();
-        if let Some(live) = live.as_mut() {
-            if let Some(token) = live.init_token.take() {
-                reactor.remove_watch(token, live.pidfd.as_fd());
-            }
+    fn oom_watch(&self) -> Option<Arc<OomWatch>> {
+        lock(&self.oom).as_ref().map(|(w, _)| w.clone())
+    }
+
+    /// OOM kills the host has seen so far (no syscall).
+    pub fn oom_seen(&self) -> u64 {
+        self.oom_watch().map_or(0, |w| w.seen())
+    }
+
+    /// Reads the OOM count from the cgroup, publishes kills not yet
+    /// reported, and returns the count.
+    pub fn oom_kills_now(&self) -> u64 {
+        self.oom_watch().map_or(0, |w| w.kills_now())
+    }
+
+    /// Records an OOM count read elsewhere (metrics); publishes what is new.
+    pub fn observe_oom_count(&self, count: u64) {
+        if let Some(watch) = self.oom_watch() {
+            watch.observe(count);
         }
     }
 
-    /// Whether init still runs (its pidfd is not yet readable).
-    pub fn init_alive(&self) -> bool {
-        let live = self.live.lock().unwrap();
-        live.as_ref()
-            .is_some_and(|l| !process::pidfd_exited(l.pidfd.as_fd()))
+    // ---- the end ----------------------------------------------------------
+
+    /// A create that failed before the sandbox went live: out of the
+    /// table, nothing left registered (its cgroup and child were already
+    /// released by the creator).
+    pub fn forget(&self) {
+        self.unwatch_oom();
+        self.ctx.remove(&self.id);
+        self.mark_ended();
+    }
+
+    fn mark_ended(&self) {
+        let (done, cv) = &self.ended;
+        *lock(done) = true;
+        cv.notify_all();
+    }
+
+    fn wait_ended(&self) {
+        let (done, cv) = &self.ended;
+        let mut done = lock(done);
+        while !*done {
+            done = cv.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Ends the sandbox on a teardown thread (from the io thread or the
+    /// reaper, which must not wait for it); once.
+    fn destroy_later(&self, reason: Reason) {
+        if self.gone.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Some(me) = self.me.upgrade() else {
+            return;
+        };
+        self.ctx.teardowns.run(move || {
+            let _ = me.destroy(reason);
+        });
     }
 
     /// Kills every process of the sandbox and releases everything it held.
     /// Idempotent: later calls wait for the first one and return Ok.
     pub fn destroy(&self, reason: Reason) -> Result<()> {
-        let mut live_slot = self.live.lock().unwrap();
-        let Some(mut live) = live_slot.take() else {
-            // Still being built: doom it; the creator tears it down when
-            // it tries to install the resources (see `set_live`).
-            let mut status = self.status.lock().unwrap();
+        let live = lock(&self.live).take();
+        let Some(live) = live else {
+            // Being built, or ended (or ending) already.
+            let mut status = lock(&self.status);
             if matches!(status.state, State::Pending | State::Starting) {
+                // Still being built: doom it; the creator tears it down
+                // when it tries to install the resources (see `set_live`).
                 status.end_reason = Some(reason.clone());
                 let from = std::mem::replace(&mut status.state, State::Destroyed);
+                drop(status);
                 self.publish(from, State::Destroyed, reason);
+                return Ok(());
+            }
+            let ending = status.state == State::Destroyed;
+            drop(status);
+            if ending {
+                self.wait_ended();
             }
             return Ok(());
         };
-        let from = {
-            let mut status = self.status.lock().unwrap();
+        // init's end, noticed by the io thread meanwhile, is this teardown.
+        self.gone.store(true, Ordering::SeqCst);
+        let (from, paused) = {
+            let mut status = lock(&self.status);
             status.end_reason = Some(reason.clone());
-            std::mem::replace(&mut status.state, State::Destroyed)
+            let from = std::mem::replace(&mut status.state, State::Destroyed);
+            (from, from == State::Paused || status.paused_at.is_some())
         };
-
-        let torn_down = self.teardown(&mut live, from == State::Paused);
-
-        // Close every descriptor (the mount namespace, the overlay and the
-        // writable tmpfs go with the last reference).
+        let torn_down = self.teardown(&live, paused);
+        // The last reference closes every descriptor: the mount namespace,
+        // the overlay and the writable tmpfs go with it.
         drop(live);
-        drop(live_slot);
-        self.ctx.table.lock().unwrap().remove(&self.id);
+        self.ctx.remove(&self.id);
         self.publish(from, State::Destroyed, reason);
+        self.mark_ended();
         torn_down
     }
 
     /// Kills every process of the sandbox and releases what `live` holds:
     /// the work of `destroy`, shared with a create that was doomed while
-    /// it started (`set_live`).
-    fn teardown(&self, live: &mut Live, paused: bool) -> Result<()> {
-        // 1. SIGKILL to every task: cgroup.kill where there is one (it
+    /// it started (`set_live`). No lock of the sandbox is held meanwhile.
+    fn teardown(&self, live: &Live, paused: bool) -> Result<()> {
+        // 1. Nothing more will come from init: stop watching its socket and
+        //    pidfd first (the pidfd turns readable at the kill below).
+        let reactor = &self.ctx.reactor;
+        reactor.remove_watch(live.tokens[0], live.control.as_fd());
+        reactor.remove_watch(live.tokens[1], live.pidfd.as_fd());
+
+        // 2. SIGKILL to every task: cgroup.kill where there is one (it
         //    reaches frozen tasks too), else to init, whose death ends the
         //    whole pid namespace. Reaping init waits until every process in
         //    it is gone.
-        let killed = live
-            .cgroup
-            .as_ref()
-            .is_some_and(|c| matches!(c.kill(), Ok(true)));
-        if !killed {
+        if !matches!(live.cgroup.kill(), Ok(true)) {
             let _ = process::pidfd_signal(live.pidfd.as_fd(), libc::SIGKILL);
         }
         if paused {
             // The v1 freezer holds even killed tasks until thawed (v2 lets
             // them die); they wake with SIGKILL pending and run no code.
-            if let Some(cgroup) = &live.cgroup {
-                let _ = cgroup.thaw();
-            }
+            let _ = live.cgroup.thaw();
         }
         let reaped = process::reap_pidfd(live.pidfd.as_fd(), true);
 
-        // 2. Nothing more will come from the sandbox.
-        self.release_resources();
-        let reactor = &self.ctx.reactor;
-        if let Some(token) = live.control_token.take() {
-            reactor.remove_watch(token, live.control.as_fd());
-        }
-        if let Some(token) = live.init_token.take() {
-            reactor.remove_watch(token, live.pidfd.as_fd());
-        }
+        // 3. Services let go of what refers to the sandbox.
+        self.unwatch_oom();
+        self.ext.release_all();
 
-        // 3. Commands in flight end with what they wrote, then their exit.
-        let entries: Vec<CommandEntry> = {
-            let mut table = self.commands.lock().unwrap();
-            table.running.drain().map(|(_, e)| e).collect()
+        // 4. Executions in flight end with what they wrote, then their exit.
+        let executions: Vec<Execution> = {
+            let mut execs = lock(&self.execs);
+            execs.running.drain().map(|(_, e)| e).collect()
         };
         let mut buf = Vec::new();
-        for entry in entries {
-            if buf.is_empty() && !entry.outputs.is_empty() {
-                buf = vec![0u8; crate::engine::reactor::READ_CHUNK];
+        for execution in executions {
+            if let Some(timer) = execution.timer {
+                reactor.cancel_timer(timer);
             }
-            for token in &entry.outputs {
-                reactor.drain_output(*token, &mut buf);
+            if buf.is_empty() && !execution.outputs.is_empty() {
+                buf = vec![0u8; READ_CHUNK];
             }
-            let _ = entry
-                .events
-                .send(ProcessEvent::Exit(entry.destroyed_event()));
+            for token in &execution.outputs {
+                reactor.flush_output(*token, &mut buf);
+            }
+            execution.send_exit(execution.destroyed_event());
         }
 
-        // 4. The cgroup dirs, now that no task is left in them.
-        let removed = live.cgroup.take().map(SandboxCgroup::remove).transpose();
+        // 5. The cgroup dirs, now that no task is left in them.
+        let removed = live.cgroup.remove();
         reaped.map_err(|e| Error::setup("reap init", e))?;
         removed?;
         Ok(())
     }
-}
 
-/// A handle to a sandbox. Cheap to clone; dropping it does not destroy the
-/// sandbox (its timeout or `kill` does).
-#[derive(Clone)]
-pub struct Sandbox {
-    pub(crate) shared: Arc<SandboxShared>,
-}
-
-impl fmt::Debug for Sandbox {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sandbox")
-            .field("id", &self.shared.id)
-            .field("state", &self.state())
-            .finish()
+    /// The runtime failed while serving this sandbox: Error, then torn
+    /// down (Destroyed with the reason).
+    fn fail(&self, what: String) {
+        let _ = self.transition(State::Error, Reason::Internal(what.clone()));
+        self.destroy_later(Reason::Internal(what));
     }
 }
 
-impl Sandbox {
-    pub(crate) fn shared(&self) -> &Arc<SandboxShared> {
-        &self.shared
-    }
-
-    pub fn id(&self) -> &str {
-        &self.shared.id
-    }
-
-    pub fn state(&self) -> State {
-        self.shared.state()
-    }
-
-    /// A copy of the sandbox's metadata.
-    pub fn metadata(&self) -> BTreeMap<String, String> {
-        self.shared.metadata.lock().unwrap().clone()
-    }
-
-    /// Replaces the sandbox's metadata (validated like
-    /// [`SandboxOptions::metadata`](crate::SandboxOptions::metadata)).
-    pub fn set_metadata(&self, metadata: BTreeMap<String, String>) -> Result<()> {
-        crate::engine::options::validate_metadata(&metadata)?;
-        *self.shared.metadata.lock().unwrap() = metadata;
-        Ok(())
-    }
-
-    pub fn info(&self) -> SandboxInfo {
-        let shared = &self.shared;
-        SandboxInfo {
-            id: shared.id.clone(),
-            template: shared.template_name.clone(),
-            state: shared.state(),
-            metadata: shared.metadata.lock().unwrap().clone(),
-            hostname: shared.hostname.clone(),
-            created_at: shared.created_at,
-            end_at: shared.end_at(),
-            init_pid: shared.init_pid(),
-            commands_in_flight: shared.commands.lock().unwrap().running.len(),
+impl Handler for SandboxShared {
+    fn control_readable(&self, _reactor: &Reactor, buf: &mut [u8]) -> bool {
+        let Some(live) = self.live() else {
+            return false;
+        };
+        loop {
+            match control::recv(live.control.as_fd(), buf, true) {
+                Ok(Incoming::Event(event)) => self.on_event(event),
+                Ok(Incoming::Empty) => return true,
+                Ok(Incoming::Closed) | Err(_) => return false,
+            }
         }
     }
 
-    /// Live state and init still running.
-    pub fn is_alive(&self) -> bool {
-        self.state().is_live() && self.shared.init_alive()
+    fn init_gone(&self) {
+        if self.gone.load(Ordering::SeqCst) {
+            return;
+        }
+        // Stop watching at once (a readable pidfd stays readable), then
+        // tear down on another thread. No live resources: a destroy took
+        // them, and removed the watches first.
+        let Some(live) = self.live() else {
+            return;
+        };
+        let reactor = &self.ctx.reactor;
+        reactor.remove_watch(live.tokens[0], live.control.as_fd());
+        reactor.remove_watch(live.tokens[1], live.pidfd.as_fd());
+        self.destroy_later(Reason::InitDied);
     }
 
-    /// Why the sandbox ended (timeout, kill, init died, shutdown), once it
-    /// has; `None` while it lives.
-    pub fn end_reason(&self) -> Option<Reason> {
-        self.shared.end_reason()
+    fn output_closed(&self, exec: u64, token: Token) {
+        if let Some(execution) = lock(&self.execs).running.get_mut(&exec) {
+            execution.outputs.retain(|t| *t != token);
+        }
+        self.finish_if_done(exec);
     }
 
-    /// When the timeout will kill this sandbox.
-    pub fn end_at(&self) -> SystemTime {
-        self.shared.end_at()
+    fn deadline_passed(&self, exec: u64) {
+        if self.clock_stopped() {
+            // Paused with the clock stopped: resume re-arms the deadline.
+            return;
+        }
+        {
+            let mut execs = lock(&self.execs);
+            let Some(execution) = execs.running.get_mut(&exec) else {
+                return;
+            };
+            if execution.deadline.is_some_and(|d| d > Instant::now()) {
+                // Moved later by a pause; a new timer is armed.
+                return;
+            }
+            execution.timed_out = true;
+            execution.timer = None;
+        }
+        if let Some(live) = self.live() {
+            let kill = Request::Signal {
+                id: exec,
+                signal: libc::SIGKILL,
+                group: true,
+            };
+            let _ = control::send(live.control.as_fd(), &kill, &[], true);
+        }
     }
 
-    /// Sets the remaining lifetime to `timeout` from now (longer or shorter).
-    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
-        self.shared.set_timeout(timeout)
+    fn check_oom(&self, reactor: &Reactor, attempt: Option<u32>) {
+        let Some(watch) = self.oom_watch() else {
+            return;
+        };
+        match watch.check(attempt) {
+            Next::Done => {}
+            Next::Recheck(next, pause) => {
+                reactor.add_timer(
+                    Instant::now() + pause,
+                    self.handler(),
+                    TimerKind::OomRecheck(next),
+                );
+            }
+            Next::Gone => self.unwatch_oom(),
+        }
     }
 
-    /// Destroys the sandbox now. Idempotent.
-    pub fn kill(&self) -> Result<()> {
-        self.shared.destroy(Reason::Killed)
+    fn failed(&self, what: String) {
+        self.fail(what);
     }
+}
 
-    pub fn commands(&self) -> Commands<'_> {
-        Commands { sandbox: self }
+impl Expiring for SandboxShared {
+    fn expire(&self, now: Instant) {
+        if self.deadline_due(now) {
+            self.destroy_later(Reason::Timeout);
+        }
     }
 }

@@ -237,6 +237,7 @@ impl CapPlan {
     }
 
     /// Whether capability number `cap` is kept.
+    #[cfg(test)]
     pub const fn keeps(&self, cap: u32) -> bool {
         cap <= MAX_CAP && self.keep & (1 << cap) != 0
     }
@@ -259,7 +260,7 @@ impl CapPlan {
     /// Must run after every step that needs `CAP_SYS_ADMIN` and before
     /// [`set_no_new_privs`] and the seccomp filters.
     pub fn apply(&self) -> Result<(), i32> {
-        crate::sys::caps::drop_caps(self)
+        crate::sys::caps::drop_caps(self.keep_mask(), self.inheritable_mask(), self.last_cap())
     }
 }
 

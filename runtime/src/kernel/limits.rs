@@ -40,6 +40,9 @@ pub const MIN_CPUS: f64 = 0.01;
 /// control socket must fit, with a little room for the program itself.
 pub const MIN_OPEN_FILES: u64 = 8;
 
+/// The longest `ExecLimits::max_time` (30 days, a sandbox's longest life).
+pub const MAX_EXEC_TIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Resource limits of one sandbox.
 ///
 /// Defaults ([`Limits::default`]): 1 CPU, 512 MiB of memory, 128 processes
@@ -133,6 +136,9 @@ pub enum LimitsError {
     /// `ExecLimits::max_time` is zero: no command could run.
     #[error("exec_limits.max_time is 0: use None for no limit")]
     MaxTimeZero,
+    /// `ExecLimits::max_time` is above [`MAX_EXEC_TIME`].
+    #[error("exec_limits.max_time is {value:?}: above the maximum of {MAX_EXEC_TIME:?}")]
+    MaxTimeTooLong { value: Duration },
     /// `ExecLimits::max_concurrent` is zero: no command could run.
     #[error("exec_limits.max_concurrent is 0: use None for no limit")]
     MaxConcurrentZero,
@@ -151,7 +157,7 @@ impl LimitsError {
             }
             LimitsError::MaxFileSizeZero => "max_file_size",
             LimitsError::CpusetSyntax { .. } => "cpuset",
-            LimitsError::MaxTimeZero => "max_time",
+            LimitsError::MaxTimeZero | LimitsError::MaxTimeTooLong { .. } => "max_time",
             LimitsError::MaxConcurrentZero => "max_concurrent",
         }
     }
@@ -294,6 +300,9 @@ impl ExecLimits {
     pub fn validate(&self) -> Result<(), LimitsError> {
         if self.max_time.is_some_and(|t| t.is_zero()) {
             return Err(LimitsError::MaxTimeZero);
+        }
+        if let Some(value) = self.max_time.filter(|t| *t > MAX_EXEC_TIME) {
+            return Err(LimitsError::MaxTimeTooLong { value });
         }
         if self.max_concurrent == Some(0) {
             return Err(LimitsError::MaxConcurrentZero);
@@ -460,6 +469,13 @@ mod tests {
         assert_eq!(e.unwrap_err().field(), "max_time");
         let e = ExecLimits::default().max_concurrent(0).validate();
         assert_eq!(e, Err(LimitsError::MaxConcurrentZero));
+        let e = ExecLimits::default().max_time(Duration::MAX).validate();
+        assert_eq!(
+            e,
+            Err(LimitsError::MaxTimeTooLong {
+                value: Duration::MAX
+            })
+        );
         let ok = ExecLimits::default()
             .max_time(Duration::from_millis(1))
             .max_output_bytes(0)

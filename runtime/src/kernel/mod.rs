@@ -6,6 +6,9 @@
 //! lifecycle is; everything returns [`KernelError`] or its own error type.
 
 pub mod caps;
+// Its whole API is driven by its own integration tests (the `testing`
+// feature); the runtime uses a part of it.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 pub mod cgroups;
 pub(crate) mod error;
 pub mod fs;
@@ -15,5 +18,6 @@ pub(crate) mod mounts;
 pub mod seccomp;
 pub(crate) mod spawn;
 pub mod userns;
+pub(crate) mod version;
 
 pub(crate) use error::KernelError;

@@ -27,6 +27,7 @@ use sandlot_rootfs::Template;
 
 use crate::kernel::error::{KernelError, KernelResult};
 use crate::kernel::userns::IdRange;
+use crate::kernel::version;
 use crate::sys::mount as newmount;
 
 /// Device nodes every sandbox gets: (name, major, minor).
@@ -139,11 +140,8 @@ fn idmap_unsupported(source: &Path, errno: nix::errno::Errno) -> KernelError {
 /// overlayfs accepts idmapped lower layers from Linux 5.19 on; before, the
 /// mount fails with `EINVAL` and nothing else would say why.
 fn overlay_error(root: &Path, errno: nix::errno::Errno) -> KernelError {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let old_kernel =
-        crate::tools::doctor::parse_kernel_version(&release).is_some_and(|v| v < (5, 19));
+    let release = version::release();
+    let old_kernel = version::parse(&release).is_some_and(|v| v < (5, 19));
     if errno == nix::errno::Errno::EINVAL && old_kernel {
         KernelError::Unsupported {
             feature: "overlayfs on idmapped layers",

@@ -1,34 +1,55 @@
-//! Commands inside a sandbox: `run` (collect everything), `spawn` (a handle
-//! with a live event stream), `list` and `kill_all`.
+//! Commands inside a sandbox: a [`Command`] builder shaped like
+//! `std::process::Command` (`sandbox.command("ls").arg("-l").output()`),
+//! and `sandbox.commands()` with `run` (collect everything), `spawn` (a
+//! handle with a live, bounded event stream), `list` and `kill_all`.
 //!
 //! Output never passes through init: the host creates the pipes, hands the
-//! child ends to init with SCM_RIGHTS, and the reactor reads the host ends.
+//! child ends to init with SCM_RIGHTS, and the io thread reads the host
+//! ends into a bounded queue per command (see `engine/output.rs`). What is
+//! collected into memory (`run`, `output`, `wait`) stops at
+//! [`DEFAULT_OUTPUT_CAP`] per stream unless `ExecLimits::max_output_bytes`
+//! says otherwise; past it the result says truncated.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, Sender};
-use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use sandlot_proto::{Request, Spawn, Status, StdioMask, Usage, MAX_MESSAGE};
+use sandlot_proto::{Request, Spawn, StdioMask, MAX_MESSAGE};
 
 use crate::engine::error::{Error, Result};
-use crate::engine::reactor::{Output, Token};
-use crate::engine::sandbox::{Sandbox, SandboxShared};
-use crate::services::users;
+use crate::engine::exec::Execution;
+use crate::engine::lifecycle::{CommandExit, ExitReason, OutputStream, ProcessEvent, Signal};
+use crate::engine::options::validate_env_name;
+use crate::engine::output::{Output, ProcessEvents};
+use crate::engine::sandbox::SandboxShared;
+use crate::services::users::{self, User};
 
-/// What to run: a command line for the template's shell (`sh -c`), or an
-/// argument vector executed directly (no shell involved).
+/// What `run`, `output` and `wait` collect per stream when
+/// `ExecLimits::max_output_bytes` is not set: 16 MiB. Past it output is
+/// read and discarded, and the result says truncated. Streaming through
+/// `events()` is not capped (it is bounded in flight instead).
+pub const DEFAULT_OUTPUT_CAP: u64 = 16 << 20;
+
+/// What to run: a command line for the template's shell (`sh -c LINE`), or
+/// an argument vector executed directly (no shell involved). A string
+/// converts to `Shell`, an array or a `Vec` of strings to `Argv`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmd {
     Shell(String),
     Argv(Vec<String>),
+}
+
+impl Cmd {
+    /// `sh -c line` (the template's shell).
+    pub fn shell(line: impl Into<String>) -> Cmd {
+        Cmd::Shell(line.into())
+    }
 }
 
 impl From<&str> for Cmd {
@@ -61,19 +82,35 @@ impl From<&[&str]> for Cmd {
     }
 }
 
+/// A command's standard input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Stdin {
+    /// `/dev/null`: reading gives end-of-file at once.
+    #[default]
+    Null,
+    /// A pipe the caller writes through the handle (`write_stdin`,
+    /// `take_stdin`; dropping it closes the command's stdin).
+    Piped,
+    /// These bytes, then end-of-file (written by a thread of its own, so a
+    /// command that writes before it reads cannot deadlock with us).
+    Bytes(Vec<u8>),
+}
+
 /// Per-command options. Everything unset falls back to the sandbox's and
 /// then the template's defaults.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub cwd: Option<String>,
     pub env: Vec<(String, String)>,
+    /// Start from an empty environment instead of the template's, the
+    /// user's (`HOME`, `USER`, …) and the sandbox's: only `env` is set.
+    pub env_clear: bool,
     /// A user name from the sandbox's /etc/passwd, or a numeric `uid[:gid]`.
     pub user: Option<String>,
     /// Killing the command's whole process group when it passes (the
     /// sandbox's `ExecLimits::max_time` applies if it is shorter).
     pub timeout: Option<Duration>,
-    /// Bytes written to the command's stdin, which is then closed (`run`).
-    pub stdin: Option<Vec<u8>>,
+    pub stdin: Stdin,
 }
 
 impl RunOptions {
@@ -85,6 +122,10 @@ impl RunOptions {
         self.env.push((key.into(), value.into()));
         self
     }
+    pub fn env_clear(mut self) -> Self {
+        self.env_clear = true;
+        self
+    }
     pub fn user(mut self, user: impl Into<String>) -> Self {
         self.user = Some(user.into());
         self
@@ -93,106 +134,16 @@ impl RunOptions {
         self.timeout = Some(timeout);
         self
     }
+    /// These bytes on stdin, then end-of-file.
     pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(data.into());
+        self.stdin = Stdin::Bytes(data.into());
         self
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
-}
-
-/// Why a command ended. When several apply, the first in this order wins
-/// (what sandlot knows for certain first, then limits that killed, then
-/// limits that did not, then the program's own ending); `code` and
-/// `signal` always tell how the process itself ended:
-///
-/// 1. `SandboxDestroyed` — the sandbox went away (`TimedOut` if the
-///    command's own time limit had passed first);
-/// 2. `TimedOut` — sandlot killed it at its time limit;
-/// 3. `OomKilled` — it died of SIGKILL (or, run through a shell, exited
-///    with 137 = 128 + SIGKILL) and the sandbox's cgroup counted an OOM
-///    kill while it ran. The count is per sandbox, so a kill of another
-///    process of the sandbox at the same moment is attributed too;
-/// 4. `OutputLimit` — output past `ExecLimits::max_output_bytes` was
-///    discarded (the command itself ran on to its end);
-/// 5. `Signaled` — a signal ended it;
-/// 6. `Exited` — it exited on its own (any code).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitReason {
-    Exited,
-    Signaled,
-    TimedOut,
-    OomKilled,
-    OutputLimit,
-    SandboxDestroyed,
-}
-
-impl ExitReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExitReason::Exited => "exited",
-            ExitReason::Signaled => "signaled",
-            ExitReason::TimedOut => "timed_out",
-            ExitReason::OomKilled => "oom_killed",
-            ExitReason::OutputLimit => "output_limit",
-            ExitReason::SandboxDestroyed => "sandbox_destroyed",
-        }
+    /// A stdin pipe kept open for [`CommandHandle::write_stdin`].
+    pub fn stdin_piped(mut self) -> Self {
+        self.stdin = Stdin::Piped;
+        self
     }
-}
-
-impl fmt::Display for ExitReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// How a command ended, and what it cost.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandExit {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-    pub reason: ExitReason,
-    /// Wall time from spawn request to exit report.
-    pub duration: Duration,
-    pub cpu_user: Duration,
-    pub cpu_system: Duration,
-    /// Largest resident set of the command or a child it waited for.
-    pub peak_rss_bytes: u64,
-    /// Output past the sandbox's `max_output_bytes` was discarded.
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-}
-
-impl CommandExit {
-    pub fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// User plus system CPU time.
-    pub fn cpu_time(&self) -> Duration {
-        self.cpu_user + self.cpu_system
-    }
-
-    /// The shell convention: the exit code, or 128 + the signal number.
-    pub fn shell_code(&self) -> i32 {
-        match (self.code, self.signal) {
-            (Some(code), _) => code,
-            (None, Some(signal)) => 128 + signal,
-            (None, None) => 128 + libc::SIGKILL,
-        }
-    }
-}
-
-/// One thing that happened to a spawned command. `Exit` is always last.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProcessEvent {
-    Stdout(Vec<u8>),
-    Stderr(Vec<u8>),
-    Exit(CommandExit),
 }
 
 /// Everything a finished command produced.
@@ -237,94 +188,46 @@ pub struct ProcessInfo {
     pub started_at: SystemTime,
 }
 
-/// The host's record of one command in flight.
-pub(crate) struct CommandEntry {
-    pub argv: Vec<String>,
-    pub user: String,
-    pub pid: Option<i32>,
-    pub started: Instant,
-    pub started_at: SystemTime,
-    pub events: Sender<ProcessEvent>,
-    pub spawned: Option<Sender<Result<i32, Errno>>>,
-    pub outputs: Vec<Token>,
-    pub timed_out: bool,
-    /// When its time limit passes (moved by a pause with the pause clock).
-    pub deadline: Option<Instant>,
-    /// Set by the reactor when stdout / stderr output was discarded.
-    pub truncated: [Arc<AtomicBool>; 2],
-    /// The sandbox's OOM kill count when the command started.
-    pub oom_before: u64,
-}
-
+/// Output collected into memory, up to a cap per stream.
 #[derive(Default)]
-pub(crate) struct CommandTable {
-    pub next_id: u64,
-    pub running: HashMap<u64, CommandEntry>,
+struct Collected {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    cap: u64,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    exit: Option<CommandExit>,
 }
 
-impl CommandEntry {
-    fn truncated(&self) -> (bool, bool) {
-        (
-            self.truncated[0].load(Ordering::Relaxed),
-            self.truncated[1].load(Ordering::Relaxed),
-        )
+impl Collected {
+    fn push(&mut self, event: ProcessEvent) {
+        let cap = usize::try_from(self.cap).unwrap_or(usize::MAX);
+        let (buf, truncated, chunk) = match event {
+            ProcessEvent::Stdout(chunk) => (&mut self.stdout, &mut self.stdout_truncated, chunk),
+            ProcessEvent::Stderr(chunk) => (&mut self.stderr, &mut self.stderr_truncated, chunk),
+            ProcessEvent::Exit(exit) => {
+                self.exit = Some(exit);
+                return;
+            }
+        };
+        let room = cap.saturating_sub(buf.len());
+        if chunk.len() > room {
+            *truncated = true;
+        }
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
-    /// The final event for an exit report from init. `oom_kills` reads the
-    /// sandbox's OOM count now; it is only called for a SIGKILL death.
-    pub fn exit_event(
-        &self,
-        status: Status,
-        usage: Usage,
-        oom_kills: impl FnOnce() -> u64,
-    ) -> CommandExit {
-        let (code, signal, ended) = match status {
-            Status::Exited(code) => (Some(code), None, ExitReason::Exited),
-            Status::Signaled { signal, .. } => (None, Some(signal), ExitReason::Signaled),
-        };
-        let (stdout_truncated, stderr_truncated) = self.truncated();
-        let killed = signal == Some(libc::SIGKILL) || code == Some(128 + libc::SIGKILL);
-        // The order is ExitReason's documented precedence.
-        let reason = if self.timed_out {
-            ExitReason::TimedOut
-        } else if killed && oom_kills() > self.oom_before {
-            ExitReason::OomKilled
-        } else if stdout_truncated || stderr_truncated {
-            ExitReason::OutputLimit
-        } else {
-            ended
-        };
-        CommandExit {
-            code,
-            signal,
-            reason,
-            duration: self.started.elapsed(),
-            cpu_user: Duration::from_micros(usage.user_micros),
-            cpu_system: Duration::from_micros(usage.system_micros),
-            peak_rss_bytes: usage.max_rss_kib * 1024,
-            stdout_truncated,
-            stderr_truncated,
+    /// The exit as the caller sees it: collection truncation counts like
+    /// the output limit (and takes its place in the precedence).
+    fn exit(&self) -> Option<CommandExit> {
+        let mut exit = self.exit.clone()?;
+        exit.stdout_truncated |= self.stdout_truncated;
+        exit.stderr_truncated |= self.stderr_truncated;
+        let truncated = exit.stdout_truncated || exit.stderr_truncated;
+        if truncated && matches!(exit.reason, ExitReason::Exited | ExitReason::Signaled) {
+            exit.reason = ExitReason::OutputLimit;
         }
-    }
-
-    /// The final event when the sandbox went away underneath the command.
-    pub fn destroyed_event(&self) -> CommandExit {
-        let (stdout_truncated, stderr_truncated) = self.truncated();
-        CommandExit {
-            code: None,
-            signal: Some(libc::SIGKILL),
-            reason: if self.timed_out {
-                ExitReason::TimedOut
-            } else {
-                ExitReason::SandboxDestroyed
-            },
-            duration: self.started.elapsed(),
-            cpu_user: Duration::ZERO,
-            cpu_system: Duration::ZERO,
-            peak_rss_bytes: 0,
-            stdout_truncated,
-            stderr_truncated,
-        }
+        Some(exit)
     }
 }
 
@@ -334,7 +237,8 @@ pub struct CommandHandle {
     id: u64,
     pid: i32,
     stdin: Option<File>,
-    events: Receiver<ProcessEvent>,
+    events: ProcessEvents,
+    collected: Collected,
 }
 
 impl fmt::Debug for CommandHandle {
@@ -358,12 +262,12 @@ impl CommandHandle {
         self.id
     }
 
-    /// Writes to the command's stdin (blocks while its pipe is full).
+    /// Writes to the command's stdin (blocks while its pipe is full). Only
+    /// with [`Stdin::Piped`].
     pub fn write_stdin(&mut self, data: &[u8]) -> Result<()> {
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| Error::invalid("stdin", "already closed"))?;
+        let stdin = self.stdin.as_mut().ok_or_else(|| {
+            Error::invalid("stdin", "not a pipe (ask for Stdin::Piped) or closed")
+        })?;
         stdin
             .write_all(data)
             .map_err(|e| Error::io("write to the command's stdin", e))
@@ -381,90 +285,243 @@ impl CommandHandle {
     }
 
     /// The live stream: stdout and stderr chunks as they arrive, then
-    /// `Exit`.
-    pub fn events(&self) -> &Receiver<ProcessEvent> {
+    /// `Exit`. Bounded: while nobody reads it, the command's output pipes
+    /// are not read either and a writer inside blocks.
+    pub fn events(&self) -> &ProcessEvents {
         &self.events
     }
 
     /// Sends `signal` to the command's process.
-    pub fn signal(&self, signal: i32) -> Result<()> {
-        self.sandbox.send_signal(self.id, signal, false)
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        self.sandbox.send_signal(self.id, signal.as_raw(), false)
     }
 
     /// Sends `signal` to the command's whole process group.
-    pub fn signal_group(&self, signal: i32) -> Result<()> {
-        self.sandbox.send_signal(self.id, signal, true)
+    pub fn signal_group(&self, signal: Signal) -> Result<()> {
+        self.sandbox.send_signal(self.id, signal.as_raw(), true)
     }
 
     /// Kills the command and everything in its process group.
     pub fn kill(&self) -> Result<()> {
-        self.signal_group(libc::SIGKILL)
+        self.signal_group(Signal::KILL)
     }
 
-    /// Waits for the end; collects whatever output was not yet taken from
-    /// [`CommandHandle::events`].
-    pub fn wait(mut self) -> Result<CommandResult> {
-        self.stdin = None;
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        for event in self.events.iter() {
-            match event {
-                ProcessEvent::Stdout(chunk) => stdout.extend_from_slice(&chunk),
-                ProcessEvent::Stderr(chunk) => stderr.extend_from_slice(&chunk),
-                ProcessEvent::Exit(exit) => {
-                    return Ok(CommandResult {
-                        stdout,
-                        stderr,
-                        exit,
-                    })
+    /// The exit, if the command has ended; never waits. Output that
+    /// arrived meanwhile is kept for [`CommandHandle::wait`].
+    pub fn try_wait(&mut self) -> Result<Option<CommandExit>> {
+        while self.collected.exit.is_none() {
+            match self.events.try_recv() {
+                Ok(event) => self.collected.push(event),
+                Err(crossbeam_channel::TryRecvError::Empty) => break,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(self.no_exit()),
+            }
+        }
+        Ok(self.collected.exit())
+    }
+
+    /// Waits at most `timeout` for the end; `None` if the command still
+    /// runs. Output that arrived meanwhile is kept for `wait`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<CommandExit>> {
+        let deadline = Instant::now() + timeout;
+        while self.collected.exit.is_none() {
+            match self.events.recv_deadline(deadline) {
+                Ok(event) => self.collected.push(event),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    return Err(self.no_exit())
                 }
             }
         }
-        Err(Error::Protocol {
-            id: self.sandbox.id.clone(),
-            reason: format!("command {} ended without an exit report", self.id),
+        Ok(self.collected.exit())
+    }
+
+    /// Waits for the end; collects whatever output was not yet taken from
+    /// [`CommandHandle::events`] (up to the collection cap per stream).
+    pub fn wait(mut self) -> Result<CommandResult> {
+        self.stdin = None;
+        while self.collected.exit.is_none() {
+            match self.events.recv() {
+                Ok(event) => self.collected.push(event),
+                Err(_) => return Err(self.no_exit()),
+            }
+        }
+        let exit = self.collected.exit().expect("seen above");
+        Ok(CommandResult {
+            stdout: std::mem::take(&mut self.collected.stdout),
+            stderr: std::mem::take(&mut self.collected.stderr),
+            exit,
         })
     }
+
+    fn no_exit(&self) -> Error {
+        Error::Protocol {
+            id: self.sandbox.id.clone(),
+            reason: format!("command {} ended without an exit report", self.id),
+        }
+    }
+}
+
+/// A command to run in a sandbox, built like `std::process::Command`:
+/// `sandbox.command("python3").args(["-c", "print(1)"]).env("K", "V")
+/// .current_dir("/tmp").output()?`. Nothing goes through a shell unless it
+/// was made with `sandbox.shell(line)`.
+#[derive(Clone)]
+pub struct Command {
+    sandbox: Arc<SandboxShared>,
+    cmd: Cmd,
+    options: RunOptions,
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Command")
+            .field("sandbox", &self.sandbox.id)
+            .field("cmd", &self.cmd)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Command {
+    pub(crate) fn new(sandbox: Arc<SandboxShared>, cmd: Cmd) -> Command {
+        Command {
+            sandbox,
+            cmd,
+            options: RunOptions::default(),
+        }
+    }
+
+    /// Adds an argument (to a shell command line: a word quoted for the
+    /// shell).
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        let arg = arg.into();
+        match &mut self.cmd {
+            Cmd::Argv(argv) => argv.push(arg),
+            Cmd::Shell(line) => {
+                line.push(' ');
+                line.push_str(&shell_quote(&arg));
+            }
+        }
+        self
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for arg in args {
+            self = self.arg(arg);
+        }
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.options.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn envs<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        for (k, v) in vars {
+            self = self.env(k, v);
+        }
+        self
+    }
+
+    /// Only the variables set with `env`/`envs` (none of the template's,
+    /// the user's or the sandbox's).
+    pub fn env_clear(mut self) -> Self {
+        self.options.env_clear = true;
+        self.options.env.clear();
+        self
+    }
+
+    pub fn current_dir(mut self, dir: impl Into<String>) -> Self {
+        self.options.cwd = Some(dir.into());
+        self
+    }
+
+    /// A user name from the sandbox's /etc/passwd, or `uid[:gid]`.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.options.user = Some(user.into());
+        self
+    }
+
+    pub fn stdin(mut self, stdin: Stdin) -> Self {
+        self.options.stdin = stdin;
+        self
+    }
+
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Runs it to the end and collects its output.
+    pub fn output(self) -> Result<CommandResult> {
+        run(&self.sandbox, self.cmd, self.options)
+    }
+
+    /// Runs it to the end; how it ended (its output is collected as by
+    /// `output` and dropped).
+    pub fn status(self) -> Result<CommandExit> {
+        Ok(self.output()?.exit)
+    }
+
+    /// Starts it and returns at once.
+    pub fn spawn(self) -> Result<CommandHandle> {
+        spawn(&self.sandbox, self.cmd, self.options, None)
+    }
+}
+
+/// `word` as one word for a POSIX shell.
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 /// The commands of one sandbox (`sandbox.commands()`).
 pub struct Commands<'a> {
-    pub(crate) sandbox: &'a Sandbox,
+    pub(crate) sandbox: &'a Arc<SandboxShared>,
 }
 
 impl Commands<'_> {
-    /// Runs a command to completion and collects its output.
+    /// Runs a command to completion and collects its output (up to
+    /// [`DEFAULT_OUTPUT_CAP`] per stream unless `ExecLimits` says
+    /// otherwise).
     pub fn run(&self, cmd: impl Into<Cmd>, options: RunOptions) -> Result<CommandResult> {
-        let stdin = options.stdin.clone();
-        let mut handle = spawn(self.sandbox.shared(), cmd.into(), &options, stdin.is_some())?;
-        if let Some(data) = stdin {
-            // A command that exits without reading its input is no error.
-            let _ = handle.write_stdin(&data);
-        }
-        handle.wait()
+        run(self.sandbox, cmd.into(), options)
     }
 
-    /// Starts a command and returns at once with a handle to it.
+    /// Starts a command and returns at once with a handle to it. Its stdin
+    /// is `/dev/null` unless `options.stdin` says otherwise.
     pub fn spawn(&self, cmd: impl Into<Cmd>, options: RunOptions) -> Result<CommandHandle> {
-        let mut handle = spawn(self.sandbox.shared(), cmd.into(), &options, true)?;
-        if let Some(data) = &options.stdin {
-            handle.write_stdin(data)?;
-        }
-        Ok(handle)
+        spawn(self.sandbox, cmd.into(), options, None)
     }
 
     /// The commands in flight.
     pub fn list(&self) -> Vec<ProcessInfo> {
-        let table = self.sandbox.shared().commands.lock().unwrap();
-        let mut list: Vec<ProcessInfo> = table
+        let execs = crate::engine::sync::lock(&self.sandbox.execs);
+        let mut list: Vec<ProcessInfo> = execs
             .running
             .iter()
-            .map(|(id, entry)| ProcessInfo {
+            .map(|(id, e)| ProcessInfo {
                 id: *id,
-                pid: entry.pid,
-                argv: entry.argv.clone(),
-                user: entry.user.clone(),
-                started_at: entry.started_at,
+                pid: e.pid,
+                argv: e.argv.clone(),
+                user: e.user.clone(),
+                started_at: e.started_at,
             })
             .collect();
         list.sort_by_key(|p| p.id);
@@ -473,10 +530,66 @@ impl Commands<'_> {
 
     /// Kills every process in the sandbox except init.
     pub fn kill_all(&self) -> Result<()> {
-        self.sandbox.shared().send_request(&Request::SignalAll {
+        self.sandbox.send_request(&Request::SignalAll {
             signal: libc::SIGKILL,
         })
     }
+}
+
+/// The output cap for what is collected into memory.
+fn collection_cap(sandbox: &SandboxShared) -> u64 {
+    sandbox
+        .exec_limits
+        .max_output_bytes
+        .unwrap_or(DEFAULT_OUTPUT_CAP)
+}
+
+pub(crate) fn run(
+    sandbox: &Arc<SandboxShared>,
+    cmd: Cmd,
+    options: RunOptions,
+) -> Result<CommandResult> {
+    // Collected whole: what is past the cap need not even cross the queue.
+    let cap = collection_cap(sandbox);
+    spawn(sandbox, cmd, options, Some(cap))?.wait()
+}
+
+/// The environment of a command: template, then the user's identity,
+/// then the sandbox's, then the command's own (later entries win); only
+/// the command's own with `env_clear`.
+fn command_env(
+    sandbox: &SandboxShared,
+    user: &User,
+    options: &RunOptions,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |key: &str, value: String| {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value));
+    };
+    if !options.env_clear {
+        for (key, value) in &sandbox.template.config.env {
+            set(key, value.clone());
+        }
+        set("HOME", user.home.clone());
+        set("USER", user.name.clone());
+        set("LOGNAME", user.name.clone());
+        set(
+            "SHELL",
+            user.shell
+                .clone()
+                .unwrap_or_else(|| sandbox.template.config.shell.clone()),
+        );
+        set("HOSTNAME", sandbox.hostname.clone());
+        set("SANDLOT_SANDBOX_ID", sandbox.id.clone());
+        for (key, value) in &sandbox.env {
+            set(key, value.clone());
+        }
+    }
+    for (key, value) in &options.env {
+        set(key, value.clone());
+    }
+    env
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
@@ -503,13 +616,14 @@ fn check_text(option: &'static str, text: &str) -> Result<Vec<u8>> {
 }
 
 /// Starts a command: resolve who and where, create the pipes, register
-/// the command, send the request with the child ends, wait for init's
-/// answer.
+/// the execution, send the request with the child ends, wait for init's
+/// answer. `budget`: bytes per stream the io thread forwards (the rest is
+/// read and dropped); `None` is the sandbox's `max_output_bytes`.
 fn spawn(
     sandbox: &Arc<SandboxShared>,
     cmd: Cmd,
-    options: &RunOptions,
-    with_stdin: bool,
+    options: RunOptions,
+    budget: Option<u64>,
 ) -> Result<CommandHandle> {
     sandbox.check_accepts_commands()?;
     let argv = match cmd {
@@ -520,14 +634,9 @@ fn spawn(
         return Err(Error::EmptyCommand);
     }
     if let Some(timeout) = options.timeout {
-        if timeout.is_zero() {
-            return Err(Error::invalid(
-                "timeout",
-                "a command timeout must be above zero",
-            ));
-        }
+        crate::engine::options::validate_command_timeout(timeout)?;
     }
-    let exec = sandbox.resources.exec;
+    let exec = sandbox.exec_limits;
     let timeout = match (options.timeout, exec.max_time) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -538,7 +647,8 @@ fn spawn(
         .clone()
         .or_else(|| sandbox.template.config.working_dir.clone())
         .unwrap_or_else(|| user.home.clone());
-    let env = sandbox.command_env(&user, &options.env);
+    let env = command_env(sandbox, &user, &options);
+    let with_stdin = !matches!(options.stdin, Stdin::Null);
     let mut request = Spawn {
         id: 0,
         argv: argv
@@ -548,7 +658,7 @@ fn spawn(
         env: env
             .iter()
             .map(|(k, v)| {
-                crate::engine::options::validate_env_name(k)?;
+                validate_env_name(k)?;
                 check_text("env", &format!("{k}={v}"))
             })
             .collect::<Result<_>>()?,
@@ -573,15 +683,14 @@ fn spawn(
     set_nonblocking(&stdout_r)?;
     set_nonblocking(&stderr_r)?;
 
-    let (events_tx, events_rx) = crossbeam_channel::unbounded();
+    let (events_tx, events_rx) = sandbox.ctx.reactor.event_queue();
     let (spawned_tx, spawned_rx) = crossbeam_channel::bounded(1);
     let started = Instant::now();
     let truncated = [
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     ];
-    let deadline = timeout.map(|t| started + t);
-    let id = sandbox.register_command(CommandEntry {
+    let id = sandbox.register_execution(Execution {
         argv: argv.clone(),
         user: user.name.clone(),
         pid: None,
@@ -591,35 +700,30 @@ fn spawn(
         spawned: Some(spawned_tx),
         outputs: Vec::new(),
         timed_out: false,
-        deadline,
+        deadline: None,
+        timer: None,
         truncated: truncated.clone(),
         oom_before: sandbox.oom_seen(),
+        exited: None,
     })?;
     request.id = id;
 
+    let budget = budget.or(exec.max_output_bytes).unwrap_or(u64::MAX);
     let [stdout_truncated, stderr_truncated] = truncated;
     let outputs = [
         (stdout_r, OutputStream::Stdout, stdout_truncated),
         (stderr_r, OutputStream::Stderr, stderr_truncated),
     ];
     for (fd, stream, truncated) in outputs {
-        let output = Output {
-            sandbox: Arc::downgrade(sandbox),
-            command: id,
-            stream,
-            events: events_tx.clone(),
-            fd,
-            budget: exec.max_output_bytes.unwrap_or(u64::MAX),
-            truncated,
-        };
+        let output = Output::new(id, stream, events_tx.clone(), fd, budget, truncated);
         if let Err(e) = sandbox.watch_output(id, output) {
-            sandbox.abandon_command(id);
+            sandbox.abandon_execution(id);
             return Err(Error::setup("watch command output", e));
         }
     }
     drop(events_tx);
-    if let Some(deadline) = deadline {
-        sandbox.arm_command_timer(id, deadline);
+    if let Some(timeout) = timeout {
+        sandbox.arm_exec_deadline(id, started + timeout);
     }
 
     let mut fds = Vec::with_capacity(3);
@@ -629,7 +733,7 @@ fn spawn(
     fds.push(stdout_w.as_fd());
     fds.push(stderr_w.as_fd());
     if let Err(e) = sandbox.send_request_with_fds(&Request::Spawn(request), &fds) {
-        sandbox.abandon_command(id);
+        sandbox.abandon_execution(id);
         return Err(e);
     }
     drop(fds);
@@ -640,16 +744,64 @@ fn spawn(
     });
 
     let program = argv[0].clone();
-    match spawned_rx.recv() {
-        Ok(Ok(pid)) => Ok(CommandHandle {
-            sandbox: sandbox.clone(),
-            id,
-            pid,
-            stdin,
-            events: events_rx,
-        }),
-        Ok(Err(Errno::ENOENT)) => Err(Error::CommandNotFound { program }),
-        Ok(Err(errno)) => Err(Error::Spawn { program, errno }),
-        Err(_) => Err(sandbox.not_running()),
+    let pid = match sandbox.wait_spawned(id, &spawned_rx)? {
+        Ok(pid) => pid,
+        Err(nix::errno::Errno::ENOENT) => return Err(Error::CommandNotFound { program }),
+        Err(errno) => return Err(Error::Spawn { program, errno }),
+    };
+    let stdin = match (options.stdin, stdin) {
+        (Stdin::Bytes(data), Some(mut pipe)) => {
+            // A command that exits without reading its input is no error.
+            let fed = thread::Builder::new()
+                .name("sandlot-stdin".into())
+                .spawn(move || {
+                    let _ = pipe.write_all(&data);
+                });
+            if let Err(e) = fed {
+                return Err(Error::io("start a thread to feed stdin", e));
+            }
+            None
+        }
+        (_, pipe) => pipe,
+    };
+    Ok(CommandHandle {
+        sandbox: sandbox.clone(),
+        id,
+        pid,
+        stdin,
+        events: events_rx,
+        collected: Collected {
+            cap: collection_cap(sandbox),
+            ..Collected::default()
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_are_quoted_for_the_shell() {
+        assert_eq!(shell_quote("plain-word_1.txt"), "plain-word_1.txt");
+        assert_eq!(shell_quote("two words"), "'two words'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
+    fn collection_stops_at_the_cap_and_says_so() {
+        let mut c = Collected {
+            cap: 4,
+            ..Collected::default()
+        };
+        c.push(ProcessEvent::Stdout(b"abc".to_vec()));
+        c.push(ProcessEvent::Stdout(b"def".to_vec()));
+        c.push(ProcessEvent::Stderr(b"ok".to_vec()));
+        assert_eq!(c.stdout, b"abcd");
+        assert!(c.stdout_truncated);
+        assert!(!c.stderr_truncated);
+        assert!(c.exit().is_none());
     }
 }

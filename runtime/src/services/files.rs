@@ -30,7 +30,7 @@ pub use crate::kernel::fs::error::FilesError;
 pub use crate::kernel::fs::tar::{TarExport, TarImport};
 
 use crate::engine::error::{Error, Result};
-use crate::engine::sandbox::Sandbox;
+use crate::engine::sandbox::SandboxShared;
 use crate::kernel::fs::at::{self, c_component, Owner};
 use crate::kernel::fs::error::from_io;
 use crate::kernel::fs::path::SbPath;
@@ -93,7 +93,7 @@ pub struct EntryInfo {
 
 impl EntryInfo {
     fn new(files: &Files<'_>, path: &SbPath, st: &FileStat, target: Option<Vec<u8>>) -> Self {
-        let range = &files.sandbox.shared().ctx.range;
+        let range = &files.sandbox.ctx.range;
         EntryInfo {
             name: path.file_name().unwrap_or("/").to_string(),
             path: path.to_string(),
@@ -148,22 +148,10 @@ impl Read for FileReader {
 
 /// The files of one sandbox (`sandbox.files()`); cheap, make one per call.
 pub struct Files<'a> {
-    sandbox: &'a Sandbox,
+    sandbox: &'a Arc<SandboxShared>,
     user: Option<String>,
     max_file_size: u64,
     resolved: OnceCell<User>,
-}
-
-impl Sandbox {
-    /// Reads and changes the sandbox's files from the host.
-    pub fn files(&self) -> Files<'_> {
-        Files {
-            sandbox: self,
-            user: None,
-            max_file_size: DEFAULT_MAX_FILE_SIZE,
-            resolved: OnceCell::new(),
-        }
-    }
 }
 
 /// A regular file opened for writing by [`Files::write`], and where: the
@@ -184,6 +172,15 @@ impl WriteTarget {
 }
 
 impl<'a> Files<'a> {
+    pub(crate) fn new(sandbox: &'a Arc<SandboxShared>) -> Files<'a> {
+        Files {
+            sandbox,
+            user: None,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            resolved: OnceCell::new(),
+        }
+    }
+
     /// Files and directories this `Files` creates belong to `user` (a name
     /// from the sandbox's /etc/passwd or `uid[:gid]`), and relative paths
     /// start at its home. Default: the template's user.
@@ -200,22 +197,27 @@ impl<'a> Files<'a> {
         self
     }
 
+    /// The sandbox's root; a use of the API counts as activity.
     fn root(&self) -> Result<Arc<OwnedFd>> {
-        let shared = self.sandbox.shared();
-        shared.root().ok_or_else(|| shared.not_running())
+        let live = self
+            .sandbox
+            .live()
+            .ok_or_else(|| self.sandbox.not_running())?;
+        self.sandbox.touch();
+        Ok(live.root.clone())
     }
 
     fn resolved_user(&self) -> Result<&User> {
         if let Some(user) = self.resolved.get() {
             return Ok(user);
         }
-        let user = users::resolve(self.sandbox.shared(), self.user.as_deref())?;
+        let user = users::resolve(self.sandbox, self.user.as_deref())?;
         Ok(self.resolved.get_or_init(|| user))
     }
 
     fn owner(&self) -> Result<Owner> {
         let user = self.resolved_user()?;
-        Owner::inside(&self.sandbox.shared().ctx.range, user.uid, user.gid).ok_or_else(|| {
+        Owner::inside(&self.sandbox.ctx.range, user.uid, user.gid).ok_or_else(|| {
             Error::invalid(
                 "user",
                 format!("{}:{} is outside the sandbox's ids", user.uid, user.gid),
@@ -627,7 +629,7 @@ impl<'a> Files<'a> {
     pub fn export_tar(&self, path: &str) -> Result<TarExport> {
         let root = self.root()?;
         let path = self.path(path)?;
-        Ok(tar::export(root, path, self.sandbox.shared().ctx.range)?)
+        Ok(tar::export(root, path, self.sandbox.ctx.range)?)
     }
 
     /// Unpacks a tar stream into directory `path` (created if missing, like
@@ -658,7 +660,7 @@ impl<'a> Files<'a> {
     pub fn watch(&self, path: &str, recursive: bool) -> Result<Watch> {
         let root = self.root()?;
         let path = self.path(path)?;
-        watch::start(self.sandbox.shared(), root, path, recursive)
+        watch::start(self.sandbox, root, path, recursive)
     }
 }
 

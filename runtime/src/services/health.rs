@@ -13,13 +13,14 @@
 
 use std::ffi::CStr;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::error::Error;
 use crate::engine::lifecycle::State;
-use crate::engine::sandbox::Sandbox;
-use crate::services::commands::{Cmd, RunOptions};
-use crate::services::metrics::Metrics;
+use crate::engine::sandbox::SandboxShared;
+use crate::services::commands::{self, Cmd, RunOptions};
+use crate::services::metrics::{self, Metrics};
 use crate::sys::resolve::open_in_root;
 
 /// How long init gets to answer.
@@ -91,7 +92,15 @@ enum Unanswered {
     Failed,
 }
 
-impl Sandbox {
+/// Runs four checks and gives a verdict (the docs of
+/// [`Sandbox::health`](crate::Sandbox::health) say which).
+pub(crate) fn check(sandbox: &Arc<SandboxShared>) -> Health {
+    Checker(sandbox.clone()).health()
+}
+
+struct Checker(Arc<SandboxShared>);
+
+impl Checker {
     /// Runs four checks and gives a verdict:
     ///
     /// - alive: the sandbox is in a live state and init runs;
@@ -110,10 +119,10 @@ impl Sandbox {
     /// here); at most 5 s when init is stuck.
     pub fn health(&self) -> Health {
         let alive = timed(|| {
-            let state = self.state();
+            let state = self.0.state();
             if !state.is_live() {
                 (false, format!("state {state}"))
-            } else if !self.shared().init_alive() {
+            } else if !self.0.init_alive() {
                 (false, "init has exited".into())
             } else {
                 (true, format!("state {state}"))
@@ -143,7 +152,7 @@ impl Sandbox {
             Err(e) => (false, e),
         });
         let mut metrics = None;
-        let resources = timed(|| match self.shared().sample() {
+        let resources = timed(|| match metrics::sample(&self.0) {
             Ok(sample) => {
                 let m = sample.metrics;
                 let usage = [
@@ -184,13 +193,13 @@ impl Sandbox {
     /// costs at most [`RESPONSIVE_TIMEOUT`] (the thread ends when the
     /// command does, or with the sandbox).
     fn probe(&self) -> std::result::Result<String, (Unanswered, String)> {
-        let sandbox = self.clone();
+        let sandbox = self.0.clone();
         let (tx, rx) = crossbeam_channel::bounded(1);
         let started = std::thread::Builder::new()
             .name("sandlot-health".into())
             .spawn(move || {
                 let options = RunOptions::default().timeout(RESPONSIVE_TIMEOUT);
-                let _ = tx.send(sandbox.commands().run(Cmd::Shell(":".into()), options));
+                let _ = tx.send(commands::run(&sandbox, Cmd::Shell(":".into()), options));
             });
         if let Err(e) = started {
             return Err((Unanswered::Failed, format!("cannot start a probe: {e}")));
@@ -218,13 +227,18 @@ impl Sandbox {
     }
 
     fn read_root(&self) -> std::result::Result<(), String> {
-        let root = self
-            .shared()
-            .root()
+        let live = self
+            .0
+            .live()
             .ok_or_else(|| "the sandbox is gone".to_string())?;
         const DOT: &CStr = c".";
-        let fd = open_in_root(root.as_fd(), DOT, libc::O_RDONLY | libc::O_DIRECTORY, 0)
-            .map_err(|e| format!("open /: {e}"))?;
+        let fd = open_in_root(
+            live.root.as_fd(),
+            DOT,
+            libc::O_RDONLY | libc::O_DIRECTORY,
+            0,
+        )
+        .map_err(|e| format!("open /: {e}"))?;
         let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| format!("open /: {e}"))?;
         let mut entries = dir.iter();
         match entries.next() {

@@ -15,10 +15,13 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::engine::error::{Error, Result};
-use crate::engine::sandbox::{Sandbox, SandboxShared};
+use crate::engine::extensions::Extension;
+use crate::engine::sandbox::SandboxShared;
+use crate::engine::sync::lock;
 
 /// A snapshot of a sandbox's resource usage.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,87 +141,103 @@ pub(crate) struct Sample {
     pub metrics: Metrics,
 }
 
-impl SandboxShared {
-    /// Reads every counter once. Fails with `SandboxNotRunning` once the
-    /// sandbox is gone.
-    pub(crate) fn sample(&self) -> Result<Sample> {
-        let read = self.with_live(|live| -> Result<_> {
-            let cgroup = live.cgroup.as_ref().ok_or_else(|| self.not_running())?;
-            let stats = cgroup.stats()?;
-            let fs = nix::sys::statfs::fstatfs(&live.rw)
-                .map_err(|e| Error::setup("fstatfs the writable layer", e))?;
-            let net = self.net_counters(live.pid)?;
-            Ok((stats, fs, net))
-        });
-        let (stats, fs, net) = read.ok_or_else(|| self.not_running())??;
-        let at = Instant::now();
-        self.observe_oom_count(stats.oom_kills);
-        let block = fs.block_size() as u64;
-        let resources = &self.resources;
-        Ok(Sample {
-            at,
-            metrics: Metrics {
-                timestamp: SystemTime::now(),
-                cpu_usage_ns: stats.cpu_usage_ns,
-                cpu_percent: 0.0,
-                cpu_count: resources.limits.cpus,
-                memory_used: stats.memory_current,
-                memory_limit: stats.memory_limit,
-                memory_peak: stats.memory_peak.unwrap_or(stats.memory_current),
-                memory_cache: stats.memory_cache,
-                disk_used: (fs.blocks() - fs.blocks_free()) * block,
-                disk_total: fs.blocks() * block,
-                net_rx_bytes: net.rx_bytes,
-                net_tx_bytes: net.tx_bytes,
-                net_rx_packets: net.rx_packets,
-                net_tx_packets: net.tx_packets,
-                processes: stats.pids_current,
-                max_processes: stats.pids_max,
-                oom_kills: stats.oom_kills,
-                uptime: at.saturating_duration_since(resources.started),
-                last_activity: resources.last_activity(),
-                active_executions: self.commands.lock().unwrap().running.len(),
-            },
-        })
-    }
+/// What metrics keeps per sandbox: `metrics()`'s previous sample, and
+/// `/proc/<init>/net/dev`, opened on the first call and closed at teardown
+/// (it holds a reference to the network namespace).
+struct MetricsState {
+    /// (when, CPU ns) of the previous `metrics()`.
+    cpu_baseline: Mutex<(Instant, u64)>,
+    net_dev: Mutex<Option<File>>,
+}
 
-    /// The sandbox's network counters, through an fd opened once.
-    fn net_counters(&self, init_pid: i32) -> Result<NetCounters> {
-        let mut slot = self.resources.net_dev.lock().unwrap();
-        if slot.is_none() {
-            let path = format!("/proc/{init_pid}/net/dev");
-            *slot = Some(File::open(&path).map_err(|e| Error::io(format!("open {path}"), e))?);
-        }
-        let file = slot.as_ref().expect("opened above");
-        let mut buf = [0u8; 4096];
-        let mut len = 0;
-        while len < buf.len() {
-            match file.read_at(&mut buf[len..], len as u64) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) => return Err(Error::io("read the sandbox's /proc/net/dev", e)),
-            }
-        }
-        // A namespace with more interfaces than fit is summed over those
-        // that do (a sandbox has loopback and at most a few more).
-        let text = String::from_utf8_lossy(&buf[..len]);
-        Ok(parse_net_dev(&text))
+impl Extension for MetricsState {
+    fn release(&self) {
+        *lock(&self.net_dev) = None;
     }
 }
 
-impl Sandbox {
-    /// What the sandbox uses now. `cpu_percent` covers the time since the
-    /// previous call. Cheap: no process runs, the kernel files stay open.
-    /// `SandboxNotRunning` once the sandbox is gone.
-    pub fn metrics(&self) -> Result<Metrics> {
-        let shared = self.shared();
-        let mut sample = shared.sample()?;
-        let mut baseline = shared.resources.cpu_baseline.lock().unwrap();
-        let now = (sample.at, sample.metrics.cpu_usage_ns);
-        sample.metrics.cpu_percent = cpu_percent(*baseline, now, sample.metrics.cpu_count);
-        *baseline = now;
-        Ok(sample.metrics)
+fn state(sandbox: &SandboxShared) -> std::sync::Arc<MetricsState> {
+    sandbox.ext.get_or_insert_with(|| MetricsState {
+        cpu_baseline: Mutex::new((sandbox.started, 0)),
+        net_dev: Mutex::new(None),
+    })
+}
+
+/// Reads every counter once. Fails with `SandboxNotRunning` once the
+/// sandbox is gone.
+pub(crate) fn sample(sandbox: &SandboxShared) -> Result<Sample> {
+    let live = sandbox.live().ok_or_else(|| sandbox.not_running())?;
+    let stats = live.cgroup.stats()?;
+    let fs = nix::sys::statfs::fstatfs(&live.rw)
+        .map_err(|e| Error::setup("fstatfs the writable layer", e))?;
+    let net = net_counters(sandbox, live.pid)?;
+    drop(live);
+    let at = Instant::now();
+    sandbox.observe_oom_count(stats.oom_kills);
+    let block = fs.block_size() as u64;
+    let blocks = fs.blocks() as u64;
+    let free = fs.blocks_free() as u64;
+    Ok(Sample {
+        at,
+        metrics: Metrics {
+            timestamp: SystemTime::now(),
+            cpu_usage_ns: stats.cpu_usage_ns,
+            cpu_percent: 0.0,
+            cpu_count: sandbox.limits.cpus,
+            memory_used: stats.memory_current,
+            memory_limit: stats.memory_limit,
+            memory_peak: stats.memory_peak.unwrap_or(stats.memory_current),
+            memory_cache: stats.memory_cache,
+            disk_used: blocks.saturating_sub(free).saturating_mul(block),
+            disk_total: blocks.saturating_mul(block),
+            net_rx_bytes: net.rx_bytes,
+            net_tx_bytes: net.tx_bytes,
+            net_rx_packets: net.rx_packets,
+            net_tx_packets: net.tx_packets,
+            processes: stats.pids_current,
+            max_processes: stats.pids_max,
+            oom_kills: stats.oom_kills,
+            uptime: at.saturating_duration_since(sandbox.started),
+            last_activity: sandbox.last_activity(),
+            active_executions: lock(&sandbox.execs).running.len(),
+        },
+    })
+}
+
+/// The sandbox's network counters, through an fd opened once.
+fn net_counters(sandbox: &SandboxShared, init_pid: i32) -> Result<NetCounters> {
+    let state = state(sandbox);
+    let mut slot = lock(&state.net_dev);
+    if slot.is_none() {
+        let path = format!("/proc/{init_pid}/net/dev");
+        *slot = Some(File::open(&path).map_err(|e| Error::io(format!("open {path}"), e))?);
     }
+    let file = slot.as_ref().expect("opened above");
+    let mut buf = [0u8; 4096];
+    let mut len = 0;
+    while len < buf.len() {
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) => return Err(Error::io("read the sandbox's /proc/net/dev", e)),
+        }
+    }
+    // A namespace with more interfaces than fit is summed over those
+    // that do (a sandbox has loopback and at most a few more).
+    let text = String::from_utf8_lossy(&buf[..len]);
+    Ok(parse_net_dev(&text))
+}
+
+/// What the sandbox uses now. `cpu_percent` covers the time since the
+/// previous call.
+pub(crate) fn metrics(sandbox: &SandboxShared) -> Result<Metrics> {
+    let mut sample = sample(sandbox)?;
+    let state = state(sandbox);
+    let mut baseline = lock(&state.cpu_baseline);
+    let now = (sample.at, sample.metrics.cpu_usage_ns);
+    sample.metrics.cpu_percent = cpu_percent(*baseline, now, sample.metrics.cpu_count);
+    *baseline = now;
+    Ok(sample.metrics)
 }
 
 #[cfg(test)]

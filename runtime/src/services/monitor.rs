@@ -11,17 +11,21 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::api::runtime::{Runtime, WeakRuntime};
 use crate::engine::error::{Error, Result};
-use crate::engine::oom::ResourceEvent;
-use crate::engine::sandbox::{Sandbox, SandboxShared};
-use crate::services::metrics::{cpu_percent, Metrics};
+use crate::engine::lifecycle::{AlertKind, ResourceAlert, ResourceEvent, ResourceKind};
+use crate::engine::sandbox::{RuntimeCtx, SandboxShared};
+use crate::engine::sync::lock;
+use crate::services::metrics::{self, cpu_percent, Metrics};
+
+/// Alerts a monitor keeps for its reader; past it new ones are dropped
+/// (they also went to the runtime's resource events).
+const ALERT_QUEUE: usize = 1024;
 
 /// Usage, in percent, above which an alert is raised.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,57 +48,15 @@ impl Default for Thresholds {
     }
 }
 
-/// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResourceKind {
-    Cpu,
-    Memory,
-    Disk,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertKind {
-    /// Usage went above the threshold.
-    Exceeded,
-    /// Usage went back to or below it.
-    Recovered,
-}
-
-/// A usage crossed a threshold.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResourceAlert {
-    pub sandbox_id: String,
-    pub resource: ResourceKind,
-    pub kind: AlertKind,
-    /// The usage in percent at the sample that crossed.
-    pub percent: f64,
-    pub threshold: f64,
-    pub at: SystemTime,
-}
-
 /// What a monitor watches: `&sandbox` or `&runtime` convert into it.
 #[derive(Clone)]
-pub enum MonitorTarget {
-    Sandbox(Sandbox),
-    Runtime(Runtime),
-}
+pub struct MonitorTarget(pub(crate) Target);
 
-impl From<&Sandbox> for MonitorTarget {
-    fn from(sandbox: &Sandbox) -> Self {
-        MonitorTarget::Sandbox(sandbox.clone())
-    }
-}
-
-impl From<&Runtime> for MonitorTarget {
-    fn from(runtime: &Runtime) -> Self {
-        MonitorTarget::Runtime(runtime.clone())
-    }
-}
-
-/// The monitor thread's view of its target (a runtime only weakly).
-enum Watched {
-    Sandbox(Sandbox),
-    Runtime(WeakRuntime),
+#[derive(Clone)]
+pub(crate) enum Target {
+    Sandbox(Arc<SandboxShared>),
+    /// A runtime, held weakly: the monitor must not keep it alive.
+    Runtime(Weak<RuntimeCtx>),
 }
 
 struct Shared {
@@ -164,15 +126,12 @@ impl ResourceMonitor {
                 ));
             }
         }
-        let watched = match target.into() {
-            MonitorTarget::Sandbox(sandbox) => Watched::Sandbox(sandbox),
-            MonitorTarget::Runtime(runtime) => Watched::Runtime(runtime.downgrade()),
-        };
+        let watched = target.into().0;
         let shared = Arc::new(Shared {
             history: Mutex::new(HashMap::new()),
             running: AtomicBool::new(true),
         });
-        let (alerts_tx, alerts) = crossbeam_channel::unbounded();
+        let (alerts_tx, alerts) = crossbeam_channel::bounded(ALERT_QUEUE);
         let (stop, stop_rx) = crossbeam_channel::bounded(1);
         let sampler = Sampler {
             watched,
@@ -201,7 +160,7 @@ impl ResourceMonitor {
 
     /// The samples kept for a sandbox, oldest first.
     pub fn history(&self, sandbox_id: &str) -> Vec<Metrics> {
-        let history = self.shared.history.lock().unwrap();
+        let history = lock(&self.shared.history);
         history
             .get(sandbox_id)
             .map(|h| h.iter().cloned().collect())
@@ -210,7 +169,7 @@ impl ResourceMonitor {
 
     /// The newest sample of a sandbox.
     pub fn latest(&self, sandbox_id: &str) -> Option<Metrics> {
-        let history = self.shared.history.lock().unwrap();
+        let history = lock(&self.shared.history);
         history.get(sandbox_id).and_then(|h| h.back().cloned())
     }
 
@@ -220,7 +179,7 @@ impl ResourceMonitor {
             .shared
             .history
             .lock()
-            .unwrap()
+            .unwrap_or_else(|p| p.into_inner())
             .keys()
             .cloned()
             .collect();
@@ -253,7 +212,7 @@ struct Tracked {
 }
 
 struct Sampler {
-    watched: Watched,
+    watched: Target,
     shared: Arc<Shared>,
     alerts: Sender<ResourceAlert>,
     thresholds: Thresholds,
@@ -281,34 +240,33 @@ impl Sampler {
     /// One round of samples; false when there is nothing left to watch.
     fn tick(&mut self) -> bool {
         let sandboxes: Vec<Arc<SandboxShared>> = match &self.watched {
-            Watched::Sandbox(sandbox) => vec![sandbox.shared().clone()],
-            Watched::Runtime(weak) => {
+            Target::Sandbox(sandbox) => vec![sandbox.clone()],
+            Target::Runtime(weak) => {
                 let Some(runtime) = weak.upgrade() else {
                     return false;
                 };
-                if runtime.is_shut_down() {
+                if runtime.is_closed() {
                     return false;
                 }
-                let table = runtime.ctx().table.lock().unwrap();
-                table.values().cloned().collect()
+                runtime.sandboxes()
             }
         };
         let mut sampled = Vec::with_capacity(sandboxes.len());
         for sandbox in &sandboxes {
-            match sandbox.sample() {
+            match metrics::sample(sandbox) {
                 Ok(sample) => {
                     self.record(sandbox, sample.at, sample.metrics);
                     sampled.push(sandbox.id.clone());
                 }
-                Err(_) if matches!(self.watched, Watched::Sandbox(_)) => return false,
+                Err(_) if matches!(self.watched, Target::Sandbox(_)) => return false,
                 // Destroyed between the listing and the sample.
                 Err(_) => {}
             }
         }
-        if let Watched::Runtime(_) = self.watched {
+        if let Target::Runtime(_) = self.watched {
             // Forget sandboxes that are gone.
             self.per_sandbox.retain(|id, _| sampled.contains(id));
-            let mut history = self.shared.history.lock().unwrap();
+            let mut history = lock(&self.shared.history);
             history.retain(|id, _| sampled.contains(id));
         }
         true
@@ -319,7 +277,7 @@ impl Sampler {
             .per_sandbox
             .entry(sandbox.id.clone())
             .or_insert_with(|| Tracked {
-                previous: (sandbox.resources.started, 0),
+                previous: (sandbox.started, 0),
                 above: [false; 3],
             });
         let now = (at, metrics.cpu_usage_ns);
@@ -364,10 +322,10 @@ impl Sampler {
                 .ctx
                 .resource_events
                 .publish(ResourceEvent::Alert(alert.clone()));
-            let _ = self.alerts.send(alert);
+            let _ = self.alerts.try_send(alert);
         }
 
-        let mut history = self.shared.history.lock().unwrap();
+        let mut history = lock(&self.shared.history);
         let h = history.entry(sandbox.id.clone()).or_default();
         if h.len() == self.history_len {
             h.pop_front();

@@ -23,7 +23,9 @@ pub(crate) fn check_memory(
     ratio: f64,
 ) -> Result<()> {
     let available = mem_available()?;
-    let committed: u64 = live.values().map(|s| s.resources.limits.memory).sum();
+    let committed = live
+        .values()
+        .fold(0u64, |sum, s| sum.saturating_add(s.limits.memory));
     check(new, committed, available, ratio)
 }
 

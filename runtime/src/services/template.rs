@@ -13,16 +13,17 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use sandlot_rootfs::{Interpreter, Readiness, Settings, StartCommand};
+use std::sync::Arc;
+
+use sandlot_rootfs::{Readiness, Settings, StartCommand};
 
 use crate::engine::error::{Error, Result};
-use crate::engine::lifecycle::Reason;
+use crate::engine::lifecycle::{ProcessEvent, Reason};
 use crate::engine::options::SandboxOptions;
-use crate::engine::sandbox::Sandbox;
+use crate::engine::sandbox::SandboxShared;
 use crate::kernel::limits::MachineLimits;
-use crate::services::commands::{
-    Cmd, CommandHandle, CommandResult, Commands, ProcessEvent, RunOptions,
-};
+use crate::services::commands::{self, Cmd, CommandHandle, CommandResult, Commands, RunOptions};
+use crate::services::files::Files;
 
 /// How much of a failed start command's output the error quotes.
 const OUTPUT_TAIL: usize = 2048;
@@ -58,19 +59,18 @@ pub(crate) fn with_defaults(mut options: SandboxOptions, settings: &Settings) ->
 
 /// Runs the template's start command, if it has one, and waits until it is
 /// ready. On failure the sandbox is destroyed and the error says why.
-pub(crate) fn run_start(sandbox: &Sandbox) -> Result<()> {
-    let shared = sandbox.shared();
-    let Some(start) = shared.template.settings.start.clone() else {
+pub(crate) fn run_start(sandbox: &Arc<SandboxShared>) -> Result<()> {
+    let Some(start) = sandbox.template.settings.start.clone() else {
         return Ok(());
     };
     wait_started(sandbox, &start).inspect_err(|e| {
-        let _ = shared.destroy(Reason::SetupFailed(e.to_string()));
+        let _ = sandbox.destroy(Reason::SetupFailed(e.to_string()));
     })
 }
 
-fn start_failed(sandbox: &Sandbox, reason: String) -> Error {
+fn start_failed(sandbox: &SandboxShared, reason: String) -> Error {
     Error::StartFailed {
-        template: sandbox.shared().template_name.clone(),
+        template: sandbox.template_name.clone(),
         reason,
     }
 }
@@ -98,14 +98,17 @@ impl Tail {
     }
 }
 
-fn wait_started(sandbox: &Sandbox, start: &StartCommand) -> Result<()> {
+fn wait_started(sandbox: &Arc<SandboxShared>, start: &StartCommand) -> Result<()> {
     let timeout = Duration::from_secs(start.ready_timeout_secs);
-    let deadline = Instant::now() + timeout;
-    let mut handle: CommandHandle = sandbox
-        .commands()
+    let deadline = Instant::now().checked_add(timeout).ok_or_else(|| {
+        start_failed(
+            sandbox,
+            format!("ready timeout of {timeout:?} is out of range"),
+        )
+    })?;
+    let handle: CommandHandle = Commands { sandbox }
         .spawn(Cmd::Shell(start.command.clone()), RunOptions::default())
         .map_err(|e| start_failed(sandbox, format!("{:?} did not start: {e}", start.command)))?;
-    handle.close_stdin();
     let Some(ready) = &start.ready else {
         // No check: started is ready. Dropping the handle lets the
         // command run on; its output is discarded from now on.
@@ -163,21 +166,18 @@ fn describe(ready: &Readiness) -> String {
     }
 }
 
-fn is_ready(sandbox: &Sandbox, ready: &Readiness, deadline: Instant) -> Result<bool> {
+fn is_ready(sandbox: &Arc<SandboxShared>, ready: &Readiness, deadline: Instant) -> Result<bool> {
     match ready {
-        Readiness::File(path) => sandbox.files().exists(path),
+        Readiness::File(path) => Files::new(sandbox).exists(path),
         Readiness::Port(port) => {
-            let pid = sandbox
-                .shared()
-                .init_pid()
-                .ok_or_else(|| sandbox.shared().not_running())?;
+            let pid = sandbox.init_pid().ok_or_else(|| sandbox.not_running())?;
             Ok(listening(pid, *port))
         }
         Readiness::Command(cmd) => {
             let left = deadline.saturating_duration_since(Instant::now());
             let options =
                 RunOptions::default().timeout(left.clamp(Duration::from_millis(1), CHECK_TIMEOUT));
-            let result: CommandResult = sandbox.commands().run(cmd.as_str(), options)?;
+            let result: CommandResult = commands::run(sandbox, Cmd::from(cmd.as_str()), options)?;
             Ok(result.success())
         }
     }
@@ -208,45 +208,35 @@ fn listens_in_table(text: &str, port: u16) -> bool {
     })
 }
 
-impl Sandbox {
-    /// The code interpreters the template offers (its settings), as data:
-    /// language and the command that starts one.
-    pub fn interpreters(&self) -> &[Interpreter] {
-        &self.shared().template.settings.interpreters
-    }
-
-    /// The template's default command: its image's `Entrypoint` followed
-    /// by its `Cmd`; `None` when the image has neither.
-    pub fn default_command(&self) -> Option<Vec<String>> {
-        let config = &self.shared().template.config;
-        let argv: Vec<String> = config
-            .entrypoint
-            .iter()
-            .chain(&config.cmd)
-            .cloned()
-            .collect();
-        (!argv.is_empty()).then_some(argv)
-    }
+/// The template's default command: its image's `Entrypoint` followed by
+/// its `Cmd`; `None` when the image has neither.
+pub(crate) fn default_command(sandbox: &SandboxShared) -> Option<Vec<String>> {
+    let config = &sandbox.template.config;
+    let argv: Vec<String> = config
+        .entrypoint
+        .iter()
+        .chain(&config.cmd)
+        .cloned()
+        .collect();
+    (!argv.is_empty()).then_some(argv)
 }
 
 impl Commands<'_> {
     fn default_cmd(&self) -> Result<Cmd> {
-        self.sandbox
-            .default_command()
-            .map(Cmd::Argv)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "command",
-                    format!(
-                        "template {:?} has no default command (no Entrypoint or Cmd)",
-                        self.sandbox.shared().template_name
-                    ),
-                )
-            })
+        default_command(self.sandbox).map(Cmd::Argv).ok_or_else(|| {
+            Error::invalid(
+                "command",
+                format!(
+                    "template {:?} has no default command (no Entrypoint or Cmd)",
+                    self.sandbox.template_name
+                ),
+            )
+        })
     }
 
-    /// Runs the template's default command ([`Sandbox::default_command`])
-    /// to completion.
+    /// Runs the template's default command
+    /// ([`Sandbox::default_command`](crate::Sandbox::default_command)) to
+    /// completion.
     pub fn run_default(&self, options: RunOptions) -> Result<CommandResult> {
         self.run(self.default_cmd()?, options)
     }
@@ -296,9 +286,9 @@ mod tests {
             "not chosen: the template's"
         );
 
-        let all = SandboxOptions::default().limits(crate::Limits::default());
+        let all = SandboxOptions::default().limits(crate::kernel::limits::Limits::default());
         let applied = with_defaults(all, &settings);
-        assert_eq!(applied.limits, crate::Limits::default());
+        assert_eq!(applied.limits, crate::kernel::limits::Limits::default());
         assert_eq!(applied.timeout, Duration::from_secs(42));
     }
 

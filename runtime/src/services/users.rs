@@ -46,8 +46,8 @@ fn parse_passwd(text: &str) -> impl Iterator<Item = User> + '_ {
 }
 
 fn read_passwd(sandbox: &SandboxShared) -> Option<String> {
-    let root = sandbox.root()?;
-    let fd = open_in_root(root.as_fd(), c"/etc/passwd", libc::O_RDONLY, 0).ok()?;
+    let live = sandbox.live()?;
+    let fd = open_in_root(live.root.as_fd(), c"/etc/passwd", libc::O_RDONLY, 0).ok()?;
     let mut text = String::new();
     std::fs::File::from(fd)
         .take(1 << 20)
@@ -85,7 +85,7 @@ pub(crate) fn resolve(sandbox: &SandboxShared, requested: Option<&str>) -> Resul
             format!("no user {wanted:?} in the sandbox's /etc/passwd"),
         ));
     };
-    let count = sandbox.id_count();
+    let count = sandbox.ctx.range.count;
     if user.uid >= count || user.gid >= count {
         return Err(Error::invalid(
             "user",

@@ -206,3 +206,14 @@ pub fn close_all_except(keep: &[RawFd]) -> SysResult<()> {
     }
     Ok(())
 }
+
+/// Bytes ready to be read from a pipe or socket now (`FIONREAD`), without
+/// reading them. See `ioctl_pipe(2)`.
+pub fn readable_bytes(fd: BorrowedFd<'_>) -> SysResult<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which points to
+    // a live local of that type.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n as *mut libc::c_int) };
+    check(rc as libc::c_long)?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}

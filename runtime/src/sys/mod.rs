@@ -13,9 +13,6 @@ pub mod process;
 pub mod resolve;
 pub(crate) mod seccomp;
 
-#[cfg(test)]
-pub(crate) mod testing;
-
 pub use nix::errno::Errno;
 
 /// Result of a raw syscall wrapper.

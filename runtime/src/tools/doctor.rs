@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::kernel::cgroups::{unique_runtime_name, CgroupConfig, Cgroups, Layout};
 use crate::kernel::seccomp::SeccompProfile;
 use crate::kernel::userns::{self, IdRange};
+use crate::kernel::version;
 use crate::sys::{clone, fd, mount as newmount, process, resolve};
 
 /// How one check came out.
@@ -174,25 +175,14 @@ fn root() -> Check {
     }
 }
 
-/// `major.minor` of a kernel release string (`6.18.44-foo` → (6, 18)).
-pub fn parse_kernel_version(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
-}
-
 fn kernel() -> Check {
-    let release = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    kernel_verdict(&release)
+    kernel_verdict(&version::release())
 }
 
 /// The kernel check for `release`: overlayfs on idmapped layers needs
 /// 5.19; sandlot is tested on 6.1 and later.
 pub fn kernel_verdict(release: &str) -> Check {
-    match parse_kernel_version(release) {
+    match version::parse(release) {
         Some(v) if v >= (6, 1) => ok("kernel", format!("Linux {release}")),
         Some(v) if v >= (5, 19) => warn(
             "kernel",
@@ -557,10 +547,6 @@ mod tests {
 
     #[test]
     fn kernel_versions_are_judged_by_what_sandlot_needs() {
-        assert_eq!(parse_kernel_version("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(parse_kernel_version("5.19.0"), Some((5, 19)));
-        assert_eq!(parse_kernel_version("6.1"), Some((6, 1)));
-        assert_eq!(parse_kernel_version("linux"), None);
         assert_eq!(kernel_verdict("6.18.44").status, Status::Ok);
         assert_eq!(kernel_verdict("6.1.0-27-amd64").status, Status::Ok);
         assert_eq!(kernel_verdict("5.19.17").status, Status::Warn);

@@ -1,9 +1,18 @@
-use std::sync::Mutex;
+//! The events a runtime publishes, and the bus that fans them out.
+//!
+//! Every queue here is bounded: a subscriber that stops reading misses
+//! events (counted, see [`Subscription::missed`]) instead of growing the
+//! host's memory; the publisher never waits for a subscriber.
+
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::State;
+use crate::engine::sync::lock;
 
 /// Why a transition happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +39,9 @@ pub enum Reason {
     SetupFailed(String),
     /// Rejected before anything was built (quota, resources).
     Rejected(String),
+    /// The runtime failed while serving the sandbox (a bug in sandlot);
+    /// the message says where. The sandbox was destroyed, the others live.
+    Internal(String),
 }
 
 /// One state transition of one sandbox.
@@ -42,10 +54,77 @@ pub struct LifecycleEvent {
     pub at: SystemTime,
 }
 
-/// Fan-out of events (lifecycle events, resource events) to every
-/// subscriber. Receivers that were dropped are pruned on the next send.
-pub(crate) struct EventBus<T = LifecycleEvent> {
-    subscribers: Mutex<Vec<Sender<T>>>,
+/// Something a sandbox's resources did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResourceEvent {
+    /// The kernel's OOM killer killed processes in the sandbox (its memory
+    /// limit was reached).
+    Oom(OomEvent),
+    /// A [`ResourceMonitor`](crate::ResourceMonitor) saw usage cross a
+    /// threshold.
+    Alert(ResourceAlert),
+}
+
+impl ResourceEvent {
+    pub fn sandbox_id(&self) -> &str {
+        match self {
+            ResourceEvent::Oom(e) => &e.sandbox_id,
+            ResourceEvent::Alert(a) => &a.sandbox_id,
+        }
+    }
+}
+
+/// OOM kills in one sandbox since the last report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OomEvent {
+    pub sandbox_id: String,
+    /// Processes killed since the previous event.
+    pub kills: u64,
+    /// Processes killed since the sandbox started.
+    pub total: u64,
+    pub at: SystemTime,
+}
+
+/// What an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    Cpu,
+    Memory,
+    Disk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    /// Usage went above the threshold.
+    Exceeded,
+    /// Usage went back to or below it.
+    Recovered,
+}
+
+/// A usage crossed a threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResourceAlert {
+    pub sandbox_id: String,
+    pub resource: ResourceKind,
+    pub kind: AlertKind,
+    /// The usage in percent at the sample that crossed.
+    pub percent: f64,
+    pub threshold: f64,
+    pub at: SystemTime,
+}
+
+/// Events one subscriber may have waiting before it misses new ones.
+pub const SUBSCRIPTION_CAPACITY: usize = 4096;
+
+struct Subscriber<T> {
+    tx: Sender<T>,
+    missed: Arc<AtomicU64>,
+}
+
+/// Fan-out of events to every subscriber. Dropped receivers are pruned on
+/// the next publish; a full one misses the event.
+pub(crate) struct EventBus<T> {
+    subscribers: Mutex<Vec<Subscriber<T>>>,
 }
 
 impl<T> Default for EventBus<T> {
@@ -57,14 +136,90 @@ impl<T> Default for EventBus<T> {
 }
 
 impl<T: Clone> EventBus<T> {
-    pub fn subscribe(&self) -> Receiver<T> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        self.subscribers.lock().unwrap().push(tx);
-        rx
+    pub fn subscribe(&self) -> Subscription<T> {
+        let (tx, rx) = crossbeam_channel::bounded(SUBSCRIPTION_CAPACITY);
+        let missed = Arc::new(AtomicU64::new(0));
+        lock(&self.subscribers).push(Subscriber {
+            tx,
+            missed: missed.clone(),
+        });
+        Subscription { rx, missed }
     }
 
     pub fn publish(&self, event: T) {
-        let mut subs = self.subscribers.lock().unwrap();
-        subs.retain(|tx| tx.send(event.clone()).is_ok());
+        let mut subs = lock(&self.subscribers);
+        subs.retain(|sub| match sub.tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                sub.missed.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+}
+
+/// The receiving end of [`Runtime::events`](crate::Runtime::events) and
+/// [`Runtime::resource_events`](crate::Runtime::resource_events): a
+/// crossbeam [`Receiver`] (every receive method is available through it)
+/// that holds at most [`SUBSCRIPTION_CAPACITY`] unread events. When it is
+/// full, new events are not queued but counted in [`Subscription::missed`]:
+/// a subscriber that stops reading costs bounded memory.
+pub struct Subscription<T> {
+    rx: Receiver<T>,
+    missed: Arc<AtomicU64>,
+}
+
+impl<T> Subscription<T> {
+    /// Events dropped because this subscription was full.
+    pub fn missed(&self) -> u64 {
+        self.missed.load(Ordering::Relaxed)
+    }
+}
+
+impl<T> Deref for Subscription<T> {
+    type Target = Receiver<T>;
+
+    fn deref(&self) -> &Receiver<T> {
+        &self.rx
+    }
+}
+
+impl<T> std::fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("queued", &self.rx.len())
+            .field("missed", &self.missed())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_subscriber_misses_events_and_the_publisher_never_waits() {
+        let bus = EventBus::default();
+        let slow = bus.subscribe();
+        let fast = bus.subscribe();
+        for i in 0..SUBSCRIPTION_CAPACITY + 10 {
+            bus.publish(i);
+            assert_eq!(fast.try_recv(), Ok(i));
+        }
+        assert_eq!(slow.len(), SUBSCRIPTION_CAPACITY);
+        assert_eq!(slow.missed(), 10);
+        assert_eq!(fast.missed(), 0);
+        assert_eq!(slow.recv(), Ok(0));
+    }
+
+    #[test]
+    fn dropped_subscribers_are_pruned() {
+        let bus = EventBus::default();
+        drop(bus.subscribe());
+        let kept = bus.subscribe();
+        bus.publish(1);
+        assert_eq!(lock(&bus.subscribers).len(), 1);
+        assert_eq!(kept.recv(), Ok(1));
     }
 }

@@ -10,8 +10,11 @@ use std::fmt;
 ///                          Destroyed  (from every live state)
 /// ```
 /// `Running` means idle; `Active` means at least one command is in flight.
-/// `Failed` (rejected before anything was built), `Error` (setup failed and
-/// was rolled back) and `Destroyed` are terminal.
+/// `Failed` (rejected before anything was built) and `Destroyed` are
+/// terminal. `Error` means the runtime failed the sandbox: from `Starting`
+/// (setup failed and was rolled back; nothing follows) or, from a live
+/// state, when serving it failed (`Destroyed` follows once it is torn
+/// down; the other sandboxes are unaffected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
     Pending,
@@ -35,6 +38,10 @@ impl State {
                 | (Starting, Running)
                 | (Starting, Error)
                 | (Starting, Destroyed)
+                | (Running, Error)
+                | (Active, Error)
+                | (Paused, Error)
+                | (Error, Destroyed)
                 | (Running, Active)
                 | (Active, Running)
                 | (Running, Paused)
@@ -61,7 +68,7 @@ impl State {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, State::Error | State::Failed | State::Destroyed)
+        matches!(self, State::Failed | State::Destroyed)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -94,7 +101,7 @@ mod tests {
 
     #[test]
     fn terminal_states_are_final() {
-        for from in [Error, Failed, Destroyed] {
+        for from in [Failed, Destroyed] {
             for to in ALL {
                 assert!(!from.can_become(to), "{from} -> {to} must be illegal");
             }
@@ -110,6 +117,7 @@ mod tests {
         assert!(!Pending.can_become(Destroyed));
         assert!(!Running.can_become(Starting));
         assert!(!Destroyed.can_become(Running));
-        assert!(!Running.can_become(Error));
+        assert!(!Error.can_become(Running));
+        assert!(!Pending.can_become(Error));
     }
 }

@@ -351,6 +351,7 @@ impl Cgroups {
             inner: Arc::clone(&self.inner),
             id: sandbox_id.to_owned(),
             dirs: Vec::with_capacity(inner.dirs.len()),
+            remaining: Mutex::new(Vec::with_capacity(inner.dirs.len())),
             v2_fd: None,
             memory_limit: limits.memory,
             pids_max: limits.pids,
@@ -362,6 +363,10 @@ impl Cgroups {
             }
             files::mkdir_at(d.fd(), sandbox_id, &d.path)?;
             sb.dirs.push(di);
+            sb.remaining
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(di);
             let writes = match d.version {
                 Version::V1 => v1::limit_writes(&d.roles, limits, inner.memsw),
                 Version::V2 => v2::limit_writes(&d.roles, limits, inner.swap_max),
@@ -608,6 +613,8 @@ pub struct SandboxCgroup {
     id: String,
     /// Indexes into `inner.dirs` of the dirs made for this sandbox.
     dirs: Vec<usize>,
+    /// Those not removed yet.
+    remaining: Mutex<Vec<usize>>,
     v2_fd: Option<OwnedFd>,
     memory_limit: u64,
     pids_max: u64,
@@ -771,18 +778,15 @@ impl SandboxCgroup {
     /// Removes the sandbox's dir in every hierarchy. Tasks killed a moment
     /// ago may still be leaving: EBUSY is retried for up to 2 s, then the
     /// error names the path. Dirs that could not be removed are retried
-    /// when the value is dropped.
-    pub fn remove(mut self) -> Result<(), CgroupError> {
-        self.remove_dirs()
-    }
-
-    fn remove_dirs(&mut self) -> Result<(), CgroupError> {
+    /// when the value is dropped. Works through a shared reference, so
+    /// that a teardown need not wait for a reader of the stats to finish.
+    pub fn remove(&self) -> Result<(), CgroupError> {
         // close our fds into the dirs first
-        *self.stats.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
-        self.v2_fd = None;
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut first_err = None;
         let inner = Arc::clone(&self.inner);
-        self.dirs.retain(|&di| {
+        let mut remaining = self.remaining.lock().unwrap_or_else(|p| p.into_inner());
+        remaining.retain(|&di| {
             let d = &inner.dirs[di];
             match files::rmdir_at(d.fd(), &self.id, &d.path) {
                 Ok(()) => false,
@@ -841,11 +845,16 @@ impl SandboxCgroup {
 
 impl Drop for SandboxCgroup {
     fn drop(&mut self) {
-        if self.dirs.is_empty() {
+        if self
+            .remaining
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
             return;
         }
         self.kill_rest();
-        let _ = self.remove_dirs();
+        let _ = self.remove();
     }
 }
 

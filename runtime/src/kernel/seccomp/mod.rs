@@ -1153,8 +1153,14 @@ impl CompiledSeccomp {
     }
 }
 
+/// The most profiles a cache keeps compiled; callers choose profiles, so
+/// the cache must not grow with them.
+pub const SECCOMP_CACHE_ENTRIES: usize = 64;
+
 /// Compiles each distinct profile once and shares the result: one per
-/// runtime. Entries live as long as the cache.
+/// runtime. At most [`SECCOMP_CACHE_ENTRIES`] are kept: past it the cache
+/// starts over (compiling costs tens of microseconds; a caller with that
+/// many profiles pays it again).
 #[derive(Debug)]
 pub struct SeccompCache {
     arch: SeccompArch,
@@ -1185,6 +1191,9 @@ impl SeccompCache {
             return Ok(hit.clone());
         }
         let fresh = profile.compile(self.arch)?;
+        if compiled.len() >= SECCOMP_CACHE_ENTRIES {
+            compiled.clear();
+        }
         compiled.insert(profile.clone(), fresh.clone());
         Ok(fresh)
     }

@@ -818,6 +818,16 @@ fn cache_compiles_each_profile_once() {
     assert_eq!(cache.len(), 2);
 }
 
+#[test]
+fn the_cache_stays_bounded_whatever_profiles_callers_pass() {
+    let cache = SeccompCache::native().unwrap();
+    for errno in 1..=(SECCOMP_CACHE_ENTRIES * 3) as i32 {
+        let profile = SeccompProfile::default().deny_with_errno("acct", errno);
+        cache.get(&profile).unwrap();
+        assert!(cache.len() <= SECCOMP_CACHE_ENTRIES);
+    }
+}
+
 /// Prints the program sizes and the compile time (`--nocapture`).
 #[test]
 fn report_sizes_and_compile_time() {

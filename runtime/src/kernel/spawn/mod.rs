@@ -11,8 +11,9 @@
 //! inherit a handful of descriptors rather than every one the host holds;
 //! descriptors cross between the tables through [`handoff`].
 //!
-//! The numbered steps of [`launch`] mirror ARCHITECTURE.md ("parent
-//! sequence"); the child's are in [`child`].
+//! [`launch`] does steps 4–6 and 8–10 of the parent sequence, whose one
+//! function is `api::create::create` (the numbers are the same there and
+//! in ARCHITECTURE.md); the child's sequence is in [`child`].
 
 mod child;
 mod handoff;
@@ -101,7 +102,7 @@ impl PendingLaunch {
         Ok(())
     }
 
-    /// Waits for the parent's part of setup (steps 1-6).
+    /// Waits for the spawner's part of setup (steps 4–6 and 8–9).
     pub fn wait(mut self) -> KernelResult<Launched> {
         // Not handed over: abandoned.
         self.cgroups.take();
@@ -346,10 +347,10 @@ fn thread_main(
                 }
                 let result = launched.and_then(|launched| hand_over(&handoff, id, launched));
                 let _ = reply.send(result);
-                // 7. The child has its own copy of the mounts: free the
-                //    mount points for the next sandbox. After the reply, so
-                //    the caller writes id maps meanwhile (saves ~85 µs of
-                //    create latency; the umounts need an RCU grace period).
+                // 10. The child has its own copy of the mounts: free the
+                //     mount points for the next sandbox. After the reply, so
+                //     the caller writes id maps meanwhile (saves ~85 µs of
+                //     create latency; the umounts need an RCU grace period).
                 scratch.detach();
             }
         }
@@ -390,9 +391,8 @@ fn enter_private_namespace(config: &SpawnerConfig) -> KernelResult<Scratch> {
     Scratch::new(&config.scratch_dir, config.range, idmap)
 }
 
-/// The parent sequence for one sandbox, steps 1-6 on the spawner thread
-/// (step 7 follows the reply); [`release`] does 8-9 from the caller's
-/// thread.
+/// Steps 4–6 and 8–9 of the parent sequence on the spawner thread (step
+/// 10 follows the reply, in `thread_main`; step 7 is the caller's).
 fn launch(
     scratch: &mut Scratch,
     init_fd: RawFd,
@@ -401,11 +401,11 @@ fn launch(
     cgroups: &Receiver<Vec<PathBuf>>,
     handoff: &Handoff,
 ) -> KernelResult<Launched> {
-    // 1. Attach the template's idmapped layers (first use only).
+    // 4. Attach the template's idmapped layers (first use only).
     scratch.prepare(&job.template)?;
-    // 2. Assemble the root: writable tmpfs, overlay, host binds, /dev.
+    // 5. Assemble the root: writable tmpfs, overlay, host binds, /dev.
     let rw = scratch.assemble(&job.template, job.disk_bytes)?;
-    // 3. The control socket; the child's end becomes init's fd 3.
+    // 6. The control socket; the child's end becomes init's fd 3.
     let pair = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -419,7 +419,7 @@ fn launch(
             return Err(KernelError::setup("create the control socket", e));
         }
     };
-    // 4. The sandbox's cgroups, made by the caller meanwhile: the v1
+    // (7.) The sandbox's cgroups, made by the caller meanwhile: the v1
     //    `tasks` files the child joins itself, then the v2 dir to clone into.
     let Ok(v1_tasks) = cgroups.recv() else {
         scratch.detach();
@@ -428,7 +428,7 @@ fn launch(
             nix::errno::Errno::ECANCELED,
         ));
     };
-    // 5. Everything the child needs, allocated now.
+    // 8. Everything the child needs, allocated now.
     let plan = ChildPlan::new(PlanInputs {
         control: child_end.as_raw_fd(),
         host_end: host_end.as_raw_fd(),
@@ -451,7 +451,7 @@ fn launch(
             return Err(e);
         }
     };
-    // 6. One clone with every namespace, straight into the sandbox's
+    // 9. One clone with every namespace, straight into the sandbox's
     //    cgroup v2 directory when there is one; the child waits for "go".
     let cgroup_dir = match handoff.take(id) {
         Ok(mut fds) => fds.pop(),
@@ -467,7 +467,7 @@ fn launch(
     let child = clone::fork_into(NAMESPACES as u64, cgroup, || -> std::convert::Infallible {
         child::run(&plan)
     });
-    // 7. Detaching the mounts is left to `thread_main`, after the reply.
+    // 10. Detaching the mounts is left to `thread_main`, after the reply.
     let child = child.map_err(|e| KernelError::setup("clone the sandbox", e))?;
     Ok(Launched {
         pid: child.pid,
@@ -477,14 +477,9 @@ fn launch(
     })
 }
 
-/// Steps 8-9 of the parent sequence, from the caller's thread while the
-/// spawner builds the next sandbox: id maps, go. (The child joins its v1
-/// cgroups itself; clone3 placed it in v2.) On error the caller kills the
-/// child.
-pub(crate) fn release(launched: &Launched, range: &IdRange) -> KernelResult<()> {
-    // 8. Map sandbox root to the unprivileged range.
-    userns::write_maps(launched.pid, range)?;
-    // 9. Release the child.
-    fd::send_with_fds(launched.control.as_fd(), &GO_BYTES, &[], false)
+/// Step 12 of the parent sequence (`api/create.rs`): "go" to a child
+/// whose id maps are written.
+pub(crate) fn send_go(control: BorrowedFd<'_>) -> KernelResult<()> {
+    fd::send_with_fds(control, &GO_BYTES, &[], false)
         .map_err(|e| KernelError::setup("send go to the sandbox", e))
 }

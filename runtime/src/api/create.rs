@@ -1,0 +1,261 @@
+//! The parent side of creating a sandbox, as one sequence with one
+//! numbering (ARCHITECTURE.md, "Setup sequence — parent", uses the same
+//! numbers). Steps 4–6 and 8–10 run on the spawner thread
+//! (`kernel::spawn::launch`, whose comments carry these numbers) while
+//! this thread does step 7; everything else runs here, on the caller's
+//! thread.
+
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sandlot_rootfs::{Store, Template};
+
+use crate::engine::control;
+use crate::engine::error::{Error, Result};
+use crate::engine::lifecycle::{Reason, State};
+use crate::engine::options::SandboxOptions;
+use crate::engine::reactor::Handler;
+use crate::engine::sandbox::{Live, NewSandbox, RuntimeCtx, SandboxShared};
+use crate::kernel::caps::CapPlan;
+use crate::kernel::cgroups::Cgroups;
+use crate::kernel::seccomp::{CompiledSeccomp, SeccompCache};
+use crate::kernel::spawn::{self, CreateJob, Launched, Rlimit, Spawner};
+use crate::kernel::userns;
+use crate::services::{quota, template};
+use crate::sys::process;
+
+/// What creating a sandbox needs besides the runtime context: the
+/// spawner, the cgroup parent, the templates, the compiled policies.
+pub(crate) struct Factory {
+    pub spawner: Spawner,
+    pub cgroups: Cgroups,
+    pub store: Store,
+    /// Built (or checked) once at start; every other template is read from
+    /// the store at create time, so an import is seen at once.
+    pub base: Arc<Template>,
+    pub caps: CapPlan,
+    pub seccomp: SeccompCache,
+    pub default_seccomp: CompiledSeccomp,
+    pub max_sandboxes: Option<usize>,
+    pub memory_overcommit: Option<f64>,
+    pub ready_timeout: Duration,
+}
+
+impl Factory {
+    pub fn template(&self, name: &str) -> Result<Arc<Template>> {
+        if name == sandlot_rootfs::BASE_NAME {
+            return Ok(self.base.clone());
+        }
+        match self.store.get(name) {
+            Ok(template) => Ok(Arc::new(template)),
+            Err(sandlot_rootfs::Error::NotFound(_))
+            | Err(sandlot_rootfs::Error::InvalidName { .. }) => {
+                Err(Error::TemplateNotFound(name.to_string()))
+            }
+            Err(source) => Err(Error::Template {
+                name: name.to_string(),
+                source,
+            }),
+        }
+    }
+}
+
+fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 8];
+    process::random_bytes(&mut bytes).map_err(|e| Error::setup("getrandom", e))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The sandbox's root as its init sees it, for host-side file access.
+fn open_root(pid: i32) -> Result<OwnedFd> {
+    let path = format!("/proc/{pid}/root");
+    let root = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(&path)
+        .map_err(|e| Error::io(format!("open {path}"), e))?;
+    Ok(root.into())
+}
+
+/// Kills and reaps a child whose setup did not complete.
+struct ChildGuard<'a>(Option<&'a OwnedFd>);
+
+impl ChildGuard<'_> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ChildGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(pidfd) = self.0 {
+            let _ = process::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
+            let _ = process::reap_pidfd(pidfd.as_fd(), true);
+        }
+    }
+}
+
+/// Creates a sandbox and returns when its init is ready (and the
+/// template's start command, if any, is).
+pub(crate) fn create(
+    factory: &Factory,
+    ctx: &Arc<RuntimeCtx>,
+    options: SandboxOptions,
+) -> Result<Arc<SandboxShared>> {
+    // 1. Validate the options, resolve the template, and let its settings
+    //    fill in what the caller left unset.
+    options.validate()?;
+    let template = factory.template(&options.template)?;
+    let options = template::with_defaults(options, &template.settings);
+    options.limits.validate()?;
+    let id = new_id()?;
+    let shared = SandboxShared::new(
+        NewSandbox {
+            hostname: options.hostname.clone().unwrap_or_else(|| id.clone()),
+            id: id.clone(),
+            template_name: options.template.clone(),
+            template: template.clone(),
+            metadata: options.metadata.clone(),
+            env: options.env.clone(),
+            timeout: options.timeout,
+            limits: options.limits.clone(),
+            exec_limits: options.exec_limits,
+            pause_clock: options.pause_clock,
+        },
+        ctx.clone(),
+    );
+
+    // 2. Enter the table as Pending — quotas and shutdown are checked under
+    //    the table's lock — then Starting.
+    let admitted = ctx.admit(shared.clone(), |live| {
+        if let Some(max) = factory.max_sandboxes {
+            if live.len() >= max {
+                return Err(Error::QuotaExceeded {
+                    what: "max_sandboxes",
+                    limit: max as u64,
+                });
+            }
+        }
+        if let Some(ratio) = factory.memory_overcommit {
+            quota::check_memory(live, options.limits.memory, ratio)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = admitted {
+        let why = match &e {
+            Error::QuotaExceeded { what, .. } => (*what).to_string(),
+            Error::RuntimeShutDown => "runtime shut down".to_string(),
+            _ => "memory".to_string(),
+        };
+        let _ = shared.transition(State::Failed, Reason::Rejected(why));
+        return Err(e);
+    }
+    let _ = shared.transition(State::Starting, Reason::Created);
+
+    match start(factory, ctx, &shared, template, &options) {
+        Ok(()) => {
+            // 16. The template's start command, and its readiness check.
+            template::run_start(&shared)?;
+            Ok(shared)
+        }
+        Err(e) => {
+            let _ = shared.transition(State::Error, Reason::SetupFailed(e.to_string()));
+            shared.forget();
+            Err(e)
+        }
+    }
+}
+
+/// Steps 3–15: from the spawner job to a Running sandbox with a deadline.
+fn start(
+    factory: &Factory,
+    ctx: &Arc<RuntimeCtx>,
+    shared: &Arc<SandboxShared>,
+    template: Arc<Template>,
+    options: &SandboxOptions,
+) -> Result<()> {
+    let limits = &options.limits;
+    let seccomp = match &options.seccomp {
+        None => factory.default_seccomp.clone(),
+        Some(profile) => factory.seccomp.get(profile)?,
+    };
+    let mut rlimits: Vec<Rlimit> = vec![
+        (libc::RLIMIT_CORE, 0, 0),
+        (libc::RLIMIT_NOFILE, limits.open_files, limits.open_files),
+    ];
+    if let Some(max) = limits.max_file_size {
+        rlimits.push((libc::RLIMIT_FSIZE, max, max));
+    }
+
+    // 3. Hand the job to the spawner thread, which does steps 4–6 (attach
+    //    the template's idmapped layers, assemble the root, make the
+    //    control socket) meanwhile.
+    let mut pending = factory.spawner.submit(CreateJob {
+        id: shared.id.clone(),
+        hostname: shared.hostname.clone(),
+        template,
+        disk_bytes: limits.disk,
+        rlimits,
+        caps: factory.caps,
+        seccomp,
+    })?;
+
+    // 7. The cgroups and their limits, before the child exists; the v2 dir
+    //    and the v1 `tasks` files go to the spawner for step 9. If this
+    //    fails the launch is dropped: the spawner abandons it before any
+    //    clone.
+    let cgroup = match factory.cgroups.create(&shared.id, limits) {
+        Ok(cgroup) => cgroup,
+        Err(e) => {
+            let _ = pending.wait();
+            return Err(e.into());
+        }
+    };
+    pending.cgroups_ready(cgroup.v2_dir_fd(), cgroup.v1_task_files())?;
+
+    // (8. the child's plan, 9. clone3, 10. detach the scratch mounts: on
+    //  the spawner thread.)
+    let launched: Launched = pending.wait()?;
+    let guard = ChildGuard(Some(&launched.pidfd));
+
+    // 11. Map sandbox root to the unprivileged range.
+    userns::write_maps(launched.pid, &ctx.range)?;
+    // 12. Release the child.
+    spawn::send_go(launched.control.as_fd())?;
+    // 13. Wait for init's Ready (or the child's failed step and errno).
+    control::wait_ready(&shared.id, launched.control.as_fd(), factory.ready_timeout)?;
+
+    // 14. The root for host-side file access; the OOM notifier; the io
+    //     thread watches the control socket and init's pidfd; → Running.
+    let root = open_root(launched.pid)?;
+    shared.watch_oom(&cgroup)?;
+    let handler: std::sync::Weak<dyn Handler> = Arc::downgrade(shared) as _;
+    let tokens = ctx
+        .reactor
+        .watch_sandbox(handler, launched.control.as_fd(), launched.pidfd.as_fd())
+        .map_err(|e| Error::setup("watch the sandbox", e))?;
+    guard.disarm();
+    shared.set_live(Live {
+        pid: launched.pid,
+        pidfd: launched.pidfd,
+        control: launched.control,
+        root: Arc::new(root),
+        rw: launched.rw,
+        cgroup: Arc::new(cgroup),
+        tokens,
+    })?;
+    if let Err(state) = shared.transition(State::Running, Reason::Started) {
+        // Destroyed while starting (runtime shutdown): already torn down.
+        return Err(Error::SandboxNotRunning {
+            id: shared.id.clone(),
+            state,
+        });
+    }
+
+    // 15. The deadline.
+    shared.arm_deadline();
+    Ok(())
+}
