@@ -90,3 +90,15 @@ pub mod testing {
     pub use crate::kernel::cgroups;
     pub use crate::kernel::seccomp::CompiledSeccomp;
 }
+
+// The handles users share between threads stay shareable.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Runtime>();
+    shareable::<Sandbox>();
+    shareable::<CommandHandle>();
+    shareable::<Pool>();
+    shareable::<Command>();
+    shareable::<ProcessEvents>();
+    shareable::<ResourceMonitor>();
+};

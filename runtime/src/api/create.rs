@@ -92,8 +92,7 @@ impl ChildGuard<'_> {
 impl Drop for ChildGuard<'_> {
     fn drop(&mut self) {
         if let Some(pidfd) = self.0 {
-            let _ = process::pidfd_signal(pidfd.as_fd(), libc::SIGKILL);
-            let _ = process::reap_pidfd(pidfd.as_fd(), true);
+            let _ = process::kill_and_reap(pidfd.as_fd());
         }
     }
 }

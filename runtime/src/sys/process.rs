@@ -51,6 +51,15 @@ pub fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32) -> SysResult<()> {
     Ok(())
 }
 
+/// SIGKILLs the child behind `pidfd` and reaps it: the one way sandlot
+/// ends a child it started (a failed setup, a helper, a sandbox's init
+/// where no `cgroup.kill` exists). Errors of the kill (it already exited)
+/// are not errors; the reap's are returned.
+pub fn kill_and_reap(pidfd: BorrowedFd<'_>) -> SysResult<()> {
+    let _ = pidfd_signal(pidfd, libc::SIGKILL);
+    reap_pidfd(pidfd, true).map(|_| ())
+}
+
 /// Reaps the child behind `pidfd` (started with exit signal 0, hence
 /// `__WALL`). `block = false` returns `Ok(false)` if it still runs.
 pub fn reap_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> SysResult<bool> {

@@ -366,8 +366,7 @@ fn hand_over(handoff: &Handoff, id: u64, launched: Launched) -> KernelResult<i32
         launched.rw.as_fd(),
     ];
     if let Err(e) = handoff.send(id, &fds) {
-        let _ = process::pidfd_signal(launched.pidfd.as_fd(), libc::SIGKILL);
-        let _ = process::reap_pidfd(launched.pidfd.as_fd(), true);
+        let _ = process::kill_and_reap(launched.pidfd.as_fd());
         return Err(KernelError::setup("hand the sandbox's descriptors over", e));
     }
     Ok(launched.pid)
