@@ -120,3 +120,36 @@ fn a_setup_failure_names_its_step_and_leaves_nothing() {
     assert!(rt.list(&sandlot::ListFilter::all()).is_empty());
     assert_eq!(census(), before, "a failed create left something behind");
 }
+
+/// A template's layers, attached in the runtime's own mount namespace for
+/// its sandboxes, are detached once none of them lives (here with no
+/// linger), not only when the runtime ends.
+#[test]
+fn layers_nobody_uses_are_detached() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    sandlot_tests::require_root();
+    let rt = sandlot::Runtime::builder()
+        .data_dir(sandlot_tests::data_dir())
+        .template_linger(std::time::Duration::ZERO)
+        .build()
+        .unwrap();
+    let spawner_mounts = || -> usize { census().spawner_mounts.values().sum() };
+    let idle = spawner_mounts();
+    assert!(idle > 0, "no spawner thread found by the census");
+    let a = rt.create(sandlot_tests::options()).unwrap();
+    let b = rt.create(sandlot_tests::options()).unwrap();
+    let in_use = spawner_mounts();
+    assert!(in_use > idle, "the template's layers were not attached");
+    a.kill().unwrap();
+    // One sandbox of the template still lives: the layers stay.
+    let c = rt.create(sandlot_tests::options()).unwrap();
+    assert_eq!(spawner_mounts(), in_use, "layers re-attached while in use");
+    b.kill().unwrap();
+    c.kill().unwrap();
+    assert!(
+        sandlot_tests::eventually(std::time::Duration::from_secs(5), || spawner_mounts()
+            == idle),
+        "the layers of a template nobody uses stayed attached: {} mounts, {idle} before",
+        spawner_mounts()
+    );
+}

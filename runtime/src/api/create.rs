@@ -245,6 +245,7 @@ fn start(
         rw: launched.rw,
         cgroup: Arc::new(cgroup),
         tokens,
+        lease: launched.lease,
     })?;
     if let Err(state) = shared.transition(State::Running, Reason::Started) {
         // Destroyed while starting (runtime shutdown): already torn down.

@@ -34,6 +34,7 @@ use crate::engine::reaper::{Expiring, Reaper, Teardowns};
 use crate::engine::sync::lock;
 use crate::kernel::cgroups::SandboxCgroup;
 use crate::kernel::limits::{ExecLimits, Limits};
+use crate::kernel::spawn::TemplateLease;
 use crate::kernel::userns::IdRange;
 use crate::sys::process;
 
@@ -136,6 +137,10 @@ pub(crate) struct Live {
     pub cgroup: Arc<SandboxCgroup>,
     /// The io thread's registrations of `control` and `pidfd`.
     pub tokens: [Token; 2],
+    /// Keeps the template's layers attached in the spawner's namespace
+    /// (held for its drop).
+    #[allow(dead_code)]
+    pub lease: TemplateLease,
 }
 
 struct Status {

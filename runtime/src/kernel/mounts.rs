@@ -19,6 +19,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -48,13 +49,20 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("ptmx", "pts/ptmx"),
 ];
 
-/// A template's layers and binds, attached once as idmapped mounts.
+/// A template's layers and binds, attached as idmapped mounts while
+/// sandboxes of it live (and a little longer, for the next create).
 #[derive(Debug)]
 pub struct PreparedTemplate {
     /// The overlay `lowerdir=` value (uppermost first).
     lowerdir: String,
     /// (attached idmapped source, target inside the root).
     binds: Vec<(PathBuf, PathBuf)>,
+    /// Every scratch mount point it attached (layers and binds).
+    attached: Vec<PathBuf>,
+    /// Live sandboxes built from it.
+    users: usize,
+    /// When the last of them ended.
+    unused_since: Option<Instant>,
 }
 
 /// Per-sandbox mount points, reused by every sandbox (creates are serial on
@@ -283,8 +291,38 @@ impl Scratch {
             ));
         }
         let mut lowers = Vec::new();
+        let mut attached = Vec::new();
+        let result = self.attach_all(template, &mut lowers, &mut attached);
+        let binds = match result {
+            Ok(binds) => binds,
+            Err(e) => {
+                // Nothing half-attached stays behind.
+                detach_all(&attached);
+                return Err(e);
+            }
+        };
+        self.templates.insert(
+            key,
+            PreparedTemplate {
+                lowerdir: lowers.join(":"),
+                binds,
+                attached,
+                users: 0,
+                unused_since: Some(Instant::now()),
+            },
+        );
+        Ok(())
+    }
+
+    fn attach_all(
+        &mut self,
+        template: &Template,
+        lowers: &mut Vec<String>,
+        attached: &mut Vec<PathBuf>,
+    ) -> KernelResult<Vec<(PathBuf, PathBuf)>> {
         for layer in &template.layers {
             let path = self.attach_idmapped(layer)?;
+            attached.push(path.clone());
             let text = path.to_str().filter(|p| !p.contains([',', ':', '\\']));
             lowers.push(
                 text.ok_or_else(|| {
@@ -295,16 +333,49 @@ impl Scratch {
         }
         let mut binds = Vec::new();
         for bind in &template.binds {
-            binds.push((self.attach_idmapped(&bind.source)?, bind.target.clone()));
+            let path = self.attach_idmapped(&bind.source)?;
+            attached.push(path.clone());
+            binds.push((path, bind.target.clone()));
         }
-        self.templates.insert(
-            key,
-            PreparedTemplate {
-                lowerdir: lowers.join(":"),
-                binds,
-            },
-        );
-        Ok(())
+        Ok(binds)
+    }
+
+    /// A sandbox of `template` went live (its lease is held until it ends).
+    pub fn acquire(&mut self, template: &Template) {
+        if let Some(prepared) = self.templates.get_mut(&template.layers) {
+            prepared.users += 1;
+            prepared.unused_since = None;
+        }
+    }
+
+    /// A sandbox built from the template with these layers ended.
+    pub fn release(&mut self, layers: &[PathBuf]) {
+        if let Some(prepared) = self.templates.get_mut(layers) {
+            prepared.users = prepared.users.saturating_sub(1);
+            if prepared.users == 0 {
+                prepared.unused_since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Detaches the layers of templates nobody used for `linger`; returns
+    /// when to look again (`None`: nothing is waiting).
+    pub fn detach_unused(&mut self, linger: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        self.templates.retain(|_, prepared| {
+            let Some(since) = prepared.unused_since else {
+                return true;
+            };
+            let due = since + linger;
+            if due <= now {
+                detach_all(&prepared.attached);
+                return false;
+            }
+            next = Some(next.map_or(due, |n| n.min(due)));
+            true
+        });
+        next
     }
 
     /// Builds one sandbox's root at [`Scratch::root_path`]. Returns an
@@ -430,5 +501,13 @@ impl Scratch {
             // EINVAL: nothing mounted there (a failed assemble).
             let _ = umount2(path, MntFlags::MNT_DETACH);
         }
+    }
+}
+
+/// Detaches scratch mount points and removes them.
+fn detach_all(paths: &[PathBuf]) {
+    for path in paths {
+        let _ = umount2(path, MntFlags::MNT_DETACH);
+        let _ = fs::remove_dir(path);
     }
 }

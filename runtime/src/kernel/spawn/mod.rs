@@ -24,6 +24,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 use nix::mount::{mount, MsFlags};
@@ -55,6 +56,9 @@ const NAMESPACES: libc::c_int =
 pub(crate) struct SpawnerConfig {
     pub scratch_dir: PathBuf,
     pub range: IdRange,
+    /// How long a template's layers stay attached once no sandbox of it
+    /// lives (the next create of it skips attaching them).
+    pub template_linger: Duration,
 }
 
 /// The job id the init memfd travels under on the descriptor channel
@@ -81,6 +85,9 @@ pub(crate) struct PendingLaunch {
     handoff: Arc<Handoff>,
     cgroups: Option<Sender<Vec<PathBuf>>>,
     reply: Receiver<KernelResult<i32>>,
+    /// For the lease, once launched.
+    layers: Vec<PathBuf>,
+    jobs: Sender<Job>,
 }
 
 impl PendingLaunch {
@@ -110,6 +117,12 @@ impl PendingLaunch {
             .reply
             .recv()
             .map_err(|_| KernelError::RuntimeShutDown)??;
+        // The spawner counted this sandbox as a user of its template: from
+        // here any failure gives that back.
+        let lease = TemplateLease {
+            layers: std::mem::take(&mut self.layers),
+            jobs: self.jobs.clone(),
+        };
         let mut fds = self
             .handoff
             .take(self.id)
@@ -121,6 +134,7 @@ impl PendingLaunch {
                 pidfd,
                 control,
                 rw,
+                lease,
             }),
             _ => Err(KernelError::setup(
                 "take the sandbox's descriptors from the spawner",
@@ -138,9 +152,33 @@ pub(crate) struct Launched {
     pub control: OwnedFd,
     /// `O_PATH` descriptor of the sandbox's writable tmpfs (disk usage).
     pub rw: OwnedFd,
+    /// Keeps the template's layers attached while the sandbox lives.
+    pub lease: TemplateLease,
+}
+
+/// A live sandbox's hold on its template's attached layers: dropping it
+/// tells the spawner, which detaches them once no sandbox of the template
+/// is left (after the linger).
+pub(crate) struct TemplateLease {
+    layers: Vec<PathBuf>,
+    jobs: Sender<Job>,
+}
+
+impl Drop for TemplateLease {
+    fn drop(&mut self) {
+        // After a shutdown nobody is left to tell.
+        let _ = self.jobs.send(Job::Release {
+            layers: std::mem::take(&mut self.layers),
+        });
+    }
 }
 
 enum Job {
+    /// A sandbox of the template with these layers ended.
+    Release {
+        layers: Vec<PathBuf>,
+    },
+    Stop,
     Create {
         id: u64,
         job: Box<CreateJob>,
@@ -241,6 +279,7 @@ impl Spawner {
         let (reply_tx, reply_rx) = bounded(1);
         let (cgroups_tx, cgroups_rx) = bounded(1);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let layers = job.template.layers.clone();
         let jobs = self
             .jobs
             .lock()
@@ -259,13 +298,17 @@ impl Spawner {
             handoff: self.handoff.clone(),
             cgroups: Some(cgroups_tx),
             reply: reply_rx,
+            layers,
+            jobs,
         })
     }
 
     /// Stops the thread. Its exit fires the parent-death signal of every
     /// init it started, so call this only after destroying the sandboxes.
     pub fn stop(&self) {
-        self.jobs.lock().unwrap().take();
+        if let Some(jobs) = self.jobs.lock().unwrap().take() {
+            let _ = jobs.send(Job::Stop);
+        }
         if let Some(thread) = self.thread.lock().unwrap().take() {
             let _ = thread.join();
         }
@@ -331,35 +374,67 @@ fn thread_main(
             return;
         }
     };
-    for job in jobs {
+    // When to look for templates nobody uses any more.
+    let mut recheck: Option<Instant> = None;
+    loop {
+        let job = match recheck {
+            None => jobs.recv().ok(),
+            Some(at) => match jobs.recv_deadline(at) {
+                Ok(job) => Some(job),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    recheck = scratch.detach_unused(config.template_linger);
+                    continue;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => None,
+            },
+        };
         match job {
-            Job::Create {
+            None | Some(Job::Stop) => return,
+            Some(Job::Release { layers }) => {
+                scratch.release(&layers);
+                recheck = scratch.detach_unused(config.template_linger);
+            }
+            Some(Job::Create {
                 id,
                 job,
                 cgroups,
                 reply,
-            } => {
+            }) => {
                 let launched = launch(&mut scratch, init.as_raw_fd(), &job, id, &cgroups, &handoff);
                 if launched.is_err() && cgroups.recv().is_ok() {
                     // Failed before taking the cgroup the caller handed
                     // over: take it now, or it would stay in the channel.
                     let _ = handoff.take(id);
                 }
-                let result = launched.and_then(|launched| hand_over(&handoff, id, launched));
+                let result = launched.and_then(|child| hand_over(&handoff, id, child));
+                if result.is_ok() {
+                    // Released by the caller's lease (see `PendingLaunch::wait`).
+                    scratch.acquire(&job.template);
+                }
                 let _ = reply.send(result);
                 // 10. The child has its own copy of the mounts: free the
                 //     mount points for the next sandbox. After the reply, so
                 //     the caller writes id maps meanwhile (saves ~85 µs of
                 //     create latency; the umounts need an RCU grace period).
                 scratch.detach();
+                recheck = scratch.detach_unused(config.template_linger);
             }
         }
     }
 }
 
+/// The spawner's side of a launched child, before its descriptors cross to
+/// the process's table.
+struct Child {
+    pid: i32,
+    pidfd: OwnedFd,
+    control: OwnedFd,
+    rw: OwnedFd,
+}
+
 /// Sends a launched child's descriptors to the process's table (they are
 /// closed in ours on return); kills the child if that fails.
-fn hand_over(handoff: &Handoff, id: u64, launched: Launched) -> KernelResult<i32> {
+fn hand_over(handoff: &Handoff, id: u64, launched: Child) -> KernelResult<i32> {
     let fds = [
         launched.control.as_fd(),
         launched.pidfd.as_fd(),
@@ -399,7 +474,7 @@ fn launch(
     id: u64,
     cgroups: &Receiver<Vec<PathBuf>>,
     handoff: &Handoff,
-) -> KernelResult<Launched> {
+) -> KernelResult<Child> {
     // 4. Attach the template's idmapped layers (first use only).
     scratch.prepare(&job.template)?;
     // 5. Assemble the root: writable tmpfs, overlay, host binds, /dev.
@@ -468,7 +543,7 @@ fn launch(
     });
     // 10. Detaching the mounts is left to `thread_main`, after the reply.
     let child = child.map_err(|e| KernelError::setup("clone the sandbox", e))?;
-    Ok(Launched {
+    Ok(Child {
         pid: child.pid,
         pidfd: child.pidfd,
         control: host_end,
