@@ -112,7 +112,7 @@ pub fn signal_all(scope: Scope, signal: i32) {
     }
 }
 
-/// Every descendant of `root`, from /proc/<pid>/task/<tid>/children.
+/// Every descendant of `root`, from `/proc/<pid>/task/<tid>/children`.
 fn descendants(root: i32) -> Vec<i32> {
     let mut found = Vec::new();
     let mut todo = vec![root];

@@ -60,7 +60,7 @@ pub fn set_child_subreaper() -> io::Result<()> {
     cvt(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) }).map(drop)
 }
 
-/// Names the process for `ps` and /proc/<pid>/comm: exec from a memfd
+/// Names the process for `ps` and `/proc/<pid>/comm`: exec from a memfd
 /// would otherwise leave the descriptor number as its name.
 pub fn set_name(name: &std::ffi::CStr) -> io::Result<()> {
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16

@@ -29,6 +29,11 @@
 
 #![deny(unsafe_code)]
 
+// README's Rust samples compile as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeSamples;
+
 mod api;
 mod engine;
 mod kernel;
@@ -51,7 +56,9 @@ pub use engine::output::ProcessEvents;
 pub use engine::sandbox::SandboxInfo;
 pub use kernel::cgroups::CgroupConfig;
 pub use kernel::init_binary::INIT_BINARY;
-pub use kernel::limits::{ExecLimits, Limits, LimitsError, MAX_EXEC_TIME};
+pub use kernel::limits::{
+    ExecLimits, Limits, LimitsError, MAX_EXEC_TIME, MIN_CPUS, MIN_DISK, MIN_MEMORY, MIN_OPEN_FILES,
+};
 pub use kernel::seccomp::SeccompProfile;
 pub use kernel::userns::IdRange;
 pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};

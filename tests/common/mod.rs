@@ -135,10 +135,10 @@ pub struct Census {
     pub children: Vec<i32>,
 }
 
-fn count_lines(path: &str) -> usize {
-    fs::read_to_string(path)
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
+/// Lines of a /proc file; `None` if it cannot be read (a thread that
+/// exited between the listing and the read).
+fn count_lines(path: &str) -> Option<usize> {
+    fs::read_to_string(path).ok().map(|t| t.lines().count())
 }
 
 /// The cgroup dirs of this process's runtimes (`sandlot-<pid>-<n>`) and
@@ -208,10 +208,9 @@ pub fn census() -> Census {
         let tid: i32 = task.file_name().to_string_lossy().parse().unwrap();
         let comm = fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim() == "sandlot-spawner" {
-            spawner_mounts.insert(
-                tid,
-                count_lines(&format!("/proc/self/task/{tid}/mountinfo")),
-            );
+            if let Some(mounts) = count_lines(&format!("/proc/self/task/{tid}/mountinfo")) {
+                spawner_mounts.insert(tid, mounts);
+            }
         }
         let kids = fs::read_to_string(task.path().join("children")).unwrap_or_default();
         children.extend(
@@ -225,7 +224,8 @@ pub fn census() -> Census {
     cgroup_dirs.sort();
     Census {
         fds: fs::read_dir("/proc/self/fd").unwrap().count(),
-        host_mounts: count_lines("/proc/self/mountinfo"),
+        // A census that cannot count must not compare equal by accident.
+        host_mounts: count_lines("/proc/self/mountinfo").expect("read /proc/self/mountinfo"),
         spawner_mounts,
         cgroup_dirs,
         children,

@@ -199,7 +199,7 @@ impl MachineLimits {
 }
 
 impl Limits {
-    /// Checks every field against this machine ([`MachineLimits::current`])
+    /// Checks every field against this machine (its online CPUs, `pid_max`, RLIMIT_NOFILE)
     /// and returns the first bad one.
     pub fn validate(&self) -> Result<(), LimitsError> {
         self.validate_for(&MachineLimits::current())

@@ -656,7 +656,7 @@ impl<'a> Files<'a> {
     /// Watches `path` (a directory, and with `recursive` every directory
     /// below it, including ones created later; or a single file) for
     /// changes made by anyone, inside or through this API. See
-    /// [`crate::services::watch`].
+    /// [`Watch`](crate::Watch).
     pub fn watch(&self, path: &str, recursive: bool) -> Result<Watch> {
         let root = self.root()?;
         let path = self.path(path)?;

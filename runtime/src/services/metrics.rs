@@ -31,7 +31,7 @@ pub struct Metrics {
     pub cpu_usage_ns: u64,
     /// CPU used since the previous sample, as a percentage of the
     /// sandbox's CPU limit (100 = the whole `cpu_count`). For
-    /// [`Sandbox::metrics`] the previous sample is the previous call (the
+    /// [`Sandbox::metrics`](crate::Sandbox::metrics) the previous sample is the previous call (the
     /// sandbox's start for the first); a
     /// [`ResourceMonitor`](crate::ResourceMonitor) keeps its own.
     pub cpu_percent: f64,

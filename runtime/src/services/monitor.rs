@@ -70,7 +70,7 @@ struct Shared {
 /// monitor's own previous sample); raises a [`ResourceAlert`] when a usage
 /// crosses its [`Thresholds`] — once going up (`Exceeded`), once coming
 /// back down (`Recovered`). Alerts go to [`ResourceMonitor::alerts`] and to
-/// [`Runtime::resource_events`]. It stops when dropped, when its sandbox
+/// [`Runtime::resource_events`](crate::Runtime::resource_events). It stops when dropped, when its sandbox
 /// is gone or when its runtime shuts down, and keeps neither alive.
 ///
 /// ```no_run

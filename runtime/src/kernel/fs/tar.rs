@@ -50,7 +50,7 @@ struct Body {
     path: String,
 }
 
-/// A tar stream of a sandbox tree ([`super::Files::export_tar`]); read it
+/// A tar stream of a sandbox tree ([`Files::export_tar`](crate::Files::export_tar)); read it
 /// to the end. Errors name the path inside the sandbox (as
 /// [`FilesError`] inside the `io::Error`).
 pub struct TarExport {

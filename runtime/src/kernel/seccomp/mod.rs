@@ -752,7 +752,7 @@ pub struct SeccompProfile {
 }
 
 impl Default for SeccompProfile {
-    /// The default profile, [`DEFAULT_RULES`].
+    /// The default profile (the reviewed table `DEFAULT_RULES` in `seccomp/mod.rs`).
     fn default() -> Self {
         Self::from_rules(DEFAULT_RULES.to_vec())
     }
