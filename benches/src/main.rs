@@ -12,7 +12,7 @@
 //! `peers`: the side-by-side table with bubblewrap, nsjail, crun, runc,
 //! unshare and a bare spawn (install them with scripts/install-peers.sh;
 //! `peers` needs the sandlot CLI built beside it:
-//! `cargo build --release -p sandlot -p sandlot-bench`).
+//! `cargo build --release -p sandlot-cli -p sandlot-bench`).
 //! `density`: N idle sandboxes at once. `throughput`: create + destroy
 //! cycles on every core, in windows, to show any creeping cost.
 //! Micro benchmarks: `cargo bench -p sandlot-bench` (criterion).
