@@ -94,7 +94,7 @@ fn one_shot(ws: &Workspace, ns: Option<&Arc<PrivateNs>>, opts: &Options) -> Vec<
             });
         }
         None => eprintln!(
-            "one-shot: no sandlot CLI beside this binary; `cargo build --release -p sandlot` \
+            "one-shot: no sandlot CLI beside this binary; `cargo build --release -p sandlot-cli` \
              (or set SANDLOT_BIN)"
         ),
     }
