@@ -96,8 +96,15 @@ impl Layers {
 
     /// Makes sure a layer of `source` is in the cache, unpacking it unless
     /// it already is. The flag says whether this call put it there.
+    ///
+    /// A cached layer is reused only after the image's own blob was read
+    /// and checked too: the digest names content we already hold, but an
+    /// image whose blob file does not match its manifest (bytes appended,
+    /// a size that lies) is broken whatever the cache holds, and importing
+    /// it must fail the same way on a fresh store and on a warm one.
     pub fn ensure(&self, source: &Source, layer: &oci::Layer) -> Result<(LayerMeta, bool), Error> {
         if let Some(meta) = self.meta(layer.blob.hex())? {
+            source.verify_blob(&layer.blob)?;
             return Ok((meta, false));
         }
         let tmp = self.tmp_dir().join(format!(
