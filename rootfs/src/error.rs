@@ -2,6 +2,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::settings::SettingsError;
+
 /// Why a template could not be built, found, imported or used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -9,8 +11,14 @@ pub enum Error {
     NotFound(String),
     #[error("invalid template name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
-    #[error("invalid template settings: {0}")]
-    InvalidSettings(String),
+    /// Settings that were refused; `error.field` names the field.
+    #[error("invalid template settings{origin}: {error}")]
+    InvalidSettings {
+        origin: SettingsOrigin,
+        /// Boxed: a rarely built error should not make every `Result`
+        /// of this crate (and the runtime's) wider.
+        error: Box<SettingsError>,
+    },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -56,6 +64,27 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+}
+
+/// Where refused settings came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsOrigin {
+    /// Given by the caller (an import's or `set_settings`'s argument).
+    Given,
+    /// A template's `sandlot.json`.
+    File(PathBuf),
+    /// The image's [`crate::SETTINGS_LABEL`] label.
+    Label,
+}
+
+impl fmt::Display for SettingsOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Given => Ok(()),
+            Self::File(path) => write!(f, " in {}", path.display()),
+            Self::Label => write!(f, " in image label {}", crate::SETTINGS_LABEL),
+        }
+    }
 }
 
 /// What is wrong with a blob of an image.
@@ -164,6 +193,14 @@ impl Error {
             action,
             path,
             source,
+        }
+    }
+
+    /// Settings given by the caller were refused.
+    pub(crate) fn settings(error: SettingsError) -> Error {
+        Error::InvalidSettings {
+            origin: SettingsOrigin::Given,
+            error: Box::new(error),
         }
     }
 

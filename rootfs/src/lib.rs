@@ -28,14 +28,20 @@ mod dir;
 mod error;
 mod layers;
 mod oci;
+mod settings;
 mod store;
 mod sys;
 #[cfg(test)]
 mod tests;
 
 pub use base::{base, base_from, BASE_NAME, USER_ID};
-pub use config::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand, SETTINGS_LABEL};
-pub use error::{BlobProblem, EntryProblem, Error};
+pub use error::{BlobProblem, EntryProblem, Error, SettingsOrigin};
+pub use settings::{
+    DefaultLimits, Interpreter, Readiness, Settings, SettingsError, SettingsProblem, StartCommand,
+    MAX_ARGS, MAX_BYTES, MAX_CPUS, MAX_INTERPRETERS, MAX_PIDS, MAX_READY_TIMEOUT_SECS,
+    MAX_SETTINGS_JSON, MAX_STRING, MAX_TIMEOUT_SECS, MIN_CPUS, MIN_DISK, MIN_MEMORY,
+    SETTINGS_LABEL,
+};
 pub use store::{validate_name, Store, TemplateSummary};
 
 use std::path::PathBuf;
