@@ -181,7 +181,7 @@ impl CommandExit {
     pub fn shell_code(&self) -> i32 {
         match (self.code, self.signal) {
             (Some(code), _) => code,
-            (None, Some(signal)) => 128 + signal,
+            (None, Some(signal)) => 128_i32.saturating_add(signal),
             (None, None) => 128 + libc::SIGKILL,
         }
     }
@@ -301,7 +301,8 @@ impl CommandEntry {
             duration: self.started.elapsed(),
             cpu_user: Duration::from_micros(usage.user_micros),
             cpu_system: Duration::from_micros(usage.system_micros),
-            peak_rss_bytes: usage.max_rss_kib * 1024,
+            // init's numbers are not trusted to be small.
+            peak_rss_bytes: usage.max_rss_kib.saturating_mul(1024),
             stdout_truncated,
             stderr_truncated,
         }
@@ -651,5 +652,42 @@ fn spawn(
         Ok(Err(Errno::ENOENT)) => Err(Error::CommandNotFound { program }),
         Ok(Err(errno)) => Err(Error::Spawn { program, errno }),
         Err(_) => Err(sandbox.not_running()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whatever_init_reports_converts_without_overflow() {
+        let (events, _) = crossbeam_channel::unbounded();
+        let entry = CommandEntry {
+            argv: Vec::new(),
+            user: "root".into(),
+            pid: None,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            events,
+            spawned: None,
+            outputs: Vec::new(),
+            timed_out: false,
+            deadline: None,
+            truncated: Default::default(),
+            oom_before: 0,
+        };
+        let most = Usage {
+            user_micros: u64::MAX,
+            system_micros: u64::MAX,
+            max_rss_kib: u64::MAX,
+        };
+        let signal = Status::Signaled {
+            signal: i32::MAX,
+            core_dumped: false,
+        };
+        let exit = entry.exit_event(signal, most, || 0);
+        assert_eq!(exit.peak_rss_bytes, u64::MAX);
+        assert_eq!(exit.cpu_user, Duration::from_micros(u64::MAX));
+        assert_eq!(exit.shell_code(), i32::MAX);
     }
 }
