@@ -4,8 +4,14 @@
 //!
 //! Root and the real kernel.
 
-use sandlot::RunOptions;
-use sandlot_tests::{runtime, sandbox};
+// The escape suite's probe; this file uses only part of its helpers.
+#[allow(dead_code)]
+#[path = "probe/mod.rs"]
+mod probe;
+
+use sandlot::{RunOptions, Sandbox};
+use sandlot_tests::oci::{layout, Layer, TempDir, TemplateGuard};
+use sandlot_tests::{runtime, sandbox, sh};
 
 /// Reopens each standard stream by name, the way `echo x > /dev/stderr`,
 /// `tee /dev/stderr`, `cat /dev/stdin` and programs that reopen
@@ -60,4 +66,72 @@ fn stdio_can_be_reopened_by_name_by_every_user() {
         "another user wrote into a command's stdout"
     );
     spy.kill().unwrap();
+}
+
+/// Walks `/` inside with the probe: readdir's d_ino against lstat's
+/// st_ino, and every st_dev against the root's, for every entry of the
+/// sandbox's root filesystem. Returns the number of entries checked.
+fn inodes_agree(sb: &Sandbox) -> u64 {
+    probe::install(sb);
+    let result = probe::run(sb, &["inodes", "/"]);
+    let out = probe::answer_of(&["inodes", "/"], &result);
+    let (problems, last) = out.rsplit_once('\n').unwrap_or(("", &out));
+    assert!(
+        problems.is_empty(),
+        "readdir and stat disagree:\n{problems}"
+    );
+    last.strip_prefix("checked ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("probe said {out:?}"))
+}
+
+/// Entries in the lower layer only, in the upper layer only, and in
+/// directories merged from both (copied up by a change).
+const SPREAD_OVER_THE_LAYERS: &str = "set -e
+mkdir -p /root/made/sub /tmp/t /etc/new.d /home/extra
+touch /root/file /root/made/sub/deep /tmp/t/x /etc/new.d/conf
+ln /root/file /root/hardlink
+echo changed >> /etc/hostname
+rm -f /etc/motd";
+
+#[test]
+fn readdir_and_stat_agree_on_inode_numbers_everywhere() {
+    // The base template: one lower layer on the data dir's filesystem,
+    // the upper on the sandbox's tmpfs.
+    let rt = runtime();
+    let sb = sandbox(&rt);
+    sh(&sb, SPREAD_OVER_THE_LAYERS);
+    let checked = inodes_agree(&sb);
+    assert!(checked >= 20, "only {checked} entries checked");
+
+    // An image of two layers (two lower directories) under the upper.
+    let dir = TempDir::new("compat-inodes");
+    let one = Layer::default()
+        .busybox()
+        .dir("etc")
+        .file("etc/hostname", "one")
+        .file("etc/motd", "hello")
+        .dir("root")
+        .dir("home")
+        .dir("opt")
+        .file("opt/one", "1");
+    let two = Layer::default()
+        .dir("etc")
+        .file("etc/two", "2")
+        .dir("opt")
+        .file("opt/two", "2");
+    let image = layout(&dir.0, &[one, two], serde_json::json!({}));
+    let name = format!("compat-inodes-{}", std::process::id());
+    let guard = TemplateGuard {
+        runtime: runtime(),
+        name: name.clone(),
+    };
+    guard.runtime.templates().import_oci(&name, image).unwrap();
+    let sb = guard
+        .runtime
+        .create(sandlot::SandboxOptions::template(&name))
+        .unwrap();
+    sh(&sb, SPREAD_OVER_THE_LAYERS);
+    let checked = inodes_agree(&sb);
+    assert!(checked >= 20, "only {checked} entries checked");
 }
