@@ -132,8 +132,9 @@ impl fmt::Display for BlobProblem {
     }
 }
 
-/// Why an entry of a layer was refused. Every one of these is a layer that
-/// is broken or hostile; nothing of such a layer is kept.
+/// Why a member of an archive was refused (an image layer's, or a tar
+/// imported into a sandbox): broken, hostile, or against the extraction's
+/// policy. Nothing of such an image layer is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryProblem {
     /// A `..` component anywhere in the path.
@@ -156,8 +157,14 @@ pub enum EntryProblem {
     Device { kind: &'static str },
     /// Any other entry type (volume labels, multi-volume continuations, …).
     Unsupported { kind: String },
-    /// A name the filesystem cannot hold (empty, or a whiteout of nothing).
+    /// A name the filesystem cannot hold (empty, a NUL byte, a whiteout
+    /// of nothing).
     BadName,
+    /// A regular file larger than the extraction allows.
+    TooLarge { size: u64, max: u64 },
+    /// A non-directory member where a directory with contents is, and the
+    /// extraction does not replace full directories.
+    DirectoryNotEmpty,
 }
 
 impl fmt::Display for EntryProblem {
@@ -179,6 +186,12 @@ impl fmt::Display for EntryProblem {
             Self::Device { kind } => write!(f, "{kind} entries are not allowed"),
             Self::Unsupported { kind } => write!(f, "unsupported entry type {kind}"),
             Self::BadName => write!(f, "invalid name"),
+            Self::TooLarge { size, max } => {
+                write!(f, "{size} bytes, more than the maximum of {max}")
+            }
+            Self::DirectoryNotEmpty => {
+                write!(f, "a directory that is not empty is in the way")
+            }
         }
     }
 }

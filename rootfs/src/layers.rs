@@ -15,12 +15,14 @@
 
 use std::fs;
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::extract::{self, ExtractError, Policy};
 use crate::oci::{self, Compression, Hashing, Source};
 use crate::{sys, Error};
 
@@ -166,7 +168,7 @@ impl Layers {
                 }
             };
             let mut stream = Hashing::new(decoded);
-            let stats = oci::unpack(digest, &mut stream, &root)?;
+            let stats = unpack(digest, &mut stream, &root)?;
             // The tar ends before the stream does (padding): the diff_id
             // covers all of it.
             io::copy(&mut stream, &mut io::sink()).map_err(|e| Error::Layer {
@@ -250,4 +252,36 @@ impl Layers {
             }
         }
     }
+}
+
+/// Unpacks the tar stream of layer `layer` (its digest, for errors) into
+/// the existing empty directory `root`, as the extractor's image-layer
+/// policy says.
+fn unpack(layer: &str, stream: impl Read, root: &Path) -> Result<extract::Stats, Error> {
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(root)
+        .map_err(Error::io("open", root))?;
+    extract::extract(dir.as_fd(), stream, &Policy::image_layer()).map_err(|e| match e {
+        ExtractError::Refused { entry, problem } => Error::Entry {
+            layer: layer.to_string(),
+            entry,
+            problem,
+        },
+        ExtractError::Io {
+            entry,
+            action,
+            source,
+        } => Error::EntryIo {
+            layer: layer.to_string(),
+            entry,
+            action,
+            source,
+        },
+        ExtractError::Archive { source, .. } => Error::Layer {
+            layer: layer.to_string(),
+            problem: format!("read tar: {source}"),
+        },
+    })
 }

@@ -26,6 +26,7 @@ mod base;
 mod config;
 mod dir;
 mod error;
+pub mod extract;
 mod layers;
 mod oci;
 mod settings;
@@ -47,6 +48,13 @@ pub use store::{validate_name, Store, TemplateSummary};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+/// Path resolution a hostile tree cannot lead astray: the one `openat2`
+/// wrapper of sandlot, used by [`extract`] and by the runtime's host-side
+/// access to files inside sandboxes.
+pub mod at {
+    pub use crate::sys::{openat2, Resolve};
+}
 
 /// A host directory bound read-only into every sandbox of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]
