@@ -395,7 +395,10 @@ fn hostile_tar_members_are_refused_and_stay_inside() {
     let e = files_error(sb.files().import_tar("/in/e", &planted[..]));
     assert!(matches!(e, FilesError::PathEscape { .. }), "{e}");
     assert_eq!(
-        sh(&sb, "test ! -e /etc/owned && test ! -e /in/d/real/x && echo none"),
+        sh(
+            &sb,
+            "test ! -e /etc/owned && test ! -e /in/d/real/x && echo none"
+        ),
         "none\n"
     );
 

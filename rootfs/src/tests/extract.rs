@@ -191,3 +191,138 @@ fn absurd_times_do_not_panic() {
         fs::remove_dir(dest.join("early")).unwrap();
     }
 }
+
+// ---- properties: whatever the archive, nothing lands outside ----
+
+mod props {
+    use std::collections::BTreeSet;
+    use std::path::PathBuf;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Names from a small alphabet, so that members collide, nest, climb
+    /// and point at each other.
+    fn member_name() -> impl Strategy<Value = String> {
+        let part = prop::sample::select(vec![
+            "a",
+            "b",
+            "link",
+            "..",
+            ".",
+            "",
+            ".wh.a",
+            ".wh..wh..opq",
+            "dir",
+        ]);
+        (any::<bool>(), prop::collection::vec(part, 1..4)).prop_map(|(slash, parts)| {
+            let name = parts.join("/");
+            if slash {
+                format!("/{name}")
+            } else {
+                name
+            }
+        })
+    }
+
+    fn member() -> impl Strategy<Value = (EntryType, String, String)> {
+        let kind = prop::sample::select(vec![
+            EntryType::Regular,
+            EntryType::Directory,
+            EntryType::Symlink,
+            EntryType::Link,
+            EntryType::Fifo,
+            EntryType::Char,
+            EntryType::new(b'V'),
+        ]);
+        let target = prop_oneof![
+            member_name(),
+            Just("/".to_string()),
+            Just("../../../outside".to_string()),
+        ];
+        (kind, member_name(), target)
+    }
+
+    /// Every path under `dir`, relative, without following symlinks.
+    fn tree(dir: &Path) -> BTreeSet<PathBuf> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(next) = todo.pop() {
+            for entry in fs::read_dir(&next).into_iter().flatten().flatten() {
+                let path = entry.path();
+                seen.insert(path.strip_prefix(dir).unwrap().to_path_buf());
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    todo.push(path);
+                }
+            }
+        }
+        seen
+    }
+
+    fn policies() -> [Policy; 2] {
+        [Policy::image_layer(), import_policy()]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn hostile_archives_never_reach_outside_the_destination(
+            members in prop::collection::vec(member(), 1..12)
+        ) {
+            require_root();
+            let tmp = TempDir::new("extract-prop");
+            let outside = tmp.join("outside");
+            fs::create_dir(&outside).unwrap();
+            fs::write(outside.join("victim"), "intact").unwrap();
+            for policy in policies() {
+                let dest = tmp.join("dest");
+                let _ = fs::remove_dir_all(&dest);
+                fs::create_dir(&dest).unwrap();
+                // A symlink out that the destination already holds.
+                symlink(&outside, dest.join("dir")).unwrap();
+                let mut tar = Tar::default();
+                for (kind, name, target) in &members {
+                    tar = tar.raw(*kind, name, target, b"data", 0o644, 0, 0);
+                }
+                let _ = run(&dest, tar, &policy);
+                let before: BTreeSet<PathBuf> =
+                    [PathBuf::from("outside"), PathBuf::from("outside/victim"), PathBuf::from("dest")]
+                        .into_iter()
+                        .collect();
+                let now: BTreeSet<PathBuf> = tree(&tmp.join(""))
+                    .into_iter()
+                    .filter(|p| !p.starts_with("dest") || p == Path::new("dest"))
+                    .collect();
+                prop_assert_eq!(now, before);
+                prop_assert_eq!(fs::read_to_string(outside.join("victim")).unwrap(), "intact");
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_refused_or_extracted_never_a_panic(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            valid_prefix in any::<bool>(),
+        ) {
+            require_root();
+            let tmp = TempDir::new("extract-bytes");
+            let dest = tmp.join("dest");
+            fs::create_dir(&dest).unwrap();
+            // Half of the inputs start like a real archive, so the parser
+            // gets past the first header.
+            let mut input = if valid_prefix {
+                let mut real = Tar::default().file("x", "y").bytes();
+                real.truncate(512);
+                real
+            } else {
+                Vec::new()
+            };
+            input.extend(bytes);
+            for policy in policies() {
+                let dir = fs::File::open(&dest).unwrap();
+                let _ = extract(dir.as_fd(), &input[..], &policy);
+            }
+        }
+    }
+}
