@@ -293,6 +293,10 @@ fn a_hanging_teardown_blocks_neither_list_nor_another_destroy() {
 fn creates_racing_a_shutdown_fail_cleanly_and_leave_nothing() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     drop(warmed_runtime()); // the process-wide init memfd exists from here on
+                            // A joined thread's /proc entry can outlive the join by a moment.
+    sandlot_tests::eventually(Duration::from_secs(2), || {
+        census().spawner_mounts.is_empty()
+    });
     let before = census();
     let rt = runtime();
     let creators: Vec<_> = (0..3)

@@ -379,6 +379,35 @@ fn hostile_tar_members_are_refused_and_stay_inside() {
     let hard_out = raw(&[("h", tar::EntryType::Link, "../../etc/passwd")]);
     let e = files_error(sb.files().import_tar("/in/c", &hard_out[..]));
     assert!(matches!(e, FilesError::PathEscape { .. }), "{e}");
+
+    // No symlink is followed on a member's way: not a relative one the
+    // archive made, not one the sandbox planted in the destination.
+    let relative = raw(&[
+        ("real", tar::EntryType::Directory, ""),
+        ("link", tar::EntryType::Symlink, "real"),
+        ("link/x", tar::EntryType::Regular, ""),
+    ]);
+    let e = files_error(sb.files().import_tar("/in/d", &relative[..]));
+    assert!(matches!(e, FilesError::PathEscape { .. }), "{e}");
+    assert_eq!(e.path(), "/in/d/link/x");
+    sh(&sb, "mkdir -p /in/e && ln -s /etc /in/e/etc");
+    let planted = raw(&[("etc/owned", tar::EntryType::Regular, "")]);
+    let e = files_error(sb.files().import_tar("/in/e", &planted[..]));
+    assert!(matches!(e, FilesError::PathEscape { .. }), "{e}");
+    assert_eq!(
+        sh(
+            &sb,
+            "test ! -e /etc/owned && test ! -e /in/d/real/x && echo none"
+        ),
+        "none\n"
+    );
+
+    // A member never deletes a directory that holds something.
+    sh(&sb, "mkdir -p /in/f/full && echo keep > /in/f/full/keep");
+    let over = raw(&[("full", tar::EntryType::Regular, "")]);
+    let e = files_error(sb.files().import_tar("/in/f", &over[..]));
+    assert!(matches!(e, FilesError::IsADirectory { .. }), "{e}");
+    assert_eq!(sh(&sb, "cat /in/f/full/keep"), "keep\n");
 }
 
 #[test]

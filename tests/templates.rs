@@ -371,3 +371,57 @@ fn a_failing_start_command_fails_create_and_leaves_nothing() {
         "{took:?}"
     );
 }
+
+#[test]
+fn template_settings_bounds_are_the_runtimes() {
+    // The template store checks settings without depending on the runtime;
+    // its bounds must be the ones `create` would apply.
+    assert_eq!(
+        Duration::from_secs(sandlot_rootfs::MAX_TIMEOUT_SECS),
+        sandlot::MAX_TIMEOUT
+    );
+    assert_eq!(sandlot_rootfs::MIN_MEMORY, sandlot::MIN_MEMORY);
+    assert_eq!(sandlot_rootfs::MIN_DISK, sandlot::MIN_DISK);
+    assert_eq!(sandlot_rootfs::MIN_CPUS, sandlot::MIN_CPUS);
+}
+
+#[test]
+fn settings_out_of_bounds_fail_create_with_a_typed_error() {
+    // A sandlot.json edited by hand: create refuses the template, naming
+    // the field, instead of overflowing a deadline or writing the value
+    // into a cgroup.
+    let guard = template("bounds", Settings::default());
+    let rt = &guard.runtime;
+    let file = rt
+        .templates()
+        .data_dir()
+        .join("templates")
+        .join(&guard.name)
+        .join("sandlot.json");
+    for (json, field) in [
+        (r#"{"timeout_secs":18446744073709551615}"#, "timeout_secs"),
+        (
+            r#"{"start":{"command":"true","ready":{"file":"/x"},"ready_timeout_secs":18446744073709551615}}"#,
+            "start.ready_timeout_secs",
+        ),
+        (
+            r#"{"limits":{"memory":18446744073709551615}}"#,
+            "limits.memory",
+        ),
+        (r#"{"limits":{"pids":18446744073709551615}}"#, "limits.pids"),
+    ] {
+        fs::write(&file, json).unwrap();
+        let err = rt
+            .create(SandboxOptions::template(&guard.name))
+            .unwrap_err();
+        match &err {
+            Error::Template {
+                source: sandlot_rootfs::Error::InvalidSettings { error, .. },
+                ..
+            } => assert_eq!(error.field, field, "{err}"),
+            other => panic!("{json}: expected invalid settings, got {other}"),
+        }
+        assert!(err.to_string().contains(field), "{err}");
+        assert!(rt.list(&ListFilter::all()).is_empty());
+    }
+}

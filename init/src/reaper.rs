@@ -66,8 +66,12 @@ fn status(raw: i32) -> Status {
 }
 
 fn usage(ru: &libc::rusage) -> Usage {
-    let micros =
-        |tv: libc::timeval| (tv.tv_sec.max(0) as u64) * 1_000_000 + tv.tv_usec.max(0) as u64;
+    // Saturating: init must not abort on any number the kernel gives it.
+    let micros = |tv: libc::timeval| {
+        (tv.tv_sec.max(0) as u64)
+            .saturating_mul(1_000_000)
+            .saturating_add(tv.tv_usec.max(0) as u64)
+    };
     Usage {
         user_micros: micros(ru.ru_utime),
         system_micros: micros(ru.ru_stime),

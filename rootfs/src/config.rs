@@ -1,182 +1,17 @@
 //! What a template tells the runtime besides its files: the image's own
-//! configuration ([`TemplateConfig`], from the OCI config) and sandlot's
-//! settings ([`Settings`], `sandlot.json` beside the template).
-//!
-//! Settings are plain data here — numbers and strings, no runtime types —
-//! so this crate stays independent of the runtime; the runtime turns them
-//! into its `Limits`, deadlines and code contexts.
+//! configuration ([`TemplateConfig`], from the OCI config), and the
+//! settings an image carries in its [`SETTINGS_LABEL`] label.
 
 use oci_spec::image::ImageConfiguration;
-use serde::{Deserialize, Serialize};
 
+use crate::error::SettingsOrigin;
+use crate::settings::{Settings, SETTINGS_LABEL};
 use crate::{Error, TemplateConfig};
 
 /// The PATH a sandbox gets when its template does not set one (the same
 /// default Docker applies to images without PATH).
 pub(crate) const DEFAULT_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// An image config label holding [`Settings`] as JSON. An image built for
-/// sandlot (scripts/build-template.sh does this) carries its interpreters
-/// with it; settings given at import time take precedence.
-pub const SETTINGS_LABEL: &str = "dev.sandlot.settings";
-
-/// sandlot's own per-template settings, stored as `sandlot.json` in the
-/// template's directory. Every field is optional: the runtime's defaults
-/// apply to what is unset.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
-    /// Default sandbox lifetime in seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout_secs: Option<u64>,
-    #[serde(skip_serializing_if = "DefaultLimits::is_empty")]
-    pub limits: DefaultLimits,
-    /// Run in every new sandbox before it counts as ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start: Option<StartCommand>,
-    /// Code interpreters the template offers, by language.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub interpreters: Vec<Interpreter>,
-}
-
-/// Default resource limits of a template's sandboxes, as plain numbers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DefaultLimits {
-    /// CPUs (fractions allowed: 0.5 is half a core).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<f64>,
-    /// Memory in bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<u64>,
-    /// Maximum number of processes and threads.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pids: Option<u64>,
-    /// Writable disk (the upper layer) in bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk: Option<u64>,
-}
-
-impl DefaultLimits {
-    fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-/// A command started in every new sandbox of the template (a server, say),
-/// and how to tell that it is ready.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartCommand {
-    /// Run with the template's shell (`shell -c command`).
-    pub command: String,
-    /// Without a check the sandbox is ready as soon as the command started.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready: Option<Readiness>,
-    /// How long the readiness check may take before creation fails.
-    #[serde(default = "default_ready_timeout")]
-    pub ready_timeout_secs: u64,
-}
-
-fn default_ready_timeout() -> u64 {
-    30
-}
-
-/// When a start command counts as ready.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Readiness {
-    /// This path exists inside the sandbox.
-    File(String),
-    /// Something accepts TCP connections on this port on the sandbox's
-    /// loopback.
-    Port(u16),
-    /// This shell command exits 0.
-    Command(String),
-}
-
-/// A code interpreter: the runtime starts `command` for a stateful code
-/// context of `language` (e.g. `python` → `["python3", "-u", "-i"]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Interpreter {
-    pub language: String,
-    pub command: Vec<String>,
-}
-
-impl Settings {
-    /// The interpreter offered for `language`, if any.
-    pub fn interpreter(&self, language: &str) -> Option<&Interpreter> {
-        self.interpreters.iter().find(|i| i.language == language)
-    }
-
-    /// Rejects values no runtime could honour (zero or negative limits, an
-    /// interpreter without a command, …).
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |what: String| Err(Error::InvalidSettings(what));
-        if self.timeout_secs == Some(0) {
-            return bad("timeout_secs must be positive".into());
-        }
-        let limits = &self.limits;
-        if let Some(cpus) = limits.cpus {
-            if !(cpus.is_finite() && cpus > 0.0) {
-                return bad(format!("limits.cpus must be a positive number, not {cpus}"));
-            }
-        }
-        for (name, value) in [
-            ("memory", limits.memory),
-            ("pids", limits.pids),
-            ("disk", limits.disk),
-        ] {
-            if value == Some(0) {
-                return bad(format!("limits.{name} must be positive"));
-            }
-        }
-        if let Some(start) = &self.start {
-            if start.command.trim().is_empty() {
-                return bad("start.command is empty".into());
-            }
-            if start.ready_timeout_secs == 0 {
-                return bad("start.ready_timeout_secs must be positive".into());
-            }
-            match &start.ready {
-                Some(Readiness::File(path)) if !path.starts_with('/') => {
-                    return bad(format!("start.ready file {path:?} must be absolute"));
-                }
-                Some(Readiness::Port(0)) => return bad("start.ready port must not be 0".into()),
-                Some(Readiness::Command(cmd)) if cmd.trim().is_empty() => {
-                    return bad("start.ready command is empty".into());
-                }
-                _ => {}
-            }
-        }
-        for (i, interp) in self.interpreters.iter().enumerate() {
-            if interp.language.is_empty() {
-                return bad(format!("interpreters[{i}] has no language"));
-            }
-            if interp.command.is_empty() || interp.command[0].is_empty() {
-                return bad(format!("interpreter {:?} has no command", interp.language));
-            }
-            if self.interpreters[..i]
-                .iter()
-                .any(|other| other.language == interp.language)
-            {
-                return bad(format!("interpreter {:?} is listed twice", interp.language));
-            }
-        }
-        Ok(())
-    }
-
-    /// Parses and validates settings from JSON (`sandlot.json`, the image
-    /// label).
-    pub fn from_json(json: &str) -> Result<Settings, Error> {
-        let settings: Settings =
-            serde_json::from_str(json).map_err(|e| Error::InvalidSettings(e.to_string()))?;
-        settings.validate()?;
-        Ok(settings)
-    }
-}
 
 /// The defaults a directory template gets: nothing but a PATH.
 pub(crate) fn plain_config() -> TemplateConfig {
@@ -226,9 +61,12 @@ pub(crate) fn settings_from_image(image: &ImageConfiguration) -> Result<Option<S
         .and_then(|c| c.labels().as_ref())
         .and_then(|labels| labels.get(SETTINGS_LABEL));
     match label {
-        Some(json) => Settings::from_json(json)
+        Some(json) => Settings::parse(json)
             .map(Some)
-            .map_err(|e| Error::InvalidSettings(format!("image label {SETTINGS_LABEL}: {e}"))),
+            .map_err(|error| Error::InvalidSettings {
+                origin: SettingsOrigin::Label,
+                error: Box::new(error),
+            }),
         None => Ok(None),
     }
 }
@@ -236,55 +74,6 @@ pub(crate) fn settings_from_image(image: &ImageConfiguration) -> Result<Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn settings_round_trip_through_json() {
-        let settings = Settings {
-            timeout_secs: Some(600),
-            limits: DefaultLimits {
-                cpus: Some(0.5),
-                memory: Some(512 << 20),
-                pids: Some(128),
-                disk: Some(1 << 30),
-            },
-            start: Some(StartCommand {
-                command: "python3 -m http.server 8000".into(),
-                ready: Some(Readiness::Port(8000)),
-                ready_timeout_secs: 10,
-            }),
-            interpreters: vec![Interpreter {
-                language: "python".into(),
-                command: vec!["python3".into(), "-u".into(), "-i".into()],
-            }],
-        };
-        let json = serde_json::to_string(&settings).unwrap();
-        assert!(json.contains(r#""ready":{"port":8000}"#), "{json}");
-        assert_eq!(Settings::from_json(&json).unwrap(), settings);
-        assert_eq!(
-            settings.interpreter("python").unwrap().command[0],
-            "python3"
-        );
-        assert_eq!(Settings::from_json("{}").unwrap(), Settings::default());
-    }
-
-    #[test]
-    fn settings_reject_nonsense() {
-        for json in [
-            r#"{"timeout_secs":0}"#,
-            r#"{"limits":{"cpus":-1}}"#,
-            r#"{"limits":{"memory":0}}"#,
-            r#"{"start":{"command":" "}}"#,
-            r#"{"start":{"command":"x","ready":{"file":"relative"}}}"#,
-            r#"{"interpreters":[{"language":"python","command":[]}]}"#,
-            r#"{"interpreters":[{"language":"py","command":["a"]},{"language":"py","command":["b"]}]}"#,
-            r#"{"timeout":5}"#,
-        ] {
-            assert!(
-                matches!(Settings::from_json(json), Err(Error::InvalidSettings(_))),
-                "{json} was accepted"
-            );
-        }
-    }
 
     #[test]
     fn image_config_maps_onto_template_config() {

@@ -2,6 +2,8 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::settings::SettingsError;
+
 /// Why a template could not be built, found, imported or used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -9,8 +11,14 @@ pub enum Error {
     NotFound(String),
     #[error("invalid template name {name:?}: {reason}")]
     InvalidName { name: String, reason: &'static str },
-    #[error("invalid template settings: {0}")]
-    InvalidSettings(String),
+    /// Settings that were refused; `error.field` names the field.
+    #[error("invalid template settings{origin}: {error}")]
+    InvalidSettings {
+        origin: SettingsOrigin,
+        /// Boxed: a rarely built error should not make every `Result`
+        /// of this crate (and the runtime's) wider.
+        error: Box<SettingsError>,
+    },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -58,6 +66,27 @@ pub enum Error {
     },
 }
 
+/// Where refused settings came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsOrigin {
+    /// Given by the caller (an import's or `set_settings`'s argument).
+    Given,
+    /// A template's `sandlot.json`.
+    File(PathBuf),
+    /// The image's [`crate::SETTINGS_LABEL`] label.
+    Label,
+}
+
+impl fmt::Display for SettingsOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Given => Ok(()),
+            Self::File(path) => write!(f, " in {}", path.display()),
+            Self::Label => write!(f, " in image label {}", crate::SETTINGS_LABEL),
+        }
+    }
+}
+
 /// What is wrong with a blob of an image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BlobProblem {
@@ -103,8 +132,9 @@ impl fmt::Display for BlobProblem {
     }
 }
 
-/// Why an entry of a layer was refused. Every one of these is a layer that
-/// is broken or hostile; nothing of such a layer is kept.
+/// Why a member of an archive was refused (an image layer's, or a tar
+/// imported into a sandbox): broken, hostile, or against the extraction's
+/// policy. Nothing of such an image layer is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryProblem {
     /// A `..` component anywhere in the path.
@@ -127,8 +157,14 @@ pub enum EntryProblem {
     Device { kind: &'static str },
     /// Any other entry type (volume labels, multi-volume continuations, …).
     Unsupported { kind: String },
-    /// A name the filesystem cannot hold (empty, or a whiteout of nothing).
+    /// A name the filesystem cannot hold (empty, a NUL byte, a whiteout
+    /// of nothing).
     BadName,
+    /// A regular file larger than the extraction allows.
+    TooLarge { size: u64, max: u64 },
+    /// A non-directory member where a directory with contents is, and the
+    /// extraction does not replace full directories.
+    DirectoryNotEmpty,
 }
 
 impl fmt::Display for EntryProblem {
@@ -150,6 +186,12 @@ impl fmt::Display for EntryProblem {
             Self::Device { kind } => write!(f, "{kind} entries are not allowed"),
             Self::Unsupported { kind } => write!(f, "unsupported entry type {kind}"),
             Self::BadName => write!(f, "invalid name"),
+            Self::TooLarge { size, max } => {
+                write!(f, "{size} bytes, more than the maximum of {max}")
+            }
+            Self::DirectoryNotEmpty => {
+                write!(f, "a directory that is not empty is in the way")
+            }
         }
     }
 }
@@ -164,6 +206,14 @@ impl Error {
             action,
             path,
             source,
+        }
+    }
+
+    /// Settings given by the caller were refused.
+    pub(crate) fn settings(error: SettingsError) -> Error {
+        Error::InvalidSettings {
+            origin: SettingsOrigin::Given,
+            error: Box::new(error),
         }
     }
 

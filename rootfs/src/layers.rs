@@ -15,12 +15,14 @@
 
 use std::fs;
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use crate::extract::{self, ExtractError, Policy};
 use crate::oci::{self, Compression, Hashing, Source};
 use crate::{sys, Error};
 
@@ -96,8 +98,15 @@ impl Layers {
 
     /// Makes sure a layer of `source` is in the cache, unpacking it unless
     /// it already is. The flag says whether this call put it there.
+    ///
+    /// A cached layer is reused only after the image's own blob was read
+    /// and checked too: the digest names content we already hold, but an
+    /// image whose blob file does not match its manifest (bytes appended,
+    /// a size that lies) is broken whatever the cache holds, and importing
+    /// it must fail the same way on a fresh store and on a warm one.
     pub fn ensure(&self, source: &Source, layer: &oci::Layer) -> Result<(LayerMeta, bool), Error> {
         if let Some(meta) = self.meta(layer.blob.hex())? {
+            source.verify_blob(&layer.blob)?;
             return Ok((meta, false));
         }
         let tmp = self.tmp_dir().join(format!(
@@ -159,7 +168,7 @@ impl Layers {
                 }
             };
             let mut stream = Hashing::new(decoded);
-            let stats = oci::unpack(digest, &mut stream, &root)?;
+            let stats = unpack(digest, &mut stream, &root)?;
             // The tar ends before the stream does (padding): the diff_id
             // covers all of it.
             io::copy(&mut stream, &mut io::sink()).map_err(|e| Error::Layer {
@@ -243,4 +252,36 @@ impl Layers {
             }
         }
     }
+}
+
+/// Unpacks the tar stream of layer `layer` (its digest, for errors) into
+/// the existing empty directory `root`, as the extractor's image-layer
+/// policy says.
+fn unpack(layer: &str, stream: impl Read, root: &Path) -> Result<extract::Stats, Error> {
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(root)
+        .map_err(Error::io("open", root))?;
+    extract::extract(dir.as_fd(), stream, &Policy::image_layer()).map_err(|e| match e {
+        ExtractError::Refused { entry, problem } => Error::Entry {
+            layer: layer.to_string(),
+            entry,
+            problem,
+        },
+        ExtractError::Io {
+            entry,
+            action,
+            source,
+        } => Error::EntryIo {
+            layer: layer.to_string(),
+            entry,
+            action,
+            source,
+        },
+        ExtractError::Archive { source, .. } => Error::Layer {
+            layer: layer.to_string(),
+            problem: format!("read tar: {source}"),
+        },
+    })
 }

@@ -26,21 +26,35 @@ mod base;
 mod config;
 mod dir;
 mod error;
+pub mod extract;
 mod layers;
 mod oci;
+mod settings;
 mod store;
 mod sys;
 #[cfg(test)]
 mod tests;
 
 pub use base::{base, base_from, BASE_NAME, USER_ID};
-pub use config::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand, SETTINGS_LABEL};
-pub use error::{BlobProblem, EntryProblem, Error};
+pub use error::{BlobProblem, EntryProblem, Error, SettingsOrigin};
+pub use settings::{
+    DefaultLimits, Interpreter, Readiness, Settings, SettingsError, SettingsProblem, StartCommand,
+    MAX_ARGS, MAX_BYTES, MAX_CPUS, MAX_INTERPRETERS, MAX_PIDS, MAX_READY_TIMEOUT_SECS,
+    MAX_SETTINGS_JSON, MAX_STRING, MAX_TIMEOUT_SECS, MIN_CPUS, MIN_DISK, MIN_MEMORY,
+    SETTINGS_LABEL,
+};
 pub use store::{validate_name, Store, TemplateSummary};
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+/// Path resolution a hostile tree cannot lead astray: the one `openat2`
+/// wrapper of sandlot, used by [`extract`] and by the runtime's host-side
+/// access to files inside sandboxes.
+pub mod at {
+    pub use crate::sys::{openat2, Resolve};
+}
 
 /// A host directory bound read-only into every sandbox of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]

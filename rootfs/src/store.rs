@@ -19,7 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,10 +27,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SettingsOrigin;
 use crate::layers::Layers;
 use crate::oci::{self, Source};
-use crate::BASE_NAME;
 use crate::{base, config, dir, sys, Error, Settings, Template, TemplateConfig, TemplateKind};
+use crate::{BASE_NAME, MAX_SETTINGS_JSON};
 
 const RECORD: &str = "template.json";
 const SETTINGS: &str = "sandlot.json";
@@ -456,11 +457,24 @@ impl Store {
 
     fn read_settings(&self, name: &str) -> Result<Settings, Error> {
         let path = self.template_dir(name).join(SETTINGS);
-        match fs::read_to_string(&path) {
-            Ok(json) => Settings::from_json(&json),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Settings::default()),
-            Err(e) => Err(Error::io("read", path)(e)),
-        }
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Settings::default()),
+            Err(e) => return Err(Error::io("read", path)(e)),
+        };
+        // One byte past the limit is enough to refuse a file that is too
+        // large without reading all of it.
+        let mut json = String::new();
+        file.take(MAX_SETTINGS_JSON as u64 + 1)
+            .read_to_string(&mut json)
+            .map_err(Error::io("read", &path))?;
+        Settings::from_json(&json).map_err(|e| match e {
+            Error::InvalidSettings { error, .. } => Error::InvalidSettings {
+                origin: SettingsOrigin::File(path),
+                error,
+            },
+            other => other,
+        })
     }
 
     /// An exclusive lock on `<data_dir>/store.lock` until the file drops.

@@ -1,5 +1,5 @@
 //! The crate's only unsafe code: thin wrappers over the *at syscalls the
-//! unpacker needs (std has no fd-relative file creation) and a few others.
+//! extractor needs (std has no fd-relative file creation) and a few others.
 //! Each wrapper takes borrowed fds and C strings, so the only thing to
 //! uphold is the pointer validity the kernel expects for the call's duration.
 #![allow(unsafe_code)]
@@ -24,25 +24,60 @@ fn cpath(path: &Path) -> io::Result<std::ffi::CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-/// Never follow a symlink anywhere on the path, never leave `dir`.
-pub const RESOLVE_STRICT: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS;
+/// How openat2(2) may resolve a path (`RESOLVE_*` of linux/openat2.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resolve(u64);
 
-/// openat2(2). `flags` gets O_CLOEXEC added.
+impl Resolve {
+    /// `..` and absolute symlinks may not leave the starting directory
+    /// (`EXDEV`).
+    pub const BENEATH: Resolve = Resolve(libc::RESOLVE_BENEATH);
+    /// The starting directory is `/` for the whole walk: `..` and every
+    /// symlink, absolute ones included, stay below it.
+    pub const IN_ROOT: Resolve = Resolve(libc::RESOLVE_IN_ROOT);
+    /// No symlink is followed anywhere on the path (`ELOOP`).
+    pub const NO_SYMLINKS: Resolve = Resolve(libc::RESOLVE_NO_SYMLINKS);
+    /// No magic link (`/proc/<pid>/root`, `/proc/<pid>/fd/N`) is followed
+    /// (`ELOOP`).
+    pub const NO_MAGICLINKS: Resolve = Resolve(libc::RESOLVE_NO_MAGICLINKS);
+    /// Never follow a symlink anywhere on the path, never leave the
+    /// starting directory: what an extractor walking its own tree needs.
+    pub const STRICT: Resolve = Resolve(libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS);
+}
+
+impl std::ops::BitOr for Resolve {
+    type Output = Resolve;
+    fn bitor(self, other: Resolve) -> Resolve {
+        Resolve(self.0 | other.0)
+    }
+}
+
+/// How often openat2 is retried when the kernel asks for it (`EAGAIN`: a
+/// rename raced a `RESOLVE_*` walk). Bounded, so that a sandbox renaming
+/// in a loop cannot keep a host thread spinning.
+const OPENAT2_RETRIES: u32 = 128;
+
+/// openat2(2): opens `path` from `dir` as `resolve` allows. `flags` gets
+/// `O_CLOEXEC` added; `mode` applies with `O_CREAT` (or `O_TMPFILE`).
+/// Retries `EINTR`, and `EAGAIN` a bounded number of times.
+///
+/// The one openat2 wrapper of sandlot: the tar extractor here and the
+/// runtime's host-side access to sandbox files both use it.
 pub fn openat2(
     dir: BorrowedFd<'_>,
     path: &CStr,
     flags: libc::c_int,
     mode: libc::mode_t,
-    resolve: u64,
+    resolve: Resolve,
 ) -> io::Result<OwnedFd> {
     let mut how: libc::open_how = unsafe_zeroed_open_how();
     how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.mode = if flags & libc::O_CREAT != 0 {
-        u64::from(mode)
-    } else {
-        0
-    };
-    how.resolve = resolve;
+    // The kernel refuses a mode without a flag that creates (O_TMPFILE
+    // includes O_DIRECTORY's bit, hence the comparison).
+    let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+    how.mode = if creates { u64::from(mode) } else { 0 };
+    how.resolve = resolve.0;
+    let mut retries = 0;
     loop {
         // SAFETY: `path` is a valid NUL-terminated string and `how` a valid
         // open_how whose size we pass; both outlive the call.
@@ -60,10 +95,10 @@ pub fn openat2(
             return Ok(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) });
         }
         let err = io::Error::last_os_error();
-        // openat2 may answer EAGAIN when a concurrent rename raced with a
-        // RESOLVE_* walk; retrying is what the man page asks for.
-        if err.raw_os_error() != Some(libc::EAGAIN) && err.kind() != io::ErrorKind::Interrupted {
-            return Err(err);
+        match err.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EAGAIN) if retries < OPENAT2_RETRIES => retries += 1,
+            _ => return Err(err),
         }
     }
 }

@@ -12,7 +12,10 @@
  * statically so that it runs in any template, and it never does anything
  * harmful when an attempt succeeds: it only opens, creates and queries.
  *
- * Built by tests/common/probe.rs with `cc -static`.
+ * The compatibility tests use it too (`inodes`: what readdir and stat
+ * say about every entry of a tree).
+ *
+ * Built by tests/probe/mod.rs with `cc -static`.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -199,6 +202,67 @@ static int do_fds(void)
     return 0;
 }
 
+/*
+ * inodes DIR: walk DIR (not into other mounts) the way tools that walk
+ * trees by inode do, comparing each entry's d_ino from readdir with the
+ * st_ino of its lstat, and its st_dev with DIR's. Prints
+ *     differs PATH d_ino=N st_ino=M   or   device PATH dev=A:B dir=C:D
+ * for each disagreement, then "checked N". The root of another mount is
+ * skipped: there readdir shows the covered directory on every Linux.
+ */
+static long inodes_checked;
+
+static void walk_inodes(int dirfd, const char *path, dev_t dev, int depth)
+{
+    DIR *dir = fdopendir(dup(dirfd));
+    if (!dir) {
+        printf("error %s %s\n", path, strerrorname_np(errno));
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char child[4096];
+        snprintf(child, sizeof child, "%s/%s", strcmp(path, "/") ? path : "", e->d_name);
+        struct statx stx;
+        if (statx(dirfd, e->d_name, AT_SYMLINK_NOFOLLOW, STATX_TYPE | STATX_INO, &stx) < 0) {
+            printf("error %s %s\n", child, strerrorname_np(errno));
+            continue;
+        }
+        if (stx.stx_attributes_mask & stx.stx_attributes & STATX_ATTR_MOUNT_ROOT)
+            continue;
+        inodes_checked++;
+        if (e->d_ino != stx.stx_ino)
+            printf("differs %s d_ino=%llu st_ino=%llu\n", child,
+                   (unsigned long long)e->d_ino, (unsigned long long)stx.stx_ino);
+        if (makedev(stx.stx_dev_major, stx.stx_dev_minor) != dev)
+            printf("device %s dev=%u:%u dir=%u:%u\n", child, stx.stx_dev_major,
+                   stx.stx_dev_minor, major(dev), minor(dev));
+        if (S_ISDIR(stx.stx_mode) && depth < 64) {
+            int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                printf("error %s %s\n", child, strerrorname_np(errno));
+                continue;
+            }
+            walk_inodes(sub, child, dev, depth + 1);
+            close(sub);
+        }
+    }
+    closedir(dir);
+}
+
+static int inodes(const char *path)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) < 0)
+        return report(-1);
+    walk_inodes(fd, path, st.st_dev, 0);
+    printf("checked %ld\n", inodes_checked);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
@@ -207,6 +271,9 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     const char *a = argc > 2 ? argv[2] : NULL;
     const char *b = argc > 3 ? argv[3] : NULL;
+
+    if (!strcmp(cmd, "inodes") && a)
+        return inodes(a);
 
     /* -- mounts and namespaces */
     if (!strcmp(cmd, "mount") && a) { /* mount FSTYPE [OPTIONS] */

@@ -10,8 +10,11 @@
 //!
 //! Encoding: a one-byte tag, then fixed-width little-endian fields; byte
 //! strings are a `u32` length followed by the bytes; lists are a `u32` count
-//! followed by the items. Decoders reject trailing bytes, unknown tags and
-//! lengths that run past the message.
+//! followed by the items. Decoders reject trailing bytes, unknown tags,
+//! lengths and counts that run past the message, and values no encoder
+//! writes, so every message has exactly one encoding and decoding never
+//! allocates more than a small multiple of the message's own size
+//! (`tests/props.rs` checks all of this on arbitrary bytes).
 
 #![forbid(unsafe_code)]
 
@@ -156,6 +159,13 @@ pub enum DecodeError {
     Truncated,
     TrailingBytes(usize),
     TooLong(usize),
+    /// A field holds a value no encoder writes (a flag other than 0 or 1,
+    /// an exit code above 255, a pid below 1, …): each value has exactly
+    /// one encoding, and what the host reads was checked once, here.
+    Invalid {
+        field: &'static str,
+        value: i64,
+    },
 }
 
 impl fmt::Display for DecodeError {
@@ -169,6 +179,9 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::TooLong(n) => {
                 write!(f, "control message of {n} bytes exceeds {MAX_MESSAGE}")
+            }
+            DecodeError::Invalid { field, value } => {
+                write!(f, "control message field {field} holds {value}")
             }
         }
     }
@@ -265,6 +278,27 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
+    /// A flag: 0 or 1, nothing else.
+    fn bool(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(invalid(field, other)),
+        }
+    }
+    /// An i32 that must lie in `range`.
+    fn i32_in(
+        &mut self,
+        field: &'static str,
+        range: std::ops::RangeInclusive<i32>,
+    ) -> Result<i32, DecodeError> {
+        let value = self.i32()?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(invalid(field, value))
+        }
+    }
     fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
         let len = self.u32()? as usize;
         Ok(self.take(len)?.to_vec())
@@ -290,6 +324,23 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+fn invalid(field: &'static str, value: impl Into<i64>) -> DecodeError {
+    DecodeError::Invalid {
+        field,
+        value: value.into(),
+    }
+}
+
+/// Exit codes as `WEXITSTATUS` gives them.
+const EXIT_CODES: std::ops::RangeInclusive<i32> = 0..=255;
+
+/// Signal numbers as `WTERMSIG` gives them (7 bits; Linux's own stop at 64
+/// on most architectures, 127 on MIPS).
+const SIGNALS: std::ops::RangeInclusive<i32> = 1..=127;
+
+/// Pids of processes that exist.
+const PIDS: std::ops::RangeInclusive<i32> = 1..=i32::MAX;
 
 fn split_tag(buf: &[u8]) -> Result<(u8, Reader<'_>), DecodeError> {
     if buf.len() > MAX_MESSAGE {
@@ -357,7 +408,10 @@ impl Request {
                 let gid = r.u32()?;
                 let n = r.count(4)?;
                 let groups = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
-                let stdio = StdioMask(r.u8()?);
+                let stdio = match r.u8()? {
+                    mask if mask & !StdioMask::ALL.0 == 0 => StdioMask(mask),
+                    other => return Err(invalid("stdio", other)),
+                };
                 Request::Spawn(Spawn {
                     id,
                     argv,
@@ -372,7 +426,7 @@ impl Request {
             tag::SIGNAL => Request::Signal {
                 id: r.u64()?,
                 signal: r.i32()?,
-                group: r.u8()? != 0,
+                group: r.bool("group")?,
             },
             tag::SIGNAL_ALL => Request::SignalAll { signal: r.i32()? },
             other => return Err(DecodeError::UnknownTag(other)),
@@ -443,7 +497,7 @@ impl Event {
             tag::READY => Event::Ready { version: r.u32()? },
             tag::SPAWNED => Event::Spawned {
                 id: r.u64()?,
-                pid: r.i32()?,
+                pid: r.i32_in("pid", PIDS)?,
             },
             tag::SPAWN_FAILED => Event::SpawnFailed {
                 id: r.u64()?,
@@ -451,16 +505,14 @@ impl Event {
             },
             tag::EXITED => {
                 let id = r.u64()?;
-                let pid = r.i32()?;
-                let kind = r.u8()?;
-                let value = r.i32()?;
-                let status = match kind {
-                    0 => Status::Exited(value),
-                    1 | 2 => Status::Signaled {
-                        signal: value,
+                let pid = r.i32_in("pid", PIDS)?;
+                let status = match r.u8()? {
+                    0 => Status::Exited(r.i32_in("exit code", EXIT_CODES)?),
+                    kind @ (1 | 2) => Status::Signaled {
+                        signal: r.i32_in("signal", SIGNALS)?,
                         core_dumped: kind == 2,
                     },
-                    other => return Err(DecodeError::UnknownTag(other)),
+                    other => return Err(invalid("status", other)),
                 };
                 let usage = Usage {
                     user_micros: r.u64()?,

@@ -133,6 +133,12 @@ impl Source {
         }
     }
 
+    /// Reads a whole blob and checks its size and digest, keeping nothing.
+    pub fn verify_blob(&self, blob: &BlobRef) -> Result<(), Error> {
+        // finish() reads what is left (here: everything) before it checks.
+        self.open_blob(blob)?.finish()
+    }
+
     /// A JSON blob (manifest, index, config), verified before it is parsed.
     pub fn read_json_blob<T: DeserializeOwned>(
         &self,

@@ -3,16 +3,11 @@
 
 mod blob;
 mod layout;
-mod unpack;
-mod whiteout;
 
 #[cfg(test)]
 pub(crate) use blob::sha256;
 pub(crate) use blob::{BlobRef, Hashing};
 pub(crate) use layout::Source;
-pub(crate) use unpack::unpack;
-#[cfg(test)]
-pub(crate) use whiteout::OPAQUE_XATTR;
 
 use oci_spec::image::{
     Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType, OciLayout,

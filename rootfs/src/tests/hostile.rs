@@ -289,3 +289,164 @@ fn a_failed_import_drops_the_layers_it_unpacked() {
     assert_eq!(names(&tmp.join("data/layers/sha256")), [good.hex()]);
     assert!(store.prune().unwrap().is_empty());
 }
+
+/// How a damaged image reaches the store.
+#[derive(Debug, Clone, Copy)]
+struct Route {
+    compression: Comp,
+    /// From a tar of the layout instead of the layout directory.
+    archived: bool,
+    /// The store already holds the layer (from a good copy of the image).
+    warm: bool,
+}
+
+fn routes() -> Vec<Route> {
+    let mut routes = Vec::new();
+    for compression in [Comp::None, Comp::Gzip, Comp::Zstd] {
+        for archived in [false, true] {
+            for warm in [false, true] {
+                routes.push(Route {
+                    compression,
+                    archived,
+                    warm,
+                });
+            }
+        }
+    }
+    routes
+}
+
+/// Imports the one-layer image of `layer` after `damage` changed its blob
+/// file, along `route`; checks that the import failed naming the layer's
+/// digest and left the store as it was. Returns the error.
+fn import_along(route: Route, layer: &Layer, damage: impl FnOnce(&Path)) -> Error {
+    require_root();
+    let tmp = TempDir::new("route");
+    let store = Store::open(tmp.join("data")).unwrap();
+    if route.warm {
+        let mut good = layer.clone();
+        good.size = good.blob.len() as u64;
+        let good = layout(&tmp.join("good"), &[good], json!({}));
+        store.import_oci("good", &good).unwrap();
+    }
+    let dir = layout(&tmp.join("layout"), std::slice::from_ref(layer), json!({}));
+    damage(&dir.join(format!("blobs/sha256/{}", layer.hex())));
+    let source = if route.archived {
+        archive(&dir, &tmp.join("image.tar"))
+    } else {
+        dir
+    };
+    let err = match store.import_oci("damaged", &source) {
+        Ok(_) => panic!("{route:?}: the damaged image was imported"),
+        Err(e) => e,
+    };
+    assert!(
+        err.to_string().contains(&layer.digest()),
+        "{route:?}: {err}"
+    );
+    let data = tmp.join("data");
+    assert!(names(&data.join("layers/tmp")).is_empty(), "{route:?}");
+    if route.warm {
+        assert_eq!(names(&data.join("layers/sha256")), [layer.hex()]);
+        assert_eq!(names(&data.join("templates")), ["good"], "{route:?}");
+    } else {
+        assert_nothing_left(&data);
+    }
+    err
+}
+
+fn blob_problem(route: Route, err: &Error) -> &BlobProblem {
+    match err {
+        Error::Blob { problem, .. } => problem,
+        other => panic!("{route:?}: expected a blob error, got {other}"),
+    }
+}
+
+fn small_layer(compression: Comp) -> Layer {
+    Layer::new(
+        Tar::default().file("a", "aaaa").file("b", "bbbb").bytes(),
+        compression,
+    )
+}
+
+#[test]
+fn bytes_after_the_end_of_a_blob_are_refused_however_it_is_read() {
+    // The manifest's digest and size are the blob's; the file has more.
+    for route in routes() {
+        let layer = small_layer(route.compression);
+        let err = import_along(route, &layer, |blob| {
+            let mut bytes = fs::read(blob).unwrap();
+            bytes.extend_from_slice(b"trailing garbage after the stream");
+            fs::write(blob, bytes).unwrap();
+        });
+        assert_eq!(
+            blob_problem(route, &err),
+            &BlobProblem::TooLarge {
+                expected: layer.size
+            },
+            "{route:?}"
+        );
+    }
+}
+
+#[test]
+fn a_blob_whose_size_differs_from_its_descriptor_is_refused() {
+    for route in routes() {
+        // The manifest claims one byte less than the blob has...
+        let mut layer = small_layer(route.compression);
+        layer.size -= 1;
+        let err = import_along(route, &layer, |_| {});
+        assert_eq!(
+            blob_problem(route, &err),
+            &BlobProblem::TooLarge {
+                expected: layer.size
+            },
+            "{route:?}"
+        );
+        // ... one byte more ...
+        let mut layer = small_layer(route.compression);
+        layer.size += 1;
+        let err = import_along(route, &layer, |_| {});
+        assert_eq!(
+            blob_problem(route, &err),
+            &BlobProblem::SizeMismatch {
+                expected: layer.size,
+                actual: layer.size - 1
+            },
+            "{route:?}"
+        );
+        // ... or the blob lost its last byte.
+        let layer = small_layer(route.compression);
+        let err = import_along(route, &layer, |blob| {
+            let bytes = fs::read(blob).unwrap();
+            fs::write(blob, &bytes[..bytes.len() - 1]).unwrap();
+        });
+        assert_eq!(
+            blob_problem(route, &err),
+            &BlobProblem::SizeMismatch {
+                expected: layer.size,
+                actual: layer.size - 1
+            },
+            "{route:?}"
+        );
+    }
+}
+
+#[test]
+fn garbage_after_the_stream_is_refused_even_when_the_digest_covers_it() {
+    // A blob that is what its manifest says, but whose compressed stream
+    // (or tar) ends before the blob does: the decompressor must not stop
+    // at the stream's end and call the rest fine.
+    for compression in [Comp::None, Comp::Gzip, Comp::Zstd] {
+        let route = Route {
+            compression,
+            archived: false,
+            warm: false,
+        };
+        let mut layer = small_layer(compression);
+        layer.blob.extend_from_slice(b"garbage after the end");
+        layer.size = layer.blob.len() as u64;
+        let err = import_along(route, &layer, |_| {});
+        assert!(matches!(err, Error::Layer { .. }), "{route:?}: {err}");
+    }
+}

@@ -10,7 +10,8 @@ use serde_json::json;
 use tar::EntryType;
 
 use super::fixture::*;
-use crate::oci::{host_arch, OPAQUE_XATTR};
+use crate::extract::whiteout::OPAQUE_XATTR;
+use crate::oci::host_arch;
 use crate::{sys, Store, TemplateKind};
 
 /// Layer 1 (gzip): a small tree with every kind of entry we keep.

@@ -10,8 +10,8 @@ use serde_json::json;
 use super::fixture::*;
 use super::import::two_layer_image;
 use crate::{
-    DefaultLimits, Error, Interpreter, Readiness, Settings, StartCommand, Store, TemplateKind,
-    BASE_NAME,
+    DefaultLimits, Error, Interpreter, Readiness, Settings, SettingsOrigin, StartCommand, Store,
+    TemplateKind, BASE_NAME,
 };
 
 fn python_settings() -> Settings {
@@ -197,7 +197,7 @@ fn settings_at_import_from_the_image_and_later() {
     };
     assert!(matches!(
         store.set_settings("py", invalid),
-        Err(Error::InvalidSettings(_))
+        Err(Error::InvalidSettings { .. })
     ));
     store.set_settings(BASE_NAME, later.clone()).unwrap();
     assert_eq!(store.get(BASE_NAME).unwrap().settings, later);
@@ -298,4 +298,56 @@ fn stale_temporary_dirs_are_cleaned_on_open() {
     assert!(!stale.exists());
     assert!(live.exists(), "an unpack in progress was removed");
     fs::remove_dir_all(Path::new(&live)).unwrap();
+}
+
+#[test]
+fn settings_out_of_bounds_are_refused_wherever_they_come_from() {
+    require_root();
+    let tmp = TempDir::new("bounds");
+    let store = Store::open(tmp.join("data")).unwrap();
+    let huge = r#"{"timeout_secs":18446744073709551615}"#;
+    let field_and_bound = |err: &Error| {
+        let text = err.to_string();
+        assert!(
+            text.contains("timeout_secs") && text.contains(&crate::MAX_TIMEOUT_SECS.to_string()),
+            "{text}"
+        );
+        match err {
+            Error::InvalidSettings { origin, error } => {
+                assert_eq!(error.field, "timeout_secs");
+                origin.clone()
+            }
+            other => panic!("expected invalid settings, got {other}"),
+        }
+    };
+
+    // In an image's label: the import fails and leaves nothing.
+    let labelled = layout(
+        &tmp.join("labelled"),
+        &[Layer::new(
+            Tar::default().file("x", "x").bytes(),
+            Comp::None,
+        )],
+        json!({"Labels": {crate::SETTINGS_LABEL: huge}}),
+    );
+    let err = store.import_oci("labelled", &labelled).unwrap_err();
+    assert_eq!(field_and_bound(&err), SettingsOrigin::Label);
+    assert!(names(&tmp.join("data/templates")).is_empty());
+    assert!(names(&tmp.join("data/layers/sha256")).is_empty());
+
+    // In a sandlot.json edited by hand: the template cannot be used, and
+    // the error says which file.
+    let plain = layout(
+        &tmp.join("plain"),
+        &[Layer::new(
+            Tar::default().file("x", "x").bytes(),
+            Comp::None,
+        )],
+        json!({}),
+    );
+    store.import_oci("plain", &plain).unwrap();
+    let file = tmp.join("data/templates/plain/sandlot.json");
+    fs::write(&file, huge).unwrap();
+    let err = store.get("plain").unwrap_err();
+    assert_eq!(field_and_bound(&err), SettingsOrigin::File(file));
 }

@@ -109,6 +109,8 @@ pub(crate) fn create(
     options.validate()?;
     let template = factory.template(&options.template)?;
     let options = template::with_defaults(options, &template.settings);
+    // The store bounds a template's settings; checked again as applied.
+    crate::engine::options::validate_timeout(options.timeout)?;
     options.limits.validate()?;
     let id = new_id()?;
     let shared = SandboxShared::new(

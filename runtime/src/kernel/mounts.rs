@@ -400,7 +400,10 @@ impl Scratch {
         let base = self.range.base;
         // Inodes cost kernel memory; bound them with the disk limit.
         let inodes = (disk_bytes / 8192).max(16_384);
-        let opts = format!("size={disk_bytes},nr_inodes={inodes},mode=0700");
+        // inode32: 32-bit inode numbers leave overlayfs the high bits it
+        // needs for xino (below), also on kernels built with
+        // CONFIG_TMPFS_INODE64.
+        let opts = format!("size={disk_bytes},nr_inodes={inodes},mode=0700,inode32");
         mount(
             Some("sandlot-rw"),
             &self.rw,
@@ -422,8 +425,15 @@ impl Scratch {
             .open(&self.rw)
             .map_err(|e| KernelError::setup_io("open", &self.rw, &e))?;
 
+        // xino=on: the layers are on different filesystems (the data dir's
+        // and this tmpfs), and without it overlayfs gives a directory an
+        // inode number of its own in stat while readdir shows the layer's
+        // (and files one st_dev per layer): programs that compare
+        // scandir's d_ino with stat's st_ino, or tell files apart by
+        // (st_dev, st_ino), misbehave. With xino every inode number is the
+        // layer's, tagged in the high bits with the layer's filesystem.
         let overlay = format!(
-            "lowerdir={},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={},xino=on",
             prepared.lowerdir,
             self.rw.join("upper").display(),
             self.rw.join("work").display()

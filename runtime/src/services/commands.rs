@@ -596,6 +596,27 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("create a pipe", e))
 }
 
+/// Gives a pipe to the user a command runs as (its host ids). A pipe
+/// belongs to whoever made it: host root, an id the sandbox's user
+/// namespace does not map. Reopening a pipe by name — `/dev/stderr`,
+/// `/dev/stdin`, `/proc/self/fd/N`, which shell scripts and `tee` do —
+/// checks that owner, so it failed with EACCES for every user inside,
+/// root included. Owned by the command's user, with the 0600 mode pipe(2)
+/// gives, it reopens like a pipe the command made itself, and no other
+/// user inside can open it. Both ends are one inode: one fchown does it.
+/// An id outside the range (the spawn fails anyway) leaves it as it is.
+pub(crate) fn give_pipe(end: &OwnedFd, (uid, gid): (Option<u32>, Option<u32>)) -> Result<()> {
+    if uid.is_none() && gid.is_none() {
+        return Ok(());
+    }
+    nix::unistd::fchown(
+        end,
+        uid.map(nix::unistd::Uid::from_raw),
+        gid.map(nix::unistd::Gid::from_raw),
+    )
+    .map_err(|e| Error::setup("chown a command's pipe", e))
+}
+
 /// The host's read end of an output pipe is non-blocking (the io thread
 /// reads until EAGAIN). A fresh pipe end has no other status flag, so one
 /// F_SETFL does it.
@@ -682,6 +703,13 @@ fn spawn(
     let (stderr_r, stderr_w) = pipe()?;
     set_nonblocking(&stdout_r)?;
     set_nonblocking(&stderr_r)?;
+    let owner = (
+        sandbox.ctx.range.to_host(user.uid),
+        sandbox.ctx.range.to_host(user.gid),
+    );
+    for end in stdin.iter().map(|(r, _)| r).chain([&stdout_w, &stderr_w]) {
+        give_pipe(end, owner)?;
+    }
 
     let (events_tx, events_rx) = sandbox.ctx.reactor.event_queue();
     let (spawned_tx, spawned_rx) = crossbeam_channel::bounded(1);

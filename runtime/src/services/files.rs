@@ -635,9 +635,11 @@ impl<'a> Files<'a> {
     /// Unpacks a tar stream into directory `path` (created if missing, like
     /// `tar -C path -x`). Modes, mtimes, symlinks, hard links and empty
     /// directories are kept; everything belongs to the user (archive owners
-    /// are not applied). A member that would land outside `path` (`..`, an
-    /// absolute symlink on the way) fails with [`FilesError::PathEscape`];
-    /// device nodes and FIFOs are refused.
+    /// are not applied). A member that would land outside `path` or go
+    /// through a symlink (`..`, any symlink on the way, the archive's own
+    /// or one already there) fails with [`FilesError::PathEscape`]; device
+    /// nodes and FIFOs are refused, and so is a member in the place of a
+    /// directory that is not empty ([`FilesError::IsADirectory`]).
     pub fn import_tar(&self, path: &str, reader: impl Read) -> Result<TarImport> {
         let root = self.root()?;
         let path = self.path(path)?;

@@ -3,22 +3,16 @@
 //! as if the sandbox root were `/`, and magic links (`/proc/<pid>/root` and
 //! friends) are refused, so no path the sandbox controls leads a host-side
 //! operation out — even if it swaps a symlink while we resolve.
+//!
+//! The syscall itself is made by the one openat2 wrapper of sandlot,
+//! `sandlot_rootfs::at::openat2` (shared with the tar extractor).
 
 use std::ffi::CStr;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
-use super::{check, SysResult};
+use sandlot_rootfs::at::{openat2, Resolve};
 
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
-
-/// `struct open_how` from linux/openat2.h.
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
+use super::{Errno, SysResult};
 
 /// Opens `path` (relative or absolute; either way inside `root`).
 pub fn open_in_root(
@@ -27,29 +21,12 @@ pub fn open_in_root(
     flags: libc::c_int,
     mode: u32,
 ) -> SysResult<OwnedFd> {
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: u64::from(mode),
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-    };
-    loop {
-        // SAFETY: `how` is a valid open_how of the size passed; `path` is
-        // NUL-terminated; the result is a new descriptor nobody else owns.
-        let ret = check(unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root.as_raw_fd(),
-                path.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        });
-        match ret {
-            // SAFETY: see above.
-            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-            // The kernel asks to retry when a rename raced the lookup.
-            Err(super::Errno::EAGAIN) | Err(super::Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    openat2(
+        root,
+        path,
+        flags,
+        mode,
+        Resolve::IN_ROOT | Resolve::NO_MAGICLINKS,
+    )
+    .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }

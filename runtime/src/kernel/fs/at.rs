@@ -4,10 +4,11 @@
 //! Two rules keep every operation inside the sandbox, even while the
 //! sandbox renames and swaps symlinks underneath:
 //! - a path is only ever resolved by `openat2(root, path,
-//!   RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` (or `RESOLVE_BENEATH` from a
-//!   directory descriptor, for tar members): `..` and symlinks, absolute
-//!   ones included, cannot climb above the sandbox root, and magic links
-//!   (`/proc/<pid>/root`, `/proc/<pid>/fd/N`) are refused;
+//!   RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` (tar members: by the
+//!   extractor, `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS` from the
+//!   destination): `..` and symlinks, absolute ones included, cannot climb
+//!   above the sandbox root, and magic links (`/proc/<pid>/root`,
+//!   `/proc/<pid>/fd/N`) are refused;
 //! - anything that creates, removes, renames or changes an entry opens its
 //!   parent that way and then uses an `*at` call with one final name that
 //!   is never followed (`O_NOFOLLOW`, `O_EXCL`, `AT_SYMLINK_NOFOLLOW`, or
@@ -33,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{openat, openat2, readlinkat, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{openat, readlinkat, OFlag};
 use nix::sys::stat::{fchmod, fstat, fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{fchownat, Gid, Uid};
 
@@ -137,28 +138,6 @@ pub(crate) fn c_component(name: &str, path: &SbPath) -> Result<CString, FilesErr
     c_name(name.as_bytes(), path.as_str())
 }
 
-fn openat2_retrying(
-    dir: BorrowedFd<'_>,
-    path: &CStr,
-    flags: OFlag,
-    mode: Mode,
-    resolve: ResolveFlag,
-) -> Result<OwnedFd, Errno> {
-    let how = OpenHow::new()
-        .flags(flags | OFlag::O_CLOEXEC)
-        .mode(mode)
-        .resolve(resolve);
-    let mut tries = 0;
-    loop {
-        match openat2(dir, path, how) {
-            // The kernel asks to retry when a rename raced a `..` lookup;
-            // bounded so a sandbox renaming in a loop cannot spin us.
-            Err(Errno::EAGAIN) | Err(Errno::EINTR) if tries < 128 => tries += 1,
-            other => return other,
-        }
-    }
-}
-
 /// Maps an openat2 failure; `EXDEV` is the kernel saying the path would
 /// leave the directory it must stay beneath.
 fn open_error(path: &str, within: &str, errno: Errno) -> FilesError {
@@ -179,34 +158,8 @@ pub(crate) fn open_in_root(
     path: &SbPath,
     flags: OFlag,
 ) -> Result<OwnedFd, FilesError> {
-    openat2_retrying(
-        root,
-        &path.c_relative(),
-        flags,
-        Mode::empty(),
-        ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-    )
-    .map_err(|errno| open_error(path.as_str(), "the sandbox", errno))
-}
-
-/// Opens `relative` strictly beneath `dir` (tar members): `..` above `dir`
-/// and absolute symlinks are refused with [`FilesError::PathEscape`].
-pub(crate) fn open_beneath(
-    dir: BorrowedFd<'_>,
-    relative: &[u8],
-    flags: OFlag,
-    shown: &str,
-    within: &str,
-) -> Result<OwnedFd, FilesError> {
-    let relative = if relative.is_empty() { b"." } else { relative };
-    openat2_retrying(
-        dir,
-        &c_name(relative, shown)?,
-        flags,
-        Mode::empty(),
-        ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-    )
-    .map_err(|errno| open_error(shown, within, errno))
+    crate::sys::resolve::open_in_root(root, &path.c_relative(), flags.bits(), 0)
+        .map_err(|errno| open_error(path.as_str(), "the sandbox", errno))
 }
 
 /// Opens one name in `dir`, never following it.
@@ -293,23 +246,6 @@ pub(crate) fn chown_fd(fd: BorrowedFd<'_>, owner: Owner, shown: &str) -> Result<
         Some(Uid::from_raw(owner.uid)),
         Some(Gid::from_raw(owner.gid)),
         nix::fcntl::AtFlags::AT_EMPTY_PATH,
-    )
-    .map_err(|errno| FilesError::from_errno("chown", shown, errno))
-}
-
-/// Gives one name in `dir` to `owner` without following it (symlinks).
-pub(crate) fn chown_child(
-    dir: BorrowedFd<'_>,
-    name: &CStr,
-    owner: Owner,
-    shown: &str,
-) -> Result<(), FilesError> {
-    fchownat(
-        dir,
-        name,
-        Some(Uid::from_raw(owner.uid)),
-        Some(Gid::from_raw(owner.gid)),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
     )
     .map_err(|errno| FilesError::from_errno("chown", shown, errno))
 }

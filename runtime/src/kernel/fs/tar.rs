@@ -6,10 +6,11 @@
 //! header and one read buffer whatever the tree's size. The walk holds one
 //! directory descriptor per level and never follows a name.
 //!
-//! Import resolves each member's parent with `RESOLVE_BENEATH` from the
-//! destination directory — `..` above it and absolute symlinks on the way
-//! are refused by the kernel — and creates the member with an `*at` call
-//! that does not follow its name.
+//! Import is sandlot's one tar extractor (`sandlot_rootfs::extract`, which
+//! also unpacks image layers) with the files API's policy: it opens every
+//! directory on a member's way from the destination without following any
+//! symlink and creates the member with an `*at` call that does not follow
+//! its name.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
@@ -20,10 +21,12 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{futimens, utimensat, FileStat, SFlag, UtimensatFlags};
-use nix::sys::time::TimeSpec;
-use nix::unistd::{linkat, symlinkat, unlinkat, UnlinkatFlags};
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, SFlag};
+use sandlot_rootfs::extract::{
+    self, AbsoluteNames, ExtractError, Owners, Policy, SpecialFiles, SymlinkTargets,
+};
+use sandlot_rootfs::EntryProblem;
 use tar::{EntryType, Header};
 
 use super::at::{self, Owner, MAX_DEPTH};
@@ -374,40 +377,12 @@ pub struct TarImport {
     pub bytes: u64,
 }
 
-/// A member name as components, refusing `..` (GNU tar strips a leading
-/// `/`, so does this).
-fn member_components<'n>(
-    name: &'n [u8],
-    shown: &str,
-    within: &str,
-) -> Result<Vec<&'n [u8]>, FilesError> {
-    let mut parts = Vec::new();
-    for part in name.split(|b| *b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                return Err(FilesError::PathEscape {
-                    path: shown.to_string(),
-                    within: within.to_string(),
-                })
-            }
-            part => parts.push(part),
-        }
-    }
-    Ok(parts)
-}
-
-struct Importer<'a> {
-    dest: BorrowedFd<'a>,
-    dest_path: &'a SbPath,
-    owner: Owner,
-    max_file_size: u64,
-    summary: TarImport,
-    /// Directories whose mtime is set at the end (adding members changes
-    /// it), deepest last.
-    dir_times: Vec<(Vec<u8>, u64)>,
-}
-
+/// Extracts `reader` into `dest` (the directory `dest_path` inside the
+/// sandbox) with sandlot's one extractor (`sandlot_rootfs::extract`): no
+/// `..`, no symlink followed on the way, hard links only to what is under
+/// `dest`, no device nodes or FIFOs; a leading `/` is stripped as GNU tar
+/// does; everything belongs to `owner`; a member in the place of a
+/// directory that is not empty is refused, not allowed to delete it.
 pub(crate) fn import(
     dest: BorrowedFd<'_>,
     dest_path: &SbPath,
@@ -415,276 +390,70 @@ pub(crate) fn import(
     owner: Owner,
     max_file_size: u64,
 ) -> Result<TarImport, FilesError> {
-    let mut importer = Importer {
-        dest,
-        dest_path,
-        owner,
-        max_file_size,
-        summary: TarImport::default(),
-        dir_times: Vec::new(),
+    let policy = Policy {
+        absolute_names: AbsoluteNames::Strip,
+        owners: Owners::Fixed {
+            uid: owner.uid,
+            gid: owner.gid,
+        },
+        // Stored as they are: a sandbox resolves every link inside itself.
+        symlink_targets: SymlinkTargets::Any,
+        special_files: SpecialFiles::Refuse,
+        whiteouts: false,
+        xattrs: false,
+        replace_full_directories: false,
+        max_file_size: Some(max_file_size),
     };
-    let shown = dest_path.as_str();
-    let mut archive = tar::Archive::new(reader);
-    for entry in archive.entries().map_err(|e| tar_error(shown, e))? {
-        let mut entry = entry.map_err(|e| tar_error(shown, e))?;
-        importer.member(&mut entry)?;
-    }
-    // Children first, so setting a parent's time is the last change to it.
-    for (member, mtime) in importer.dir_times.iter().rev() {
-        let time = TimeSpec::new(*mtime as i64, 0);
-        let shown = dest_path.join(&String::from_utf8_lossy(member));
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
-        if let Ok(fd) = at::open_beneath(dest, member, flags, shown.as_str(), shown.as_str()) {
-            let _ = futimens(fd.as_fd(), &time, &time);
-        }
-    }
-    Ok(importer.summary)
+    let stats = extract::extract(dest, reader, &policy).map_err(|e| import_error(e, dest_path))?;
+    Ok(TarImport {
+        entries: stats.entries,
+        bytes: stats.bytes,
+    })
 }
 
-/// Copies a member's content into the file it becomes; a failing write is
-/// the sandbox's (NoSpace), a failing read the archive's.
-fn copy_member(entry: &mut dyn Read, file: &mut File, shown: &str) -> Result<u64, FilesError> {
-    let mut buf = vec![0u8; 128 * 1024];
-    let mut total = 0;
-    loop {
-        let n = match entry.read(&mut buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(tar_error(shown, e)),
-        };
-        io::Write::write_all(file, &buf[..n]).map_err(|e| from_io("write", shown, e))?;
-        total += n as u64;
-    }
-}
-
-impl Importer<'_> {
-    fn member<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), FilesError> {
-        let kind = entry.header().entry_type();
-        if matches!(kind, EntryType::XGlobalHeader | EntryType::XHeader) {
-            return Ok(());
-        }
-        let raw = entry.path_bytes().into_owned();
-        let within = self.dest_path.as_str();
-        let path = self.dest_path.join(&String::from_utf8_lossy(&raw));
-        let shown = path.as_str();
-        let parts = member_components(&raw, shown, within)?;
-        let mode = entry.header().mode().map_err(|e| tar_error(shown, e))? & 0o7777;
-        let mtime = entry.header().mtime().unwrap_or(0);
-        let Some((name, parent_parts)) = parts.split_last() else {
-            // "./": the destination itself.
-            if kind.is_dir() {
-                at::chmod_fd(self.dest, mode, shown).ok();
-            }
-            return Ok(());
-        };
-        let parent_member = parent_parts.join(&b'/');
-        let parent = self.parent(&parent_member, shown)?;
-        let name = CString::new(*name).map_err(|_| FilesError::InvalidPath {
-            path: shown.to_string(),
-            reason: "contains a NUL byte",
-        })?;
-        let member = parts.join(&b'/');
-        match kind {
-            EntryType::Directory => {
-                let dir = match at::make_child_dir(parent.as_fd(), &name, mode, self.owner, shown)?
-                {
-                    Some(dir) => dir,
-                    None => {
-                        // Already there: keep a directory, replace anything else.
-                        match at::open_child(
-                            parent.as_fd(),
-                            &name,
-                            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-                            shown,
-                        ) {
-                            Ok(dir) => {
-                                at::chmod_fd(dir.as_fd(), mode, shown)?;
-                                dir
-                            }
-                            Err(_) => {
-                                self.clear(parent.as_fd(), &name, shown)?;
-                                at::make_child_dir(parent.as_fd(), &name, mode, self.owner, shown)?
-                                    .ok_or_else(|| FilesError::AlreadyExists {
-                                        path: shown.to_string(),
-                                    })?
-                            }
-                        }
-                    }
-                };
-                drop(dir);
-                self.dir_times.push((member, mtime));
-            }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                let size = entry.header().size().map_err(|e| tar_error(shown, e))?;
-                if size > self.max_file_size {
-                    return Err(FilesError::FileTooLarge {
-                        path: shown.to_string(),
-                        max: self.max_file_size,
-                    });
-                }
-                self.clear(parent.as_fd(), &name, shown)?;
-                let mut file =
-                    at::create_child_file(parent.as_fd(), &name, mode, self.owner, shown)?;
-                let copied = match copy_member(&mut (&mut *entry).take(size), &mut file, shown) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        drop(file);
-                        let _ =
-                            unlinkat(parent.as_fd(), name.as_c_str(), UnlinkatFlags::NoRemoveDir);
-                        return Err(e);
-                    }
-                };
-                let time = TimeSpec::new(mtime as i64, 0);
-                futimens(file.as_fd(), &time, &time)
-                    .map_err(|errno| FilesError::from_errno("set times", shown, errno))?;
-                self.summary.bytes += copied;
-            }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| tar_error(shown, io::Error::other("symlink without a target")))?
-                    .into_owned();
-                let target = CString::new(target).map_err(|_| FilesError::InvalidPath {
-                    path: shown.to_string(),
-                    reason: "link target contains a NUL byte",
-                })?;
-                self.clear(parent.as_fd(), &name, shown)?;
-                symlinkat(target.as_c_str(), parent.as_fd(), name.as_c_str())
-                    .map_err(|errno| FilesError::from_errno("symlink", shown, errno))?;
-                at::chown_child(parent.as_fd(), &name, self.owner, shown)?;
-                let time = TimeSpec::new(mtime as i64, 0);
-                let _ = utimensat(
-                    parent.as_fd(),
-                    name.as_c_str(),
-                    &time,
-                    &time,
-                    UtimensatFlags::NoFollowSymlink,
-                );
-            }
-            EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| {
-                        tar_error(shown, io::Error::other("hard link without a target"))
-                    })?
-                    .into_owned();
-                let target_shown = self.dest_path.join(&String::from_utf8_lossy(&target));
-                let target_parts = member_components(&target, target_shown.as_str(), within)?;
-                let Some((target_name, target_parent)) = target_parts.split_last() else {
-                    return Err(FilesError::InvalidPath {
-                        path: shown.to_string(),
-                        reason: "hard link to the destination itself",
-                    });
-                };
-                let target_dir = at::open_beneath(
-                    self.dest,
-                    &target_parent.join(&b'/'),
-                    OFlag::O_PATH | OFlag::O_DIRECTORY,
-                    target_shown.as_str(),
-                    within,
-                )?;
-                let target_name =
-                    CString::new(*target_name).map_err(|_| FilesError::InvalidPath {
-                        path: target_shown.to_string(),
-                        reason: "contains a NUL byte",
-                    })?;
-                self.clear(parent.as_fd(), &name, shown)?;
-                // No AT_SYMLINK_FOLLOW: a link to a symlink links the
-                // symlink itself, never what it points to.
-                linkat(
-                    target_dir.as_fd(),
-                    target_name.as_c_str(),
-                    parent.as_fd(),
-                    name.as_c_str(),
-                    AtFlags::empty(),
-                )
-                .map_err(|errno| FilesError::from_errno("link", shown, errno))?;
-            }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                return Err(FilesError::Tar {
-                    path: shown.to_string(),
+/// The extractor's refusals as the files API's errors, about the member's
+/// path inside the sandbox.
+fn import_error(e: ExtractError, dest: &SbPath) -> FilesError {
+    let shown = |entry: &str| dest.join(entry).to_string();
+    match e {
+        ExtractError::Refused { entry, problem } => {
+            let path = shown(&entry);
+            match problem {
+                EntryProblem::DotDot
+                | EntryProblem::Absolute
+                | EntryProblem::ThroughSymlink
+                | EntryProblem::SymlinkEscapes { .. }
+                | EntryProblem::HardlinkEscapes { .. } => FilesError::PathEscape {
+                    path,
+                    within: dest.to_string(),
+                },
+                EntryProblem::ParentNotDir => FilesError::NotADirectory { path },
+                EntryProblem::HardlinkTargetMissing { target } => FilesError::NotFound {
+                    path: shown(&target),
+                },
+                EntryProblem::TooLarge { max, .. } => FilesError::FileTooLarge { path, max },
+                EntryProblem::DirectoryNotEmpty => FilesError::IsADirectory { path },
+                EntryProblem::BadName => FilesError::InvalidPath {
+                    path,
+                    reason: "not a usable name (empty, or with a NUL byte)",
+                },
+                EntryProblem::Device { .. } => FilesError::Tar {
+                    path,
                     reason: "device nodes and FIFOs are not imported".into(),
-                });
+                },
+                other => FilesError::Tar {
+                    path,
+                    reason: other.to_string(),
+                },
             }
-            // GNU long names and pax records are consumed by the tar crate;
-            // anything else unknown is skipped, as GNU tar does.
-            _ => return Ok(()),
         }
-        self.summary.entries += 1;
-        Ok(())
-    }
-
-    /// The directory a member goes in, created (for the user) if the archive
-    /// did not list it first.
-    fn parent(&self, member: &[u8], shown: &str) -> Result<OwnedFd, FilesError> {
-        let within = self.dest_path.as_str();
-        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY;
-        match at::open_beneath(self.dest, member, flags, shown, within) {
-            Err(FilesError::NotFound { .. }) => {}
-            other => return other,
+        ExtractError::Io {
+            entry,
+            action,
+            source,
+        } => from_io(action, &shown(&entry), source),
+        ExtractError::Archive { entry, source } => {
+            tar_error(&shown(entry.as_deref().unwrap_or("")), source)
         }
-        let mut current = at::open_beneath(self.dest, b".", flags, shown, within)?;
-        let mut so_far: Vec<u8> = Vec::new();
-        for part in member.split(|b| *b == b'/').filter(|p| !p.is_empty()) {
-            so_far = join_member(&so_far, part);
-            current = match at::open_beneath(self.dest, &so_far, flags, shown, within) {
-                Ok(fd) => fd,
-                Err(FilesError::NotFound { .. }) => {
-                    let name = CString::new(part).map_err(|_| FilesError::InvalidPath {
-                        path: shown.to_string(),
-                        reason: "contains a NUL byte",
-                    })?;
-                    at::make_child_dir(current.as_fd(), &name, 0o755, self.owner, shown)?
-                        .ok_or_else(|| FilesError::NotFound {
-                            path: shown.to_string(),
-                        })?
-                }
-                Err(e) => return Err(e),
-            };
-        }
-        Ok(current)
-    }
-
-    /// Removes whatever non-directory is at `name` so a member can take its
-    /// place (what tar does by default).
-    fn clear(&self, dir: BorrowedFd<'_>, name: &CStr, shown: &str) -> Result<(), FilesError> {
-        match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-            Err(nix::errno::Errno::EISDIR) => {
-                // An empty directory may go; a full one is the caller's call.
-                unlinkat(dir, name, UnlinkatFlags::RemoveDir).map_err(|errno| match errno {
-                    nix::errno::Errno::ENOTEMPTY | nix::errno::Errno::EEXIST => {
-                        FilesError::IsADirectory {
-                            path: shown.to_string(),
-                        }
-                    }
-                    errno => FilesError::from_errno("remove", shown, errno),
-                })
-            }
-            Err(errno) => Err(FilesError::from_errno("remove", shown, errno)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn member_names_never_climb() {
-        assert_eq!(
-            member_components(b"./a//b/", "x", "/d").unwrap(),
-            vec![&b"a"[..], &b"b"[..]]
-        );
-        assert_eq!(
-            member_components(b"/etc/passwd", "x", "/d").unwrap(),
-            vec![&b"etc"[..], &b"passwd"[..]]
-        );
-        assert!(matches!(
-            member_components(b"a/../../etc", "/d/a/../../etc", "/d"),
-            Err(FilesError::PathEscape { .. })
-        ));
-        assert!(member_components(b"./", "x", "/d").unwrap().is_empty());
     }
 }
