@@ -40,6 +40,10 @@ mod reactor;
 mod resources;
 mod runtime;
 mod sandbox;
+// Target layout (issue 10): services/code is L3; the restructure moves the
+// other services beside it.
+mod services;
+pub use services::code;
 pub mod seccomp;
 mod spawn;
 #[allow(unsafe_code)]
