@@ -269,3 +269,4 @@ impl std::fmt::Debug for CodeContexts {
             .finish_non_exhaustive()
     }
 }
+

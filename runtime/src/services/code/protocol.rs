@@ -25,12 +25,20 @@
 //! <code>
 //! ```
 //!
-//! In the bash dialect the header line goes on with `&& eval ...` (see
-//! [`BASH_RUN`]): bash parses the header as a command line, the function
-//! `__sandlot_cell` reads what follows it, and the rest of the line runs
-//! the code at the shell's top level. Code and variables hold no NUL byte
-//! and keys are identifiers; [`validate_cell`] refuses anything else before
-//! it is sent.
+//! The bash dialect is one command line per cell instead, which bash's
+//! own parser reads (bash buffers its input, so nothing else may read from
+//! the pipe it parses):
+//!
+//! ```text
+//! __sandlot_cell <id> $'<code>' [<key> $'<value>']... && eval "$__sandlot_run" </dev/null {__sandlot_msg}>&-\n
+//! ```
+//!
+//! Code and values are ANSI-C quoted (`\\`, `\'`, `\n`, other control
+//! bytes as `\xHH`), so the line is a single physical line whatever the
+//! code holds. The function `__sandlot_cell` keeps the code; the rest of the
+//! line runs it at the shell's top level. Code and variables hold no NUL
+//! byte and keys are identifiers; [`validate_cell`] refuses anything else
+//! before it is sent.
 //!
 //! # Messages (driver → host)
 //!
@@ -74,10 +82,10 @@ pub const MAX_MESSAGE: usize = 32 << 20;
 /// Longest accepted header: the decimal length and its newline.
 pub const MAX_HEADER: usize = 12;
 
-/// What the bash dialect appends to the header line: run the code just
-/// read, with the cell's variables, at the top level of the shell, its
-/// stdin on /dev/null and without the message pipe.
-pub const BASH_RUN: &str = " && eval \"$__sandlot_run\" </dev/null {__sandlot_msg}>&-";
+/// What ends a bash-dialect request: run the code just kept, with the
+/// cell's variables, at the top level of the shell, its stdin on /dev/null
+/// and without the message pipe.
+pub const BASH_RUN: &str = " && eval \"$__sandlot_run\" </dev/null {__sandlot_msg}>&-\n";
 
 /// How a driver reads requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,18 +131,39 @@ pub(crate) fn is_identifier(name: &str) -> bool {
 
 /// One cell's request, ready to write. Call [`validate_cell`] first.
 pub fn encode_request(id: u64, env: &[(String, String)], code: &str, dialect: Dialect) -> Vec<u8> {
-    let mut out = Vec::with_capacity(code.len() + 64);
-    out.extend_from_slice(format!("__sandlot_cell {id} {} {}", env.len(), code.len()).as_bytes());
     if dialect == Dialect::Bash {
-        out.extend_from_slice(BASH_RUN.as_bytes());
+        let mut line = format!("__sandlot_cell {id} {}", bash_quote(code));
+        for (key, value) in env {
+            line.push_str(&format!(" {key} {}", bash_quote(value)));
+        }
+        line.push_str(BASH_RUN);
+        return line.into_bytes();
     }
-    out.push(b'\n');
+    let mut out = Vec::with_capacity(code.len() + 64);
+    out.extend_from_slice(format!("__sandlot_cell {id} {} {}\n", env.len(), code.len()).as_bytes());
     for (key, value) in env {
         out.extend_from_slice(format!("{} {}\n", key.len(), value.len()).as_bytes());
         out.extend_from_slice(key.as_bytes());
         out.extend_from_slice(value.as_bytes());
     }
     out.extend_from_slice(code.as_bytes());
+    out
+}
+
+/// `text` as one ANSI-C quoted bash word (`$'...'`) on one line.
+pub fn bash_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 3);
+    out.push_str("$'");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
     out
 }
 
@@ -345,9 +374,13 @@ mod tests {
         let env = vec![("A".to_string(), "é x".to_string())];
         let req = encode_request(4, &env, "print('ü')", Dialect::Plain);
         assert_eq!(req, "__sandlot_cell 4 1 11\n1 4\nAé xprint('ü')".as_bytes());
-        let bash = encode_request(5, &[], "ls", Dialect::Bash);
-        assert!(bash.starts_with(b"__sandlot_cell 5 0 2 && eval"));
-        assert!(bash.ends_with(b"\nls"));
+        let env = vec![("K".to_string(), "a'b".to_string())];
+        let bash = String::from_utf8(encode_request(5, &env, "echo 'x'\n\tls\\", Dialect::Bash)).unwrap();
+        assert_eq!(
+            bash,
+            format!("__sandlot_cell 5 $'echo \\'x\\'\\n\\x09ls\\\\' K $'a\\'b'{BASH_RUN}")
+        );
+        assert_eq!(bash.matches('\n').count(), 1, "one physical line");
     }
 
     #[test]

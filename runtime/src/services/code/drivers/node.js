@@ -11,6 +11,10 @@
 // (internal/repl/await, reachable with --expose-internals).
 'use strict';
 
+// Everything lives inside this function: cells run in the same global
+// scope as the script node was given, and must be free to use any name.
+(() => {
+
 const fs = require('fs');
 const vm = require('vm');
 const util = require('util');
@@ -114,7 +118,7 @@ process.on('SIGINT', () => {
 process.on('uncaughtException', (err) => { console.error('Uncaught', err); });
 process.on('unhandledRejection', (err) => { console.error('Unhandled rejection', err); });
 
-function display(value, main, id) {
+function sendDisplay(value, main, id) {
   const data = { 'text/plain': util.inspect(value, { depth: 4, colors: false }) };
   send({ type: 'display', id, data, main });
 }
@@ -142,8 +146,17 @@ async function runCell(id, code, count) {
   }
   if (value !== undefined) {
     globalThis._ = value;
-    display(value, true, id);
+    sendDisplay(value, true, id);
   }
+}
+
+// The stack from the cell's frames down, without the driver's own.
+function cellStack(stack) {
+  const lines = stack.split('\n');
+  const first = lines.findIndex((l) => /^\s+at /.test(l));
+  if (first < 0) return stack;
+  const driver = /\[eval\]|node:vm|node:internal|sigintHandlersWrap/;
+  return lines.slice(0, first).concat(lines.slice(first).filter((l) => !driver.test(l))).join('\n');
 }
 
 function report(id, err) {
@@ -153,7 +166,7 @@ function report(id, err) {
   if (err instanceof Error || (err && typeof err === 'object' && 'message' in err)) {
     name = err.name || 'Error';
     value = String(err.message);
-    stack = String(err.stack || `${name}: ${value}`);
+    stack = cellStack(String(err.stack || `${name}: ${value}`));
     if (err.code === 'ERR_SCRIPT_EXECUTION_INTERRUPTED') name = 'KeyboardInterrupt';
   } else if (err === null || err === undefined) {
     value = String(err);
@@ -162,10 +175,10 @@ function report(id, err) {
 }
 
 async function main() {
-  globalThis.display = (...values) => values.forEach((v) => display(v, false, currentId));
-  send({ type: 'ready', protocol: PROTOCOL, language: 'javascript', version: process.version });
   let count = 0;
   let currentId = 0;
+  globalThis.display = (...values) => values.forEach((v) => sendDisplay(v, false, currentId));
+  send({ type: 'ready', protocol: PROTOCOL, language: 'javascript', version: process.version });
   for (;;) {
     const { id, env, code } = await readRequest();
     currentId = id;
@@ -186,3 +199,4 @@ async function main() {
 }
 
 main().catch((err) => { console.error('sandlot driver:', err); process.exit(70); });
+})();
