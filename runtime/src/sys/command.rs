@@ -18,7 +18,10 @@ pub fn map_fds(cmd: &mut Command, fds: Vec<(OwnedFd, RawFd)>) -> SysResult<()> {
     for (fd, target) in fds {
         let high = dup_above(fd.as_raw_fd(), floor)?;
         // SAFETY: dup_above returned a new descriptor that nothing else owns.
-        moved.push((unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) }, target));
+        moved.push((
+            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(high) },
+            target,
+        ));
     }
     let plan: Vec<(RawFd, RawFd)> = moved.iter().map(|(fd, t)| (fd.as_raw_fd(), *t)).collect();
     // SAFETY: the closure runs in the child between fork and exec and only

@@ -241,9 +241,19 @@ impl ContextCore {
                         log.drain(..log.len() - STARTUP_LOG);
                     }
                 }
-                Event::Message(Decoded::Message(Message::Ready { protocol, language: l, ipython, .. }, _)) => {
+                Event::Message(Decoded::Message(
+                    Message::Ready {
+                        protocol,
+                        language: l,
+                        ipython,
+                        ..
+                    },
+                    _,
+                )) => {
                     ready = Some(if protocol != PROTOCOL_VERSION {
-                        Err(format!("driver speaks protocol {protocol}, not {PROTOCOL_VERSION}"))
+                        Err(format!(
+                            "driver speaks protocol {protocol}, not {PROTOCOL_VERSION}"
+                        ))
                     } else if l != language.name() {
                         Err(format!("driver is for {l}"))
                     } else {
@@ -276,10 +286,17 @@ impl ContextCore {
             Some(Err(reason)) => Err(CodeError::StartFailed { language, reason }),
             None => {
                 let _ = driver.process.kill();
-                let status = driver.process.wait().map(|s| s.to_string()).unwrap_or_default();
+                let status = driver
+                    .process
+                    .wait()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
                 Err(CodeError::StartFailed {
                     language,
-                    reason: format!("the interpreter ended ({status}) before its driver was ready: {}", output()),
+                    reason: format!(
+                        "the interpreter ended ({status}) before its driver was ready: {}",
+                        output()
+                    ),
                 })
             }
         }
@@ -347,18 +364,33 @@ impl ContextCore {
                 Some(at) => Some(at + grace),
                 None => timeout_at,
             };
-            let result = driver.pipes.step(&self.waker_rx, &mut pending, until, &mut |event| match event {
-                Event::Stdout(b) => out.stdout(b),
-                Event::Stderr(b) => out.stderr(b),
-                Event::Message(Decoded::Oversized(_)) => out.execution.results_truncated = true,
-                Event::Message(Decoded::Message(message, size)) => {
-                    if let Err(reason) = handle_message(message, size, cell, &mut out, &mut started, &mut done) {
-                        protocol_error = Some(reason);
-                    }
-                }
-                Event::MessagesClosed => gone = true,
-                Event::Woken => {}
-            });
+            let result =
+                driver.pipes.step(
+                    &self.waker_rx,
+                    &mut pending,
+                    until,
+                    &mut |event| match event {
+                        Event::Stdout(b) => out.stdout(b),
+                        Event::Stderr(b) => out.stderr(b),
+                        Event::Message(Decoded::Oversized(_)) => {
+                            out.execution.results_truncated = true
+                        }
+                        Event::Message(Decoded::Message(message, size)) => {
+                            if let Err(reason) = handle_message(
+                                message,
+                                size,
+                                cell,
+                                &mut out,
+                                &mut started,
+                                &mut done,
+                            ) {
+                                protocol_error = Some(reason);
+                            }
+                        }
+                        Event::MessagesClosed => gone = true,
+                        Event::Woken => {}
+                    },
+                );
             if let Err(e) = result {
                 protocol_error = Some(e.to_string());
             }
@@ -426,7 +458,10 @@ impl ContextCore {
                 traceback: String::new(),
             }
         } else {
-            let status = exit.map_or_else(|| "unknown status".to_string(), |e: DriverExit| e.to_string());
+            let status = exit.map_or_else(
+                || "unknown status".to_string(),
+                |e: DriverExit| e.to_string(),
+            );
             ExecutionError {
                 name: CONTEXT_EXITED.into(),
                 value: format!("the {language} interpreter ended during the cell ({status}); the next cell starts a new one (state lost)"),
@@ -509,7 +544,10 @@ fn handle_message(
         }
     };
     match message {
-        Message::Start { id, execution_count } => {
+        Message::Start {
+            id,
+            execution_count,
+        } => {
             check(id)?;
             *started = true;
             out.execution.execution_count = execution_count;

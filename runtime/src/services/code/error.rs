@@ -27,7 +27,10 @@ pub enum CodeError {
     InvalidCell(#[from] CellInputError),
 
     #[error("invalid option {option}: {reason}")]
-    InvalidOptions { option: &'static str, reason: String },
+    InvalidOptions {
+        option: &'static str,
+        reason: String,
+    },
 
     #[error("code context {0} not found")]
     ContextNotFound(String),

@@ -49,7 +49,12 @@ pub(crate) fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
 }
 
 impl Pipes {
-    pub fn new(requests: OwnedFd, messages: OwnedFd, stdout: OwnedFd, stderr: OwnedFd) -> io::Result<Pipes> {
+    pub fn new(
+        requests: OwnedFd,
+        messages: OwnedFd,
+        stdout: OwnedFd,
+        stderr: OwnedFd,
+    ) -> io::Result<Pipes> {
         for fd in [&requests, &messages, &stdout, &stderr] {
             set_nonblocking(fd)?;
         }
@@ -169,13 +174,10 @@ impl Pipes {
     }
 
     fn write_pending(&mut self, pending: &mut Vec<u8>) {
-        match self.requests.write(pending) {
-            Ok(n) => {
-                pending.drain(..n);
-            }
-            // EAGAIN: later. EPIPE: the driver is gone; its message pipe
-            // says so.
-            Err(_) => {}
+        // EAGAIN: later. EPIPE: the driver is gone, which its message pipe
+        // will say.
+        if let Ok(n) = self.requests.write(pending) {
+            pending.drain(..n);
         }
     }
 

@@ -164,7 +164,11 @@ impl DriverProcess for HostDriver {
             };
             *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit);
         }
-        Ok(self.status.lock().unwrap_or_else(|e| e.into_inner()).unwrap_or(DriverExit::Code(-1)))
+        Ok(self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(DriverExit::Code(-1)))
     }
 }
 

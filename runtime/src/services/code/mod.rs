@@ -144,7 +144,12 @@ impl CodeContexts {
             language,
             cwd: options.cwd.clone(),
         };
-        let core = Arc::new(ContextCore::new(id.clone(), options, interpreter, self.launcher.clone())?);
+        let core = Arc::new(ContextCore::new(
+            id.clone(),
+            options,
+            interpreter,
+            self.launcher.clone(),
+        )?);
         core.ensure_started()?;
         self.lock_contexts().insert(id, core);
         Ok(context)
@@ -163,13 +168,23 @@ impl CodeContexts {
 
     /// Runs `code` as the next cell of `context`. Cells of one context run
     /// one at a time (a second caller waits); contexts run in parallel.
-    pub fn run(&self, context: &Context, code: &str, options: CellOptions) -> Result<Execution, CodeError> {
+    pub fn run(
+        &self,
+        context: &Context,
+        code: &str,
+        options: CellOptions,
+    ) -> Result<Execution, CodeError> {
         self.core(context)?.run(code, options)
     }
 
     /// Runs `code` in the default context of `language`, created on first
     /// use.
-    pub fn run_code(&self, language: Language, code: &str, options: CellOptions) -> Result<Execution, CodeError> {
+    pub fn run_code(
+        &self,
+        language: Language,
+        code: &str,
+        options: CellOptions,
+    ) -> Result<Execution, CodeError> {
         let context = self.default_context(language)?;
         self.run(&context, code, options)
     }
@@ -193,7 +208,11 @@ impl CodeContexts {
 
     /// Every context, in id order.
     pub fn list(&self) -> Vec<ContextInfo> {
-        let defaults = self.defaults.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let defaults = self
+            .defaults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.lock_contexts()
             .values()
             .map(|core| ContextInfo {
@@ -211,7 +230,9 @@ impl CodeContexts {
     /// The context with this id.
     pub fn get(&self, id: &str) -> Result<Context, CodeError> {
         let contexts = self.lock_contexts();
-        let core = contexts.get(id).ok_or_else(|| CodeError::ContextNotFound(id.to_string()))?;
+        let core = contexts
+            .get(id)
+            .ok_or_else(|| CodeError::ContextNotFound(id.to_string()))?;
         Ok(Context {
             id: core.id.clone(),
             language: core.language(),
@@ -249,7 +270,9 @@ impl CodeContexts {
 
     /// Removes every context.
     pub fn remove_all(&self) {
-        let all: Vec<_> = std::mem::take(&mut *self.lock_contexts()).into_values().collect();
+        let all: Vec<_> = std::mem::take(&mut *self.lock_contexts())
+            .into_values()
+            .collect();
         for core in all {
             core.remove();
         }
@@ -269,4 +292,3 @@ impl std::fmt::Debug for CodeContexts {
             .finish_non_exhaustive()
     }
 }
-

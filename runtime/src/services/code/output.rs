@@ -85,7 +85,12 @@ impl<'a> CellOutput<'a> {
 
     pub fn stdout(&mut self, bytes: &[u8]) {
         let cap = self.cap;
-        if let Some(text) = take(&mut self.stdout, cap, bytes, &mut self.execution.stdout_truncated) {
+        if let Some(text) = take(
+            &mut self.stdout,
+            cap,
+            bytes,
+            &mut self.execution.stdout_truncated,
+        ) {
             if let Some(f) = self.options.on_stdout.as_mut() {
                 f(&text);
             }
@@ -95,7 +100,12 @@ impl<'a> CellOutput<'a> {
 
     pub fn stderr(&mut self, bytes: &[u8]) {
         let cap = self.cap;
-        if let Some(text) = take(&mut self.stderr, cap, bytes, &mut self.execution.stderr_truncated) {
+        if let Some(text) = take(
+            &mut self.stderr,
+            cap,
+            bytes,
+            &mut self.execution.stderr_truncated,
+        ) {
             if let Some(f) = self.options.on_stderr.as_mut() {
                 f(&text);
             }
@@ -104,7 +114,12 @@ impl<'a> CellOutput<'a> {
     }
 
     /// A rich output of `size` payload bytes; dropped past the cap.
-    pub fn result(&mut self, bundle: serde_json::Map<String, serde_json::Value>, main: bool, size: usize) {
+    pub fn result(
+        &mut self,
+        bundle: serde_json::Map<String, serde_json::Value>,
+        main: bool,
+        size: usize,
+    ) {
         if self.results_bytes + size as u64 > self.cap {
             self.execution.results_truncated = true;
             return;
@@ -126,8 +141,16 @@ impl<'a> CellOutput<'a> {
 
     pub fn finish(mut self) -> Execution {
         for (stream, pieces, callback) in [
-            (&mut self.stdout, &mut self.execution.stdout, &mut self.options.on_stdout),
-            (&mut self.stderr, &mut self.execution.stderr, &mut self.options.on_stderr),
+            (
+                &mut self.stdout,
+                &mut self.execution.stdout,
+                &mut self.options.on_stdout,
+            ),
+            (
+                &mut self.stderr,
+                &mut self.execution.stderr,
+                &mut self.options.on_stderr,
+            ),
         ] {
             let tail = stream.text.finish();
             if !tail.is_empty() {

@@ -159,7 +159,9 @@ pub fn bash_quote(text: &str) -> String {
             '\\' => out.push_str("\\\\"),
             '\'' => out.push_str("\\'"),
             '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -241,7 +243,9 @@ impl Decoder {
         let mut out = Vec::new();
         loop {
             if self.skip > 0 {
-                let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(data.len());
+                let n = usize::try_from(self.skip)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
                 self.skip -= n as u64;
                 data = &data[n..];
                 if self.skip > 0 {
@@ -289,11 +293,15 @@ impl Decoder {
             return Ok(Need::Header);
         };
         let digits = &self.buf[..nl];
-        if digits.is_empty() || digits.len() >= MAX_HEADER || !digits.iter().all(u8::is_ascii_digit) {
+        if digits.is_empty() || digits.len() >= MAX_HEADER || !digits.iter().all(u8::is_ascii_digit)
+        {
             return Err(self.bad_header());
         }
         // At most 11 digits: fits a u64.
-        let len: u64 = std::str::from_utf8(digits).unwrap_or("0").parse().unwrap_or(u64::MAX);
+        let len: u64 = std::str::from_utf8(digits)
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(u64::MAX);
         if len > MAX_MESSAGE as u64 {
             return Ok(Need::Oversized { len });
         }
@@ -336,10 +344,26 @@ mod tests {
             got.extend(decoder.push(std::slice::from_ref(byte)).unwrap());
         }
         assert_eq!(got.len(), 2);
-        assert!(matches!(&got[0], Decoded::Message(Message::Start { id: 1, execution_count: 3 }, _)));
+        assert!(matches!(
+            &got[0],
+            Decoded::Message(
+                Message::Start {
+                    id: 1,
+                    execution_count: 3
+                },
+                _
+            )
+        ));
         assert!(matches!(
             &got[1],
-            Decoded::Message(Message::Done { id: 1, status: Some(2), execution_count: None }, _)
+            Decoded::Message(
+                Message::Done {
+                    id: 1,
+                    status: Some(2),
+                    execution_count: None
+                },
+                _
+            )
         ));
     }
 
@@ -358,14 +382,28 @@ mod tests {
             assert!(decoder.buf.capacity() <= MAX_HEADER + 1 + 64);
         }
         let got = decoder.push(&frame(r#"{"type":"done","id":7}"#)).unwrap();
-        assert!(matches!(&got[..], [Decoded::Message(Message::Done { id: 7, .. }, _)]));
+        assert!(matches!(
+            &got[..],
+            [Decoded::Message(Message::Done { id: 7, .. }, _)]
+        ));
     }
 
     #[test]
     fn garbage_is_a_protocol_error() {
-        for bad in [&b"hello\n"[..], b"12345678901234567890", b"-1\n{}", b"\n", b"3\nabc", b"2\n{}"] {
+        for bad in [
+            &b"hello\n"[..],
+            b"12345678901234567890",
+            b"-1\n{}",
+            b"\n",
+            b"3\nabc",
+            b"2\n{}",
+        ] {
             let result = Decoder::new().push(bad);
-            assert!(result.is_err(), "{:?} decoded as {result:?}", String::from_utf8_lossy(bad));
+            assert!(
+                result.is_err(),
+                "{:?} decoded as {result:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -375,7 +413,8 @@ mod tests {
         let req = encode_request(4, &env, "print('ü')", Dialect::Plain);
         assert_eq!(req, "__sandlot_cell 4 1 11\n1 4\nAé xprint('ü')".as_bytes());
         let env = vec![("K".to_string(), "a'b".to_string())];
-        let bash = String::from_utf8(encode_request(5, &env, "echo 'x'\n\tls\\", Dialect::Bash)).unwrap();
+        let bash =
+            String::from_utf8(encode_request(5, &env, "echo 'x'\n\tls\\", Dialect::Bash)).unwrap();
         assert_eq!(
             bash,
             format!("__sandlot_cell 5 $'echo \\'x\\'\\n\\x09ls\\\\' K $'a\\'b'{BASH_RUN}")
@@ -387,9 +426,15 @@ mod tests {
     fn cell_input_is_validated() {
         assert_eq!(validate_cell("a\0", &[]), Err(CellInputError::NulInCode));
         let bad = vec![("1A".to_string(), String::new())];
-        assert_eq!(validate_cell("", &bad), Err(CellInputError::BadEnvName("1A".into())));
+        assert_eq!(
+            validate_cell("", &bad),
+            Err(CellInputError::BadEnvName("1A".into()))
+        );
         let bad = vec![("A".to_string(), "\0".to_string())];
-        assert_eq!(validate_cell("", &bad), Err(CellInputError::NulInEnvValue("A".into())));
+        assert_eq!(
+            validate_cell("", &bad),
+            Err(CellInputError::NulInEnvValue("A".into()))
+        );
         assert!(validate_cell("x = 1", &[("_OK1".into(), "v".into())]).is_ok());
     }
 }

@@ -243,7 +243,10 @@ pub struct DisplayData {
 
 impl DisplayData {
     /// Sorts a MIME bundle into the known fields and `extra`.
-    pub fn from_bundle(bundle: serde_json::Map<String, serde_json::Value>, main: bool) -> DisplayData {
+    pub fn from_bundle(
+        bundle: serde_json::Map<String, serde_json::Value>,
+        main: bool,
+    ) -> DisplayData {
         let mut out = DisplayData {
             is_main_result: main,
             ..DisplayData::default()
@@ -286,7 +289,11 @@ impl DisplayData {
             ("json", self.json.is_some()),
             ("javascript", self.javascript.is_some()),
         ];
-        let mut out: Vec<&str> = known.iter().filter(|(_, has)| *has).map(|(n, _)| *n).collect();
+        let mut out: Vec<&str> = known
+            .iter()
+            .filter(|(_, has)| *has)
+            .map(|(n, _)| *n)
+            .collect();
         out.extend(self.extra.keys().map(String::as_str));
         out
     }
