@@ -13,7 +13,10 @@
 # own driver's arguments to each command. Import it with
 #   sandlot template import code-interpreter OUT_DIR
 # OUT_DIR defaults to ./target/templates/code-interpreter-oci.
-# CODE_INTERPRETER_TIMES
+# Measured here once (2 shared cores, kernel 6.18): 434 s wall (debootstrap
+# unpacking and configuring ~230 MiB of packages, then gzip), one layer of
+# 390 MiB gzipped, 1,326 MiB as a tar (matplotlib's and pandas' dependency
+# trees, numpy's BLAS, node).
 #
 # python: Debian 12 (bookworm) minbase from debootstrap, plus python3 and
 # python3-pip, packed as ONE gzip layer with an image config of
