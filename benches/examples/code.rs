@@ -44,7 +44,10 @@ fn main() {
     let mut iterations = 50;
     while let Some(arg) = args.next() {
         if arg == "--iterations" {
-            iterations = args.next().and_then(|n| n.parse().ok()).expect("--iterations N");
+            iterations = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("--iterations N");
         }
     }
     let warm_iterations = iterations * 20;
@@ -58,7 +61,9 @@ fn main() {
         ),
         (
             "python stdlib driver (python3)",
-            CodeContextOptions::new(Language::Python).command(["/usr/bin/python3"]).ipython(false),
+            CodeContextOptions::new(Language::Python)
+                .command(["/usr/bin/python3"])
+                .ipython(false),
             "1+1",
             vec!["/usr/bin/python3", "-c", "pass"],
         ),
@@ -68,27 +73,47 @@ fn main() {
             "1+1",
             vec!["/usr/bin/python3", "-c", "import IPython"],
         ),
-        ("bash driver", CodeContextOptions::new(Language::Bash), ":", vec!["bash", "-c", ":"]),
-        ("node driver", CodeContextOptions::new(Language::JavaScript), "1+1", vec!["node", "-e", "0"]),
+        (
+            "bash driver",
+            CodeContextOptions::new(Language::Bash),
+            ":",
+            vec!["bash", "-c", ":"],
+        ),
+        (
+            "node driver",
+            CodeContextOptions::new(Language::JavaScript),
+            "1+1",
+            vec!["node", "-e", "0"],
+        ),
     ];
     for (name, options, cell, bare) in cases {
         let slow = name.contains("IPython") || name.contains("node");
         let n = if slow { iterations.min(20) } else { iterations };
         let mut bare_samples = time(n, || {
-            let status = Command::new(bare[0]).args(&bare[1..]).status().expect("run interpreter");
+            let status = Command::new(bare[0])
+                .args(&bare[1..])
+                .status()
+                .expect("run interpreter");
             assert!(status.success());
         });
-        line(&format!("{}: bare `{}`", name, bare.join(" ")), &mut bare_samples);
+        line(
+            &format!("{}: bare `{}`", name, bare.join(" ")),
+            &mut bare_samples,
+        );
         let mut first = time(n, || {
             let ctx = contexts.create_context(options.clone()).expect("create");
-            let e = contexts.run(&ctx, cell, CellOptions::default()).expect("run");
+            let e = contexts
+                .run(&ctx, cell, CellOptions::default())
+                .expect("run");
             assert!(e.error.is_none());
             contexts.remove(&ctx).unwrap();
         });
         line(&format!("{name}: first cell incl. start"), &mut first);
         let ctx = contexts.create_context(options.clone()).expect("create");
         let mut warm = time(warm_iterations, || {
-            let e = contexts.run(&ctx, cell, CellOptions::default()).expect("run");
+            let e = contexts
+                .run(&ctx, cell, CellOptions::default())
+                .expect("run");
             assert!(e.error.is_none());
         });
         line(&format!("{name}: warm cell round trip"), &mut warm);

@@ -6,17 +6,27 @@
 # runtime/src/services/code/protocol.rs. Standard library only: IPython and
 # matplotlib are used when they can be imported, never required.
 
-import ast
-import base64
-import json
-import linecache
+# Start-up time counts (a context's first cell waits for it): builtin
+# modules (_ast, binascii) instead of ast and base64, traceback only when a
+# cell fails.
+import _ast
+import _json
+import binascii
 import os
 import signal
 import sys
-import traceback
 
 PROTOCOL = 1
 MAX_HEADER = 64
+# inspect.CO_COROUTINE, ast.PyCF_ONLY_AST, ast.PyCF_ALLOW_TOP_LEVEL_AWAIT:
+# the values the compiler takes, without importing inspect or ast.
+_CO_COROUTINE = 0x80
+_PYCF_ONLY_AST = 0x400
+_PYCF_TOP_LEVEL_AWAIT = 0x2000
+
+
+def _b64(data):
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def _take_fd(fd):
@@ -31,8 +41,27 @@ _REQ = os.fdopen(_take_fd(3), "rb", buffering=0)
 _MSG = _take_fd(4)
 
 
+def _dumps(value):
+    """JSON text of a message. The json package would import re and enum
+    (most of the driver's start-up); the C string encoder is all it needs."""
+    if value is None or value is True or value is False:
+        return "null" if value is None else ("true" if value else "false")
+    if isinstance(value, str):
+        return _json.encode_basestring(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        # NaN and infinities are not JSON.
+        return float.__repr__(value) if value - value == 0 else "null"
+    if isinstance(value, dict):
+        return "{" + ",".join(_json.encode_basestring(str(k)) + ":" + _dumps(v) for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    return _json.encode_basestring(str(value))
+
+
 def _send(msg):
-    payload = json.dumps(msg, ensure_ascii=False, default=str).encode("utf-8", "replace")
+    payload = _dumps(msg).encode("utf-8", "replace")
     data = b"%d\n" % len(payload) + payload
     while data:
         n = os.write(_MSG, data)
@@ -137,14 +166,10 @@ def _encode(mime, value):
         if isinstance(value, str):
             return value  # already base64, as IPython accepts it
         if isinstance(value, (bytes, bytearray)):
-            return base64.b64encode(bytes(value)).decode("ascii")
+            return _b64(bytes(value))
         return None
     if mime == "application/json" or mime.endswith("+json"):
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError):
-            return None
-        return value
+        return value if isinstance(value, (dict, list)) else None
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value if isinstance(value, str) else str(value)
@@ -155,7 +180,7 @@ def _figure_png(fig):
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return _b64(buf.getvalue())
 
 
 def _is_figure(obj):
@@ -286,6 +311,9 @@ class StdlibRunner:
         builtins.display = display
         self.execution_count = 0
         self._loop = None
+        # Cell sources for tracebacks, given to linecache (which imports
+        # tokenize and re) only once a cell fails.
+        self.sources = {}
 
     def _await(self, coro):
         import asyncio
@@ -295,10 +323,8 @@ class StdlibRunner:
         return self._loop.run_until_complete(coro)
 
     def _run(self, code_obj):
-        import inspect
-
         result = eval(code_obj, self.namespace)
-        if code_obj.co_flags & inspect.CO_COROUTINE:
+        if code_obj.co_flags & _CO_COROUTINE:
             result = self._await(result)
         return result
 
@@ -306,15 +332,15 @@ class StdlibRunner:
         global _in_user_code
         self.execution_count += 1
         filename = "<cell-%d>" % self.execution_count
-        linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+        self.sources[filename] = code
         _send({"type": "start", "id": _cell_id, "execution_count": self.execution_count})
         _patch_pyplot_show()
         try:
-            flags = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
-            tree = ast.parse(code, filename)
+            flags = _PYCF_TOP_LEVEL_AWAIT
+            tree = compile(code, filename, "exec", flags=_PYCF_ONLY_AST | flags)
             last = None
-            if tree.body and isinstance(tree.body[-1], ast.Expr):
-                last = ast.Expression(tree.body.pop().value)
+            if tree.body and isinstance(tree.body[-1], _ast.Expr):
+                last = _ast.Expression(tree.body.pop().value)
             body = compile(tree, filename, "exec", flags=flags)
             tail = compile(last, filename, "eval", flags=flags) if last else None
             _in_user_code = True
@@ -334,6 +360,12 @@ class StdlibRunner:
         _flush_figures()
 
     def _report(self, e):
+        import linecache
+        import traceback
+
+        for filename, code in self.sources.items():
+            linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+
         tb = e.__traceback__
         # Hide the driver's own frames: the traceback starts in the cell.
         while tb is not None and not tb.tb_frame.f_code.co_filename.startswith("<cell-"):
@@ -409,6 +441,8 @@ class IPythonRunner:
         try:
             self.shell.run_cell(code, store_history=True)
         except BaseException as e:  # an interrupt between IPython's own guards
+            import traceback
+
             self._showtraceback(type(e), e, traceback.format_exception(type(e), e, e.__traceback__))
         finally:
             _in_user_code = False
