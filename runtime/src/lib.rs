@@ -62,6 +62,9 @@ pub use kernel::limits::{
 pub use kernel::seccomp::SeccompProfile;
 pub use kernel::userns::IdRange;
 pub use sandlot_rootfs::{DefaultLimits, Interpreter, Readiness, Settings, StartCommand};
+/// Code contexts: long-lived interpreters (Python, JavaScript, Bash) that
+/// keep state between cells.
+pub use services::code;
 pub use services::commands::{
     Cmd, Command, CommandHandle, CommandResult, Commands, ProcessInfo, RunOptions, Stdin,
     DEFAULT_OUTPUT_CAP,

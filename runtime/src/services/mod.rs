@@ -3,6 +3,7 @@
 //! means at create, users, quotas. Each works on the engine's shared state
 //! of a sandbox and never on another service's internals.
 
+pub mod code;
 pub mod commands;
 pub mod files;
 pub mod health;

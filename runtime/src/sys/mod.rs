@@ -7,6 +7,7 @@
 
 pub(crate) mod caps;
 pub mod clone;
+pub mod command;
 pub mod fd;
 pub mod mount;
 pub mod process;
