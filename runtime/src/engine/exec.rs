@@ -40,6 +40,9 @@ pub(crate) struct Execution {
     pub oom_before: u64,
     /// init reported the exit; the `Exit` event waits for the outputs.
     pub exited: Option<(Status, Usage)>,
+    /// A long-lived helper (a code context's interpreter, waiting between
+    /// cells): not activity, not counted against `max_concurrent`.
+    pub background: bool,
 }
 
 /// The executions of one sandbox.
@@ -47,6 +50,9 @@ pub(crate) struct Execution {
 pub(crate) struct ExecTable {
     pub next_id: u64,
     pub running: HashMap<u64, Execution>,
+    /// What makes the sandbox Active: executions that are not background,
+    /// and activity guards (a code cell running).
+    pub active: usize,
 }
 
 /// The largest peak RSS a report may claim (1 TiB): init's numbers come
@@ -150,6 +156,7 @@ mod tests {
             truncated: Default::default(),
             oom_before: 0,
             exited: None,
+            background: false,
         }
     }
 

@@ -203,6 +203,18 @@ pub(crate) struct SandboxShared {
     me: Weak<SandboxShared>,
 }
 
+/// Keeps a sandbox Active (see [`SandboxShared::activity`]).
+#[allow(dead_code)] // for code cells (issue 11), which land next
+pub(crate) struct ActivityGuard {
+    sandbox: Arc<SandboxShared>,
+}
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.sandbox.activity_ended();
+    }
+}
+
 /// A snapshot of a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxInfo {
@@ -517,13 +529,16 @@ impl SandboxShared {
 
     // ---- executions -------------------------------------------------------
 
-    /// Records a new execution; the first one makes the sandbox Active.
-    /// Past `max_concurrent` in flight: `QuotaExceeded`.
+    /// Records a new execution; the first one that is not background makes
+    /// the sandbox Active. Past `max_concurrent` of them in flight:
+    /// `QuotaExceeded`.
     pub fn register_execution(&self, execution: Execution) -> Result<u64> {
         let mut execs = lock(&self.execs);
         self.check_accepts_commands()?;
+        let counts = !execution.background;
         if let Some(max) = self.exec_limits.max_concurrent {
-            if execs.running.len() >= max {
+            let in_flight = execs.running.values().filter(|e| !e.background).count();
+            if counts && in_flight >= max {
                 return Err(Error::QuotaExceeded {
                     what: "max_concurrent",
                     limit: max as u64,
@@ -533,13 +548,50 @@ impl SandboxShared {
         execs.next_id += 1;
         let id = execs.next_id;
         execs.running.insert(id, execution);
-        let first = execs.running.len() == 1;
         drop(execs);
+        if counts {
+            self.activity_started();
+        }
         self.touch();
+        Ok(id)
+    }
+
+    /// Something that makes the sandbox Active began (the first makes it
+    /// Active).
+    fn activity_started(&self) {
+        let first = {
+            let mut execs = lock(&self.execs);
+            execs.active += 1;
+            execs.active == 1
+        };
         if first {
             self.transition_from(State::Running, State::Active, Reason::CommandStarted);
         }
-        Ok(id)
+    }
+
+    /// Something that made the sandbox Active ended (the last makes it
+    /// Running).
+    fn activity_ended(&self) {
+        let idle = {
+            let mut execs = lock(&self.execs);
+            execs.active = execs.active.saturating_sub(1);
+            execs.active == 0
+        };
+        self.touch();
+        if idle {
+            self.transition_from(State::Active, State::Running, Reason::Idle);
+        }
+    }
+
+    /// The sandbox is Active while the guard lives (a code cell runs in an
+    /// interpreter that is otherwise background); both ends are activity.
+    #[allow(dead_code)] // for code cells (issue 11), which land next
+    pub fn activity(self: &Arc<Self>) -> ActivityGuard {
+        self.activity_started();
+        self.touch();
+        ActivityGuard {
+            sandbox: self.clone(),
+        }
     }
 
     /// Hands an output pipe of execution `id` to the io thread.
@@ -620,19 +672,17 @@ impl SandboxShared {
         }
     }
 
-    /// Removes an execution; the last one makes the sandbox Running again.
+    /// Removes an execution; the last active one makes the sandbox
+    /// Running again.
     fn remove_execution(&self, id: u64) -> Option<Execution> {
-        let (execution, idle) = {
-            let mut execs = lock(&self.execs);
-            let execution = execs.running.remove(&id)?;
-            (execution, execs.running.is_empty())
-        };
+        let execution = lock(&self.execs).running.remove(&id)?;
         if let Some(timer) = execution.timer {
             self.ctx.reactor.cancel_timer(timer);
         }
-        self.touch();
-        if idle {
-            self.transition_from(State::Active, State::Running, Reason::Idle);
+        if execution.background {
+            self.touch();
+        } else {
+            self.activity_ended();
         }
         Some(execution)
     }
@@ -860,6 +910,7 @@ impl SandboxShared {
         // 4. Executions in flight end with what they wrote, then their exit.
         let executions: Vec<Execution> = {
             let mut execs = lock(&self.execs);
+            execs.active = 0;
             execs.running.drain().map(|(_, e)| e).collect()
         };
         let mut buf = Vec::new();

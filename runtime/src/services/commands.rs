@@ -733,6 +733,7 @@ fn spawn(
         truncated: truncated.clone(),
         oom_before: sandbox.oom_seen(),
         exited: None,
+        background: false,
     })?;
     request.id = id;
 

@@ -73,7 +73,7 @@ fn unpaused(sandbox: &SandboxShared) {
     // Under the executions lock: one ending now cannot slip between the
     // count and the transition.
     let execs = lock(&sandbox.execs);
-    let to = if execs.running.is_empty() {
+    let to = if execs.active == 0 {
         State::Running
     } else {
         State::Active
