@@ -5,6 +5,7 @@
 //! `clone` and `execve`: no allocation, no locks, no panics. Each unsafe
 //! block says why it is sound.
 
+pub mod bpf;
 pub(crate) mod caps;
 pub mod clone;
 pub mod fd;
