@@ -26,6 +26,13 @@ mod error;
 mod files;
 mod health;
 mod init_binary;
+/// Kernel-facing pieces (target layout of the layering, issue 10). Public
+/// for the root integration tests of the network until it is wired into
+/// `Sandbox` (phase 2 of issue 13).
+#[doc(hidden)]
+pub mod kernel {
+    pub mod net;
+}
 pub mod lifecycle;
 pub mod limits;
 mod metrics;
@@ -40,6 +47,11 @@ mod reactor;
 mod resources;
 mod runtime;
 mod sandbox;
+/// Services over the kernel pieces (target layout, issue 10): the
+/// network's rules, resolver, proxy and port exposure.
+pub mod services {
+    pub mod net;
+}
 pub mod seccomp;
 mod spawn;
 #[allow(unsafe_code)]
