@@ -10,12 +10,12 @@
 //! the namespace belongs to the host's user namespace.
 
 pub mod factory;
-mod netlink;
+pub mod netlink;
 pub mod netns;
 pub mod program;
 pub mod setup;
 pub mod steering;
-mod sysctl;
+pub mod sysctl;
 
 pub use factory::NetnsFactory;
 pub use netns::{Entered, NetNamespace};

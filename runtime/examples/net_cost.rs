@@ -1,0 +1,130 @@
+//! What a sandbox's network costs at create, step by step: the host-made
+//! namespace, `lo` and the local routes, the low-ports sysctl, the host's
+//! sockets, the steering program and its link; then the whole thing on
+//! the calling thread and through the `sandlot-netns` thread, teardown,
+//! and one `setns` round trip (what the spawner adds around clone3).
+//!
+//! ```sh
+//! cargo run --release -p sandlot --example net_cost [-- 500]
+//! ```
+//! Needs root.
+
+use std::net::{TcpListener, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use sandlot::kernel::net::program::Slot;
+use sandlot::kernel::net::{netlink, setup, sysctl, NetNamespace, NetnsFactory, Steering};
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn report(what: &str, samples: Vec<Duration>) {
+    let mut sorted = samples.clone();
+    sorted.sort();
+    let p90 = sorted[sorted.len() * 9 / 10];
+    println!(
+        "{what:<48} median {:>7.1} µs   p90 {:>7.1} µs",
+        median(samples).as_secs_f64() * 1e6,
+        p90.as_secs_f64() * 1e6
+    );
+}
+
+fn main() -> Result<(), sandlot::Error> {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .map_or(300, |n| n.parse().expect("a count"));
+    let home = NetNamespace::current()?;
+    let t = |f: &mut dyn FnMut()| {
+        (0..runs)
+            .map(|_| {
+                let start = Instant::now();
+                f();
+                start.elapsed()
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Each step alone, cumulatively (each includes the ones above it).
+    report(
+        "unshare(NEWNET) + fd + setns back",
+        t(&mut || {
+            NetNamespace::create(&home, |_| Ok(())).unwrap();
+        }),
+    );
+    report(
+        "  + lo up and local routes (netlink)",
+        t(&mut || {
+            NetNamespace::create(&home, |_| {
+                netlink::configure_loopback(setup::ipv6_available())
+            })
+            .unwrap();
+        }),
+    );
+    report(
+        "  + ip_unprivileged_port_start",
+        t(&mut || {
+            NetNamespace::create(&home, |_| {
+                netlink::configure_loopback(setup::ipv6_available())?;
+                sysctl::allow_unprivileged_low_ports()
+            })
+            .unwrap();
+        }),
+    );
+    report(
+        "steering alone (map, program load, link)",
+        t(&mut || {
+            let (ns, ()) = NetNamespace::create(&home, |_| Ok(())).unwrap();
+            let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+            let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let start = Instant::now();
+            let steering = Steering::attach(
+                ns.as_fd(),
+                &[
+                    (Slot::Proxy, tcp.as_fd()),
+                    (Slot::DnsTcp, tcp.as_fd()),
+                    (Slot::DnsUdp, udp.as_fd()),
+                ],
+            )
+            .unwrap();
+            STEER.with(|s| s.borrow_mut().push(start.elapsed()));
+            drop(steering);
+        }),
+    );
+    report("  (of which the attach itself)", STEER.with(|s| s.take()));
+
+    let mut teardown = Vec::new();
+    report(
+        "whole setup::create on the calling thread",
+        t(&mut || {
+            let made = setup::create(&home).unwrap();
+            let start = Instant::now();
+            drop(made);
+            teardown.push(start.elapsed());
+        }),
+    );
+    report("teardown (drop sockets, link, namespace fd)", teardown);
+
+    let factory = NetnsFactory::start()?;
+    report(
+        "whole create through the sandlot-netns thread",
+        t(&mut || {
+            drop(factory.create().unwrap());
+        }),
+    );
+
+    let (ns, _sockets) = setup::create(&home)?;
+    report(
+        "setns into it and back (spawner, per clone3)",
+        t(&mut || {
+            drop(ns.netns.enter(&home).unwrap());
+        }),
+    );
+    Ok(())
+}
+
+thread_local! {
+    static STEER: std::cell::RefCell<Vec<Duration>> = const { std::cell::RefCell::new(Vec::new()) };
+}
