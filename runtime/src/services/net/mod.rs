@@ -2,6 +2,10 @@
 //! proxy engine and port exposure. The kernel pieces they answer on are
 //! in `kernel::net`.
 
+pub mod bucket;
+pub mod dns;
+pub mod fakeip;
 pub mod rules;
+pub mod sniff;
 
 pub use rules::{parse_rate, DeniedBy, Network, Policy, Rule, RuleError, Target};
