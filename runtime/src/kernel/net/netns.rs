@@ -71,6 +71,17 @@ impl NetNamespace {
         })
     }
 
+    /// Another descriptor of the same namespace.
+    pub fn try_clone(&self) -> Result<NetNamespace, Error> {
+        Ok(NetNamespace {
+            fd: self
+                .fd
+                .try_clone()
+                .map_err(|e| Error::io("duplicate a network namespace descriptor", e))?,
+            inode: self.inode,
+        })
+    }
+
     /// The namespace's inode number: its identity (`ip netns identify`,
     /// the `net:[N]` of `/proc/<pid>/ns/net`).
     pub fn inode(&self) -> u64 {

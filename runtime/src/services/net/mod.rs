@@ -9,3 +9,6 @@ pub mod rules;
 pub mod sniff;
 
 pub use rules::{parse_rate, DeniedBy, Network, Policy, Rule, RuleError, Target};
+pub mod engine;
+
+pub use engine::{DeniedEvent, Destination, EngineConfig, NetCounters, NetEngine, SandboxNet};

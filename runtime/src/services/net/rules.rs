@@ -384,6 +384,10 @@ pub enum DeniedBy {
     Rebinding(String),
     /// The TLS SNI or HTTP Host names a domain the rules deny.
     ServerName(String, Box<DeniedBy>),
+    /// The first bytes look like TLS or HTTP but name no server that can
+    /// be read (fragmented or malformed ClientHello, two Host headers, a
+    /// head that did not complete in time): refused under domain rules.
+    UnreadableServerName,
     /// The name does not exist upstream or could not be resolved.
     Unresolvable(String),
     /// Too many connections or queries at once for this sandbox.
@@ -403,6 +407,9 @@ impl fmt::Display for DeniedBy {
                 write!(f, "resolves only to denied addresses ({addrs})")
             }
             DeniedBy::ServerName(name, why) => write!(f, "server name {name}: {why}"),
+            DeniedBy::UnreadableServerName => {
+                f.write_str("the TLS or HTTP server name could not be read")
+            }
             DeniedBy::Unresolvable(why) => write!(f, "cannot resolve: {why}"),
             DeniedBy::Busy(what) => write!(f, "too many {what}"),
         }
