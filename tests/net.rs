@@ -152,9 +152,12 @@ fn internet_reaches_public_hosts_by_ip_and_by_name_with_the_original_destination
         .unwrap();
     assert!(body.contains("hello from 203.0.113.80:80"), "{body}");
 
+    // Two responses of ~100 bytes in, two requests of ~50 out (counted by
+    // the loop just after it moved them: wait for it).
+    sandlot_tests::eventually(Duration::from_secs(2), || sb.net.counters().bytes_in >= 190);
     let c = sb.net.counters();
     assert_eq!(c.connections_allowed, 2);
-    assert!(c.bytes_in > 100 && c.bytes_out > 50, "{c:?}");
+    assert!(c.bytes_in >= 190 && c.bytes_out >= 100, "{c:?}");
     assert!(world.logs().dns.contains(&"web.test".to_string()));
 }
 
@@ -259,13 +262,13 @@ fn an_ip_literal_is_refused_under_domain_rules() {
     let world = FakeNet::shared();
     let engine = engine();
     let sb = sandbox(&engine, &Network::off().allow_out("web.test").unwrap());
-    let before = world.logs().http_hosts.len();
-    assert!(refused(sb.http_get(fakenet::WEB, "web.test", "/")));
-    assert_eq!(
-        world.logs().http_hosts.len(),
-        before,
-        "the IP literal was dialled"
-    );
+    // (Other tests use the server meanwhile: look for this request only.)
+    assert!(refused(sb.http_get(fakenet::WEB, "literal.web.test", "/")));
+    let dialled = world
+        .logs()
+        .http_hosts
+        .contains(&"literal.web.test".to_string());
+    assert!(!dialled, "the IP literal was dialled");
     let seen = events(&engine);
     assert!(
         seen.iter().any(|e| e.denied_by == DeniedBy::IpLiteral),
@@ -485,4 +488,89 @@ fn client_hello(sni: &str) -> Vec<u8> {
     record.extend_from_slice(&(hs.len() as u16).to_be_bytes());
     record.extend_from_slice(&hs);
     record
+}
+
+#[test]
+fn dns_over_tcp_is_answered_by_the_resolver_too() {
+    let world = FakeNet::shared();
+    let engine = engine();
+    let sb = sandbox(&engine, &Network::off().allow_out("web.test").unwrap());
+    let ask = |name: &str| {
+        let name = name.to_string();
+        sb.inside(move || {
+            let mut s =
+                TcpStream::connect_timeout(&NAMESERVER.parse().unwrap(), Duration::from_secs(5))
+                    .unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut q = Message::new(7, MessageType::Query, OpCode::Query);
+            q.add_query(Query::query(
+                Name::from_ascii(format!("{name}.")).unwrap(),
+                RecordType::A,
+            ));
+            let bytes = q.to_vec().unwrap();
+            s.write_all(&(bytes.len() as u16).to_be_bytes()).unwrap();
+            s.write_all(&bytes).unwrap();
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len).unwrap();
+            let mut answer = vec![0u8; u16::from_be_bytes(len) as usize];
+            s.read_exact(&mut answer).unwrap();
+            let a = Message::from_vec(&answer).unwrap();
+            (a.metadata.response_code, a.answers.len())
+        })
+    };
+    assert_eq!(ask("web.test"), (ResponseCode::NoError, 1));
+    assert_eq!(ask("tcp-exfil.test"), (ResponseCode::NXDomain, 0));
+    assert!(!world.logs().dns.iter().any(|n| n.contains("tcp-exfil")));
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_and_reported() {
+    let _world = FakeNet::shared();
+    sandlot_tests::require_root();
+    let engine = NetEngine::start(EngineConfig {
+        upstream_dns: Some(fakenet::DNS),
+        max_connections: 2,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let sb = sandbox(&engine, &Network::internet());
+    // Two connections the web server holds open (it waits for a request).
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            sb.inside(|| TcpStream::connect_timeout(&fakenet::WEB, Duration::from_secs(5)).unwrap())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(refused(sb.http_get(fakenet::WEB, "web.test", "/")));
+    let seen = events(&engine);
+    assert!(
+        seen.iter()
+            .any(|e| e.denied_by == DeniedBy::Busy("connections")),
+        "{seen:?}"
+    );
+    drop(held);
+    assert!(sandlot_tests::eventually(Duration::from_secs(5), || sb
+        .http_get(fakenet::WEB, "web.test", "/")
+        .is_ok()));
+}
+
+#[test]
+fn events_nobody_reads_are_dropped_and_counted() {
+    sandlot_tests::require_root();
+    let engine = NetEngine::start(EngineConfig {
+        upstream_dns: Some(fakenet::DNS),
+        event_capacity: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let sb = sandbox(&engine, &Network::off().allow_out("web.test").unwrap());
+    for i in 0..3 {
+        assert_eq!(
+            sb.lookup(&format!("n{i}.denied.test")).0,
+            ResponseCode::NXDomain
+        );
+    }
+    let c = sb.net.counters();
+    assert_eq!((c.dns_denied, c.events_dropped), (3, 2));
+    assert_eq!(engine.events().try_iter().count(), 1);
 }

@@ -43,7 +43,12 @@ fn namespaces() -> usize {
 fn cycle(engine: &NetEngine, home: &NetNamespace, traffic: bool) {
     let (ns, sockets) = setup::create(home).expect("create");
     let net = engine
-        .attach("leak-test", &ns.netns, sockets, &Network::off().allow_out("web.test").unwrap())
+        .attach(
+            "leak-test",
+            &ns.netns,
+            sockets,
+            &Network::off().allow_out("web.test").unwrap(),
+        )
         .expect("attach");
     if traffic {
         std::thread::scope(|s| {
@@ -96,7 +101,10 @@ fn five_hundred_sandbox_networks_leave_nothing_behind() {
     };
     sandlot_tests::eventually(Duration::from_secs(5), || clean(&census()));
     let after = census();
-    assert!(clean(&after), "a sandbox network left something behind: {after:?}, before {before:?}");
+    assert!(
+        clean(&after),
+        "a sandbox network left something behind: {after:?}, before {before:?}"
+    );
     // Other processes on the machine make namespaces too: allow some noise,
     // far below one per cycle.
     let settled = sandlot_tests::eventually(Duration::from_secs(60), || {

@@ -207,7 +207,7 @@ impl FakeNet {
             net.logs.clone(),
             host_server,
             |_, logs, mut s| {
-                logs.lock().unwrap().host_loopback += 1;
+                lock(logs).host_loopback += 1;
                 let _ = s.write_all(b"HTTP/1.0 200 OK\r\n\r\nthe host's loopback\n");
             },
         ));
@@ -221,7 +221,7 @@ impl FakeNet {
             .is_ok()),
             "the fake internet did not come up"
         );
-        net.logs.lock().unwrap().http_hosts.clear();
+        lock(&net.logs).http_hosts.clear();
         net
     }
 
@@ -242,6 +242,11 @@ impl Drop for FakeNet {
             let _ = t.join();
         }
     }
+}
+
+/// The logs, also after a test panicked while holding them.
+fn lock(logs: &Mutex<Logs>) -> std::sync::MutexGuard<'_, Logs> {
+    logs.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Polls a listener until `stop`, handing each connection to `serve` on
@@ -314,7 +319,7 @@ fn serve_http(local: SocketAddr, logs: &Mutex<Logs>, mut s: TcpStream) {
         })
         .unwrap_or("")
         .to_string();
-    logs.lock().unwrap().http_hosts.push(host.clone());
+    lock(logs).http_hosts.push(host.clone());
     if let Some(n) = path.strip_prefix("/bytes/") {
         let n: usize = n.parse().unwrap_or(0);
         let _ = write!(
@@ -354,12 +359,12 @@ fn serve_tls(_: SocketAddr, logs: &Mutex<Logs>, mut s: TcpStream) {
             _ => return,
         }
     };
-    logs.lock().unwrap().sni.push(name.clone());
+    lock(logs).sni.push(name.clone());
     let _ = writeln!(s, "sni={name}");
 }
 
 fn serve_trap(_: SocketAddr, logs: &Mutex<Logs>, _s: TcpStream) {
-    logs.lock().unwrap().trap += 1;
+    lock(logs).trap += 1;
 }
 
 fn spawn_dns(stop: Arc<AtomicBool>, logs: Arc<Mutex<Logs>>) -> JoinHandle<()> {
@@ -392,7 +397,7 @@ fn spawn_dns(stop: Arc<AtomicBool>, logs: Arc<Mutex<Logs>>) -> JoinHandle<()> {
                 .to_ascii()
                 .trim_end_matches('.')
                 .to_ascii_lowercase();
-            logs.lock().unwrap().dns.push(name.clone());
+            lock(&logs).dns.push(name.clone());
             let mut answer = Message::new(
                 query.metadata.id,
                 MessageType::Response,
