@@ -51,6 +51,10 @@ pub struct EngineConfig {
     /// Where resolvers forward when a sandbox names no upstream; `None`
     /// reads the host's resolv.conf.
     pub upstream_dns: Option<SocketAddr>,
+    /// Bytes buffered per direction of a connection (its pipe's size):
+    /// larger moves bulk data in fewer system calls, at up to twice this
+    /// in kernel memory per busy connection.
+    pub pipe_size: usize,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +66,7 @@ impl Default for EngineConfig {
             max_pending_dns: 64,
             event_capacity: 1024,
             upstream_dns: None,
+            pipe_size: relay::PIPE_CAPACITY,
         }
     }
 }

@@ -591,6 +591,7 @@ impl Reactor {
             down: Flow::default(),
             deadline: None,
             throttled: false,
+            pipe_size: self.config.pipe_size,
         });
         let conn = self.conns.get(key).expect("just inserted");
         if self

@@ -17,7 +17,7 @@ use super::Destination;
 use crate::services::net::bucket::Bucket;
 use crate::services::net::rules::Policy;
 
-/// Bytes a direction keeps in flight: one pipe's default capacity.
+/// A pipe's default capacity (16 pages).
 pub const PIPE_CAPACITY: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,7 @@ pub enum Stage {
 #[derive(Default)]
 pub struct Flow {
     pipe: Option<(OwnedFd, OwnedFd)>,
+    capacity: usize,
     buffered: usize,
     /// The source said end-of-stream.
     pub eof: bool,
@@ -81,6 +82,8 @@ pub struct Conn {
     pub deadline: Option<Instant>,
     /// Waiting for a bucket refill.
     pub throttled: bool,
+    /// Bytes each direction's pipe holds.
+    pub pipe_size: usize,
 }
 
 /// Result of pumping a connection.
@@ -93,8 +96,14 @@ pub struct Pumped {
     pub finished: bool,
 }
 
-fn new_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(std::io::Error::from)
+/// A pipe of `size` bytes (the kernel rounds up to pages, and may refuse
+/// more than `fs.pipe-max-size`: then the default stays).
+fn new_pipe(size: usize) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
+    if size != PIPE_CAPACITY {
+        let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as i32));
+    }
+    Ok((r, w))
 }
 
 const SPLICE: SpliceFFlags = SpliceFFlags::SPLICE_F_NONBLOCK.union(SpliceFFlags::SPLICE_F_MOVE);
@@ -103,6 +112,7 @@ const SPLICE: SpliceFFlags = SpliceFFlags::SPLICE_F_NONBLOCK.union(SpliceFFlags:
 /// not inspected yet) or the sandbox's bucket.
 struct Budget<'a> {
     open: bool,
+    pipe_size: usize,
     bucket: Option<&'a mut Bucket>,
     now: Instant,
     /// Set when the bucket ran dry.
@@ -119,15 +129,19 @@ fn pump_flow(
     let gate_open = budget.open;
     let now = budget.now;
     if flow.pipe.is_none() {
-        flow.pipe = Some(new_pipe()?);
+        let pipe = new_pipe(budget.pipe_size)?;
+        flow.capacity = nix::fcntl::fcntl(&pipe.1, nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+            .map(|n| n as usize)
+            .unwrap_or(PIPE_CAPACITY);
+        flow.pipe = Some(pipe);
     }
     let mut moved = 0u64;
     loop {
         let mut progress = false;
         let (pipe_r, pipe_w) = flow.pipe.as_ref().expect("pipe made above");
         // Source → pipe.
-        if gate_open && src_ready.read && !flow.eof && flow.buffered < PIPE_CAPACITY {
-            let mut want = PIPE_CAPACITY - flow.buffered;
+        if gate_open && src_ready.read && !flow.eof && flow.buffered < flow.capacity {
+            let mut want = flow.capacity - flow.buffered;
             if let Some(b) = budget.bucket.as_deref_mut() {
                 want = b.available(want, now);
                 if want == 0 {
@@ -214,12 +228,14 @@ impl Conn {
         }
         let mut up_budget = Budget {
             open: !self.inspect,
+            pipe_size: self.pipe_size,
             bucket: up,
             now,
             throttled: false,
         };
         let mut down_budget = Budget {
             open: true,
+            pipe_size: self.pipe_size,
             bucket: down,
             now,
             throttled: false,
