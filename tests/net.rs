@@ -162,6 +162,34 @@ fn internet_reaches_public_hosts_by_ip_and_by_name_with_the_original_destination
 }
 
 #[test]
+fn ipv6_destinations_go_through_the_proxy_too() {
+    let world = FakeNet::shared();
+    let engine = engine();
+    let sb = sandbox(&engine, &Network::internet());
+    let body = sb
+        .http_get(fakenet::WEB6, "web6.test", "/")
+        .expect("GET over IPv6");
+    assert!(
+        body.contains("hello from [2001:db8:113::80]:80 host=web6.test"),
+        "{body}"
+    );
+    // ::1 inside is the sandbox's own; fc00::/7 is always denied.
+    let err = sb.inside(|| TcpStream::connect(("::1", world.host_loopback.port())).unwrap_err());
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(refused(sb.http_get(
+        "[fd99:113::1]:80".parse().unwrap(),
+        "x",
+        "/"
+    )));
+    let seen = events(&engine);
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e.denied_by, DeniedBy::Reserved(w) if w.contains("fc00::/7"))),
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn the_hosts_services_and_private_ranges_stay_unreachable_with_internet() {
     let world = FakeNet::shared();
     let engine = engine();

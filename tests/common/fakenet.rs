@@ -2,7 +2,7 @@
 //! world") one veth hop from the host, holding "public" addresses from
 //! 203.0.113.0/24 (TEST-NET-3) and a trap on 10.0.0.1, with
 //!
-//! - an HTTP server on 203.0.113.80:80 (`/` says who it is and which Host
+//! - an HTTP server on 203.0.113.80:80 and [2001:db8:113::80]:80 (`/` says who it is and which Host
 //!   it was asked for; `/bytes/N` sends N bytes),
 //! - a raw listener on 203.0.113.43:443 that reads a TLS ClientHello and
 //!   answers `sni=<name>` (and logs it),
@@ -13,7 +13,8 @@
 //!   must never dial it);
 //!
 //! plus an HTTP server on the host's loopback. The host reaches the world
-//! through routes for 203.0.113.0/24 and 10.0.0.1/32 on its veth end.
+//! through routes for 203.0.113.0/24, 2001:db8:113::/64, 10.0.0.1/32 and
+//! fd99:113::/64 on its veth end.
 //! Everything goes with [`FakeNet`]'s drop: the veth (and its routes) is
 //! deleted, the world's threads stop, and the namespace dies with them
 //! (it is never bind-mounted, so a killed test leaves nothing either).
@@ -37,6 +38,13 @@ use hickory_proto::rr::{RData, Record, RecordType};
 pub const WEB: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 80)), 80);
 pub const TLS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 43)), 443);
 pub const DNS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 53)), 53);
+/// The web server's IPv6 address (2001:db8::/32 is documentation space).
+pub const WEB6: SocketAddr = SocketAddr::new(
+    IpAddr::V6(std::net::Ipv6Addr::new(
+        0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 0x80,
+    )),
+    80,
+);
 pub const TRAP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 80);
 /// The world's end of the veth, its gateway to the host.
 const WORLD_GW: &str = "203.0.113.1";
@@ -137,6 +145,7 @@ impl FakeNet {
                 }
                 let servers = vec![
                     spawn_server(stop.clone(), logs.clone(), serve_http, WEB),
+                    spawn_server(stop.clone(), logs.clone(), serve_http, WEB6),
                     spawn_server(stop.clone(), logs.clone(), serve_tls, TLS),
                     spawn_server(stop.clone(), logs.clone(), serve_trap, TRAP),
                     spawn_dns(stop.clone(), logs.clone()),
@@ -170,8 +179,20 @@ impl FakeNet {
             &tid.to_string(),
         ]);
         run(&["addr", "add", &format!("{HOST_END}/24"), "dev", &veth]);
+        run(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:113::fe/64",
+            "dev",
+            &veth,
+            "nodad",
+        ]);
         run(&["link", "set", &veth, "up"]);
         run(&["route", "add", "10.0.0.1/32", "via", WORLD_GW, "dev", &veth]);
+        // A unique-local range the tests use as a denied destination: should
+        // the proxy ever dial it, the packets go to the world, not the LAN.
+        run(&["-6", "route", "add", "fd99:113::/64", "dev", &veth]);
         let world = |args: &[&str]| {
             let net = format!("--net={ns}");
             let mut full = vec![net.as_str(), "ip"];
@@ -196,8 +217,18 @@ impl FakeNet {
             world(&["addr", "add", &cidr, "dev", &world_end]);
         }
         world(&["addr", "add", "10.0.0.1/32", "dev", "lo"]);
+        world(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:113::80/64",
+            "dev",
+            &world_end,
+            "nodad",
+        ]);
         world(&["link", "set", &world_end, "up"]);
         world(&["route", "add", "default", "via", HOST_END]);
+        world(&["-6", "route", "add", "default", "via", "2001:db8:113::fe"]);
         configured.send(()).unwrap();
 
         let host_server = TcpListener::bind("127.0.0.1:0").expect("host loopback server");
