@@ -3,7 +3,7 @@
 //! link in the kernel, and no network namespace (the kernel frees those
 //! asynchronously, so the count is watched until it settles).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::Duration;
 
@@ -56,7 +56,11 @@ fn cycle(engine: &NetEngine, home: &NetNamespace, traffic: bool) {
                 let _inside = ns.netns.enter(home).unwrap();
                 assert_eq!(NetNamespace::current().unwrap().inode(), ns.netns.inode());
                 if let Ok(mut c) = TcpStream::connect_timeout(&"203.0.113.80:80".parse().unwrap(), Duration::from_secs(2)) {
+                    // Refused (an IP literal under domain rules): the reset
+                    // (or end) comes once the engine decided.
                     let _ = c.write_all(b"GET / HTTP/1.1\r\n\r\n");
+                    c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                    let _ = c.read(&mut [0u8; 16]);
                 }
                 let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
                 // A query for a denied name: NXDOMAIN from the resolver.

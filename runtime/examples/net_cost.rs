@@ -107,13 +107,63 @@ fn main() -> Result<(), sandlot::Error> {
     );
     report("teardown (drop sockets, link, namespace fd)", teardown);
 
-    let factory = NetnsFactory::start()?;
+    let factory = NetnsFactory::start(0)?;
     report(
-        "whole create through the sandlot-netns thread",
+        "whole create through the factory, none kept ready",
         t(&mut || {
             drop(factory.create().unwrap());
         }),
     );
+    drop(factory);
+    // With namespaces kept ready, paced like creates that come 5 ms apart
+    // (the thread refills between them).
+    let factory = NetnsFactory::start(2)?;
+    std::thread::sleep(Duration::from_millis(50));
+    let mut taken = Vec::new();
+    report(
+        "create + 5 ms pause, 2 kept ready",
+        t(&mut || {
+            let start = Instant::now();
+            let made = factory.create().unwrap();
+            taken.push(start.elapsed());
+            drop(made);
+            std::thread::sleep(Duration::from_millis(5));
+        }),
+    );
+    report("  (of which taking a ready one)", taken);
+    drop(factory);
+
+    // Handing a ready namespace to the proxy engine (its loop registers
+    // the sockets and answers).
+    let engine = sandlot::services::net::NetEngine::start(Default::default())?;
+    let factory = NetnsFactory::start(2)?;
+    let network = sandlot::services::net::Network::internet();
+    let mut attach = Vec::new();
+    report(
+        "take a ready one + engine attach + 5 ms pause",
+        t(&mut || {
+            let (ns, sockets) = factory.create().unwrap();
+            let start = Instant::now();
+            let net = engine.attach("cost", &ns.netns, sockets, &network).unwrap();
+            attach.push(start.elapsed());
+            drop(net);
+            drop(ns);
+            std::thread::sleep(Duration::from_millis(5));
+        }),
+    );
+    report("  (of which the attach)", attach);
+    drop((factory, engine));
+
+    // Without teardowns in between: the kernel destroys namespaces in a
+    // work queue that holds the rtnl lock through RCU grace periods, and
+    // a namespace being made waits for that lock to register its lo.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut kept = Vec::new();
+    report(
+        "whole setup::create, none destroyed meanwhile",
+        t(&mut || kept.push(setup::create(&home).unwrap())),
+    );
+    drop(kept);
 
     let (ns, _sockets) = setup::create(&home)?;
     report(

@@ -1,78 +1,115 @@
-//! The `sandlot-netns` thread: makes sandboxes' network namespaces on
-//! request, off the caller's thread, so that a create can overlap it with
-//! the rest of its work (the root's mounts, the cgroups). The thread
-//! stays in the host's namespace between requests; it leaves it only
-//! inside [`super::setup::create`], which always brings it back.
+//! Sandbox network namespaces kept ready ahead of demand. The kernel needs
+//! ~0.5-1 ms (more on a busy machine) to build a namespace with its
+//! routes, sockets and steering; the `sandlot-netns` thread does that in
+//! the background, and a create takes a ready one under a mutex: no
+//! thread hand-off on the create path. With none ready (a burst), the
+//! caller makes its own on its own thread, as [`super::setup::create`]
+//! would.
+//!
+//! Both threads leave the host's namespace only inside `setup::create`,
+//! which always brings them back.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::netns::NetNamespace;
 use super::setup::{self, HostSockets, SandboxNetns};
 use crate::error::Error;
 
-type Made = Result<(SandboxNetns, HostSockets), Error>;
+type Net = (SandboxNetns, HostSockets);
 
-/// A request: where to send the result.
-struct Request(Sender<Made>);
-
-/// Handle to the `sandlot-netns` thread; dropping it ends the thread.
+/// Keeps `warm` sandbox networks ready; dropping it ends the thread and
+/// closes those it kept.
 pub struct NetnsFactory {
-    requests: Option<Sender<Request>>,
+    home: NetNamespace,
+    ready: Arc<Mutex<VecDeque<Net>>>,
+    /// A token asks the thread to top the queue up.
+    refill: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
-/// A namespace being made; [`Pending::wait`] gives it.
-pub struct Pending(Receiver<Made>);
-
-impl Pending {
-    pub fn wait(self) -> Made {
-        self.0.recv().unwrap_or(Err(Error::RuntimeShutDown))
-    }
-}
-
 impl NetnsFactory {
-    /// Starts the thread; it remembers the network namespace it starts in
-    /// (the caller's) as home.
-    pub fn start() -> Result<NetnsFactory, Error> {
+    /// Starts the thread, which keeps `warm` namespaces ready (0: none,
+    /// every create makes its own). The caller's network namespace is
+    /// home for both.
+    pub fn start(warm: usize) -> Result<NetnsFactory, Error> {
         let home = NetNamespace::current()?;
-        let (requests, incoming) = bounded::<Request>(64);
-        let thread = std::thread::Builder::new()
-            .name("sandlot-netns".into())
-            .spawn(move || {
-                for Request(reply) in incoming {
-                    let _ = reply.send(setup::create(&home));
-                }
-            })
-            .map_err(|e| Error::io("start the sandlot-netns thread", e))?;
+        let ready = Arc::new(Mutex::new(VecDeque::with_capacity(warm)));
+        let (refill, wanted) = bounded::<()>(1);
+        let thread = {
+            let home = home.try_clone()?;
+            let ready = ready.clone();
+            std::thread::Builder::new()
+                .name("sandlot-netns".into())
+                .spawn(move || keep_ready(&home, warm, &ready, &wanted))
+                .map_err(|e| Error::io("start the sandlot-netns thread", e))?
+        };
+        let _ = refill.try_send(());
         Ok(NetnsFactory {
-            requests: Some(requests),
+            home,
+            ready,
+            refill: Some(refill),
             thread: Some(thread),
         })
     }
 
-    /// Asks for a new sandbox network; returns at once.
-    pub fn request(&self) -> Pending {
-        let (reply, result) = bounded(1);
-        if let Some(requests) = &self.requests {
-            // A send fails only if the thread is gone; `wait` then reports it.
-            let _ = requests.send(Request(reply));
+    /// A sandbox network: a ready one, or one made now on the calling
+    /// thread (which must be in the host's namespace).
+    pub fn create(&self) -> Result<Net, Error> {
+        let taken = self
+            .ready
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_front();
+        if let Some(refill) = &self.refill {
+            // Full means a top-up is already asked for.
+            if let Err(TrySendError::Disconnected(())) = refill.try_send(()) {
+                return Err(Error::RuntimeShutDown);
+            }
         }
-        Pending(result)
+        match taken {
+            Some(net) => Ok(net),
+            None => setup::create(&self.home),
+        }
     }
 
-    /// Makes a new sandbox network and waits for it.
-    pub fn create(&self) -> Made {
-        self.request().wait()
+    /// How many are ready now.
+    pub fn ready(&self) -> usize {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// Tops the queue up to `warm` each time it is asked. A failure (say, the
+/// namespace limit) is left for the next request to retry, and the
+/// creates that find the queue empty make their own and see the error.
+fn keep_ready(
+    home: &NetNamespace,
+    warm: usize,
+    ready: &Mutex<VecDeque<Net>>,
+    wanted: &Receiver<()>,
+) {
+    while wanted.recv().is_ok() {
+        while ready.lock().unwrap_or_else(|p| p.into_inner()).len() < warm {
+            match setup::create(home) {
+                Ok(net) => ready
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_back(net),
+                Err(_) => break,
+            }
+        }
     }
 }
 
 impl Drop for NetnsFactory {
     fn drop(&mut self) {
-        self.requests = None;
+        self.refill = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }

@@ -138,6 +138,9 @@ struct Shared {
     upstream: Option<SocketAddr>,
     counters: Counters,
     events: Sender<DeniedEvent>,
+    /// Why the loop could not take the sandbox's sockets, if it could not
+    /// (its connections are then refused).
+    failed: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -168,25 +171,27 @@ impl Shared {
 
 /// A message to a loop.
 enum Msg {
+    /// Not answered: a create does not wait for the loop. Messages of one
+    /// sandbox are handled in order, so the rest find it attached.
     Attach {
+        id: u64,
         shared: Arc<Shared>,
         sockets: HostSockets,
         netns: NetNamespace,
         rate: Option<u64>,
-        reply: Sender<Result<Key, Error>>,
     },
     Detach {
-        sb: Key,
+        id: u64,
         reply: Sender<()>,
     },
     Expose {
-        sb: Key,
+        id: u64,
         port: u16,
         listener: TcpListener,
         reply: Sender<Result<(), Error>>,
     },
     SetRate {
-        sb: Key,
+        id: u64,
         rate: Option<u64>,
     },
     /// A resolver answer to send back.
@@ -235,6 +240,7 @@ struct Inner {
     config: EngineConfig,
     default_upstream: Option<SocketAddr>,
     next_loop: std::sync::atomic::AtomicUsize,
+    next_id: AtomicU64,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -315,6 +321,7 @@ impl NetEngine {
                 config,
                 default_upstream,
                 next_loop: Default::default(),
+                next_id: AtomicU64::new(1),
                 threads: Mutex::new(threads),
             }),
         })
@@ -349,22 +356,22 @@ impl NetEngine {
             upstream: network.upstream().or(self.inner.default_upstream),
             counters: Counters::default(),
             events: self.inner.event_sender.clone(),
+            failed: std::sync::OnceLock::new(),
         });
         let index = self.inner.next_loop.fetch_add(1, Ordering::Relaxed) % self.inner.loops.len();
         let handle = self.inner.loops[index].clone();
-        let (reply, answer) = bounded(1);
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         handle.send(Msg::Attach {
+            id,
             shared: shared.clone(),
             sockets,
             netns: netns.try_clone()?,
             rate: network.rate(),
-            reply,
         })?;
-        let sb = answer.recv().map_err(|_| Error::RuntimeShutDown)??;
         Ok(SandboxNet {
             engine: self.inner.clone(),
             handle,
-            sb,
+            id,
             shared,
         })
     }
@@ -385,7 +392,7 @@ fn rule_error(e: RuleError) -> Error {
 pub struct SandboxNet {
     engine: Arc<Inner>,
     handle: LoopHandle,
-    sb: Key,
+    id: u64,
     shared: Arc<Shared>,
 }
 
@@ -406,7 +413,7 @@ impl SandboxNet {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(network.policy());
         self.handle.send(Msg::SetRate {
-            sb: self.sb,
+            id: self.id,
             rate: network.rate(),
         })
     }
@@ -430,13 +437,19 @@ impl SandboxNet {
             .map_err(|e| Error::io("listener address", e))?;
         let (reply, answer) = bounded(1);
         self.handle.send(Msg::Expose {
-            sb: self.sb,
+            id: self.id,
             port,
             listener,
             reply,
         })?;
         answer.recv().map_err(|_| Error::RuntimeShutDown)??;
         Ok(local)
+    }
+
+    /// Why the engine could not serve this sandbox (its loop failed to
+    /// watch the sockets; its connections are refused), if it could not.
+    pub fn failure(&self) -> Option<&str> {
+        self.shared.failed.get().map(String::as_str)
     }
 
     /// The sandbox's traffic so far.
@@ -458,7 +471,7 @@ impl SandboxNet {
 impl Drop for SandboxNet {
     fn drop(&mut self) {
         let (reply, done) = bounded(1);
-        if self.handle.send(Msg::Detach { sb: self.sb, reply }).is_ok() {
+        if self.handle.send(Msg::Detach { id: self.id, reply }).is_ok() {
             let _ = done.recv();
         }
         let _ = &self.engine;

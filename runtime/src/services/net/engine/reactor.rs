@@ -99,6 +99,8 @@ pub struct Reactor {
     config: EngineConfig,
     home: NetNamespace,
     sandboxes: Slab<Sb>,
+    /// The handles' ids of the sandboxes.
+    ids: std::collections::HashMap<u64, Key>,
     sources: Slab<Source>,
     conns: Slab<Conn>,
     timers: BinaryHeap<Reverse<(Instant, Timer)>>,
@@ -149,6 +151,7 @@ impl Reactor {
             config,
             home: NetNamespace::current()?,
             sandboxes: Slab::default(),
+            ids: std::collections::HashMap::new(),
             sources,
             conns: Slab::default(),
             timers: BinaryHeap::new(),
@@ -256,27 +259,44 @@ impl Reactor {
     fn on_msg(&mut self, msg: Msg) -> bool {
         match msg {
             Msg::Attach {
+                id,
                 shared,
                 sockets,
                 netns,
                 rate,
-                reply,
-            } => {
-                let _ = reply.send(self.attach(shared, sockets, netns, rate));
-            }
-            Msg::Detach { sb, reply } => {
-                self.detach(sb);
+            } => match self.attach(shared.clone(), sockets, netns, rate) {
+                Ok(sb) => {
+                    self.ids.insert(id, sb);
+                }
+                Err(e) => {
+                    let _ = shared.failed.set(e.to_string());
+                }
+            },
+            Msg::Detach { id, reply } => {
+                if let Some(sb) = self.ids.remove(&id) {
+                    self.detach(sb);
+                }
                 let _ = reply.send(());
             }
             Msg::Expose {
-                sb,
+                id,
                 port,
                 listener,
                 reply,
             } => {
-                let _ = reply.send(self.expose(sb, port, listener));
+                let result = match self.ids.get(&id) {
+                    Some(&sb) => self.expose(sb, port, listener),
+                    None => Err(Error::invalid(
+                        "network",
+                        "the engine is not serving this sandbox",
+                    )),
+                };
+                let _ = reply.send(result);
             }
-            Msg::SetRate { sb, rate } => {
+            Msg::SetRate { id, rate } => {
+                let Some(&sb) = self.ids.get(&id) else {
+                    return true;
+                };
                 if let Some(s) = self.sandboxes.get_mut(sb) {
                     let now = Instant::now();
                     s.out = rate.map(|r| Bucket::new(r, now));
@@ -394,6 +414,7 @@ impl Reactor {
     }
 
     fn close_all(&mut self) {
+        self.ids.clear();
         for sb in self.sandboxes.keys() {
             self.detach(sb);
         }
