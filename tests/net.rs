@@ -86,9 +86,21 @@ impl Sandbox {
 
     /// An A lookup from inside through the resolver.
     fn lookup(&self, name: &str) -> (ResponseCode, Vec<IpAddr>) {
+        self.lookup_at(NAMESERVER, name)
+    }
+
+    /// An A lookup sent to `nameserver` (any address reaches the
+    /// resolver); the answer must come from that address.
+    fn lookup_at(&self, nameserver: &str, name: &str) -> (ResponseCode, Vec<IpAddr>) {
+        let server: SocketAddr = nameserver.parse().unwrap();
         self.inside(|| {
-            let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
-            udp.connect(NAMESERVER).unwrap();
+            let any = if server.is_ipv4() {
+                "0.0.0.0:0"
+            } else {
+                "[::]:0"
+            };
+            let udp = UdpSocket::bind(any).unwrap();
+            udp.connect(server).unwrap();
             udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
             let mut q = Message::new(0x4242, MessageType::Query, OpCode::Query);
             q.metadata.recursion_desired = true;
@@ -516,6 +528,27 @@ fn client_hello(sni: &str) -> Vec<u8> {
     record.extend_from_slice(&(hs.len() as u16).to_be_bytes());
     record.extend_from_slice(&hs);
     record
+}
+
+#[test]
+fn the_resolver_answers_at_any_address_loopback_and_ipv6_included() {
+    let _world = FakeNet::shared();
+    let engine = engine();
+    let sb = sandbox(&engine, &Network::internet());
+    for nameserver in [
+        "127.0.0.53:53",
+        "[2001:db8::53]:53",
+        "[::1]:53",
+        "8.8.8.8:53",
+    ] {
+        // A connected UDP socket only accepts answers from its peer.
+        let (code, ips) = sb.lookup_at(nameserver, "web.test");
+        assert_eq!(
+            (code, ips),
+            (ResponseCode::NoError, vec![fakenet::WEB.ip()]),
+            "{nameserver}"
+        );
+    }
 }
 
 #[test]

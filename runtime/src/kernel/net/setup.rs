@@ -122,6 +122,10 @@ fn host_sockets(ipv6: bool) -> Result<HostSockets, Error> {
     // query was sent to (given by IPV6_PKTINFO / IP_PKTINFO).
     let dns_udp = bound_socket(ipv6, SockType::Datagram, 53)?;
     let step = "ask for the destination of DNS queries";
+    // Answering from that address: IPv4 accepts any address the local
+    // routes cover, IPv6 only assigned ones unless the socket may bind
+    // non-local addresses.
+    setsockopt(&dns_udp, sockopt::IpFreebind, &true).map_err(|e| Error::setup(step, e))?;
     if ipv6 {
         setsockopt(&dns_udp, sockopt::Ipv6RecvPacketInfo, &true)
             .map_err(|e| Error::setup(step, e))?;

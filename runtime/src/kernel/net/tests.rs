@@ -110,6 +110,13 @@ fn loopback_stays_the_sandboxs_own_and_dns_goes_to_the_resolver() {
         .unwrap();
     let (n, _) = sockets.dns_udp.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"query");
+    // Also to a loopback resolver address (a template's 127.0.0.53).
+    inside(&home, &ns.netns, || {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.send_to(b"stub", "127.0.0.53:53").unwrap();
+    });
+    let (n, _) = sockets.dns_udp.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"stub");
 
     // Other UDP finds nobody: refused, never sent anywhere.
     let err = inside(&home, &ns.netns, || {

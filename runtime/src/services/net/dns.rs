@@ -238,12 +238,14 @@ pub fn finish(
 pub fn exchange(server: SocketAddr, q: &Question) -> Result<Message, String> {
     let mut message = q.message.clone();
     message.metadata.id = getrandom::u32().map_err(|e| e.to_string())? as u16;
-    if q.fake {
-        // Ask exactly A; the sandbox's own flags are not ours to forward.
+    if q.fake && q.qtype == RecordType::A {
+        // The answer becomes a fake address: ask plainly for A, without
+        // the sandbox's EDNS options.
         message.queries = vec![Query::query(
             q.message.queries[0].name().clone(),
             RecordType::A,
         )];
+        message.edns = None;
     }
     let bytes = message.to_vec().map_err(|e| e.to_string())?;
     let matches = |answer: &Message| {
