@@ -101,6 +101,8 @@ fn run(args: &[&str]) {
 }
 
 static SHARED: Mutex<Weak<FakeNet>> = Mutex::new(Weak::new());
+/// Held while a world is torn down.
+static TEARDOWN: Mutex<()> = Mutex::new(());
 
 impl FakeNet {
     /// The test process's world, made on first use and removed when the
@@ -117,6 +119,7 @@ impl FakeNet {
     }
 
     fn start() -> FakeNet {
+        drop(TEARDOWN.lock().unwrap_or_else(|p| p.into_inner()));
         let veth = format!("slfk{}", std::process::id() % 100_000);
         let world_end = format!("slfw{}", std::process::id() % 100_000);
         let stop = Arc::new(AtomicBool::new(false));
@@ -264,6 +267,9 @@ impl FakeNet {
 
 impl Drop for FakeNet {
     fn drop(&mut self) {
+        // The next world reuses these names and routes: it waits for this
+        // one to be gone.
+        let _gone = TEARDOWN.lock().unwrap_or_else(|p| p.into_inner());
         self.stop.store(true, Ordering::SeqCst);
         // Deleting one end deletes both, and the routes through it.
         let _ = Command::new("ip")
