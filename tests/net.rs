@@ -363,6 +363,54 @@ fn sni_or_host_naming_a_denied_domain_on_an_allowed_ip_is_refused() {
 }
 
 #[test]
+fn a_request_head_that_never_completes_is_refused_under_domain_rules() {
+    let world = FakeNet::shared();
+    sandlot_tests::require_root();
+    let engine = NetEngine::start(EngineConfig {
+        upstream_dns: Some(fakenet::DNS),
+        first_bytes_timeout: Duration::from_millis(300),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let network = Network::off()
+        .allow_out("203.0.113.0/24")
+        .unwrap()
+        .deny_out("evil.test")
+        .unwrap();
+    let sb = sandbox(&engine, &network);
+    let start = Instant::now();
+    let read = sb.inside(|| {
+        let mut s = TcpStream::connect_timeout(&fakenet::WEB, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Trickle the head, never finishing it (a server would wait);
+        // the reset may come while trickling.
+        for part in [&b"GET / HTTP/1.1\r\n"[..], b"Ho", b"st: ev"] {
+            let _ = s.write_all(part);
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        s.read(&mut [0u8; 64])
+    });
+    let ended = match &read {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    // Ended by the engine's 300 ms, not by this read's 10 s timeout.
+    assert!(
+        ended && start.elapsed() < Duration::from_secs(3),
+        "{read:?} after {:?}",
+        start.elapsed()
+    );
+    assert!(!world.logs().http_hosts.iter().any(|h| h.starts_with("ev")));
+    let seen = events(&engine);
+    assert!(
+        seen.iter()
+            .any(|e| e.denied_by == DeniedBy::UnreadableServerName),
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn names_resolving_to_denied_addresses_are_refused() {
     let world = FakeNet::shared();
     let engine = engine();

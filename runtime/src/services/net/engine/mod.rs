@@ -55,6 +55,9 @@ pub struct EngineConfig {
     /// larger moves bulk data in fewer system calls, at up to twice this
     /// in kernel memory per busy connection.
     pub pipe_size: usize,
+    /// Under domain rules, how long a client that began sending a TLS
+    /// ClientHello or HTTP request head has to complete it.
+    pub first_bytes_timeout: std::time::Duration,
 }
 
 impl Default for EngineConfig {
@@ -67,6 +70,7 @@ impl Default for EngineConfig {
             event_capacity: 1024,
             upstream_dns: None,
             pipe_size: relay::PIPE_CAPACITY,
+            first_bytes_timeout: std::time::Duration::from_secs(30),
         }
     }
 }

@@ -37,9 +37,6 @@ const UPSTREAM: u64 = 2;
 
 /// How long a dial may take per address.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the client may take to send a complete ClientHello or
-/// request head once it started.
-const INSPECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// DNS-over-TCP connections per sandbox, and the largest message.
 const MAX_DNS_TCP: usize = 16;
 const MAX_DNS_MESSAGE: usize = 65535;
@@ -611,6 +608,7 @@ impl Reactor {
             up: Flow::default(),
             down: Flow::default(),
             deadline: None,
+            inspect_by: None,
             throttled: false,
             pipe_size: self.config.pipe_size,
         });
@@ -838,11 +836,11 @@ impl Reactor {
             Sniffed::NeedMore => {
                 // Edge-triggered: more bytes bring a new event.
                 conn.client_ready.read = false;
-                if conn.deadline.is_none() || conn.stage == Stage::Relaying {
-                    let deadline = Instant::now() + INSPECT_TIMEOUT;
-                    conn.deadline = Some(deadline);
+                if conn.inspect_by.is_none() {
+                    let by = Instant::now() + self.config.first_bytes_timeout;
+                    conn.inspect_by = Some(by);
                     self.timers
-                        .push(Reverse((deadline, Timer::Deadline(key.index, key.gen))));
+                        .push(Reverse((by, Timer::Deadline(key.index, key.gen))));
                 }
                 return true;
             }
@@ -855,9 +853,7 @@ impl Reactor {
         match verdict {
             Ok(()) => {
                 conn.inspect = false;
-                if conn.stage == Stage::Relaying {
-                    conn.deadline = None;
-                }
+                conn.inspect_by = None;
                 true
             }
             Err(why) => {
@@ -887,20 +883,17 @@ impl Reactor {
                     let Some(conn) = self.conns.get_mut(key) else {
                         continue;
                     };
-                    match conn.deadline {
-                        Some(deadline) if deadline <= now => {}
-                        _ => continue,
-                    }
-                    conn.deadline = None;
-                    if conn.inspect && conn.stage == Stage::Relaying {
+                    let inspect_due = conn.inspect && conn.inspect_by.is_some_and(|by| by <= now);
+                    let connect_due = conn.stage == Stage::Connecting
+                        && conn.deadline.is_some_and(|by| by <= now);
+                    if inspect_due {
                         self.fail(key, Some(DeniedBy::UnreadableServerName));
-                    } else if conn.stage == Stage::Connecting {
+                    } else if connect_due {
+                        conn.deadline = None;
                         if let Some(old) = conn.upstream.take() {
                             let _ = self.epoll.delete(old.as_fd());
                         }
                         self.dial(key);
-                    } else if conn.inspect {
-                        self.fail(key, Some(DeniedBy::UnreadableServerName));
                     }
                 }
             }

@@ -78,8 +78,11 @@ pub struct Conn {
     /// client → upstream and upstream → client.
     pub up: Flow,
     pub down: Flow,
-    /// Connect or inspection deadline.
+    /// When the current dial gives up.
     pub deadline: Option<Instant>,
+    /// When a client that began its first bytes must have finished them
+    /// (set once: trickling bytes does not extend it).
+    pub inspect_by: Option<Instant>,
     /// Waiting for a bucket refill.
     pub throttled: bool,
     /// Bytes each direction's pipe holds.
