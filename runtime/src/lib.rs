@@ -98,7 +98,11 @@ pub mod doctor {
 pub mod testing {
     pub use crate::kernel::caps::{set_no_new_privs, CapPlan, SANDBOX_CAPS};
     pub use crate::kernel::cgroups;
+    /// The network's kernel side and services, driven directly by the
+    /// network tests until sandboxes use them (issue 13).
+    pub use crate::kernel::net as kernel_net;
     pub use crate::kernel::seccomp::CompiledSeccomp;
+    pub use crate::services::net;
 }
 
 // The handles users share between threads stay shareable.

@@ -4,6 +4,7 @@
 //!
 //! Run as root: `cargo test -p sandlot --test capabilities`.
 
+#[path = "../src/sys/testing.rs"]
 mod forked;
 
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -4,6 +4,7 @@
 //!
 //! Run as root: `cargo test -p sandlot --test seccomp_filter`.
 
+#[path = "../src/sys/testing.rs"]
 mod forked;
 
 use std::sync::OnceLock;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use sandlot::{CommandResult, RunOptions, Runtime, Sandbox, SandboxOptions};
 
+pub mod fakenet;
 pub mod oci;
 
 /// Fails the test unless it runs as root.

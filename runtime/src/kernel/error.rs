@@ -9,10 +9,10 @@ use std::path::PathBuf;
 
 use nix::errno::Errno;
 
-pub(crate) type KernelResult<T, E = KernelError> = std::result::Result<T, E>;
+pub type KernelResult<T, E = KernelError> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum KernelError {
+pub enum KernelError {
     #[error("invalid option {option}: {reason}")]
     InvalidOptions {
         option: &'static str,

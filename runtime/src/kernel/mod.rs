@@ -15,9 +15,10 @@ pub mod fs;
 pub mod init_binary;
 pub mod limits;
 pub(crate) mod mounts;
+pub mod net;
 pub mod seccomp;
 pub(crate) mod spawn;
 pub mod userns;
 pub(crate) mod version;
 
-pub(crate) use error::KernelError;
+pub use error::KernelError;

@@ -9,6 +9,7 @@ pub mod files;
 pub mod health;
 pub mod metrics;
 pub mod monitor;
+pub mod net;
 pub(crate) mod pause;
 pub(crate) mod quota;
 pub(crate) mod template;

@@ -5,6 +5,7 @@
 //! `clone` and `execve`: no allocation, no locks, no panics. Each unsafe
 //! block says why it is sound.
 
+pub mod bpf;
 pub(crate) mod caps;
 pub mod clone;
 pub mod command;
@@ -13,6 +14,11 @@ pub mod mount;
 pub mod process;
 pub mod resolve;
 pub(crate) mod seccomp;
+
+/// Forked-child helpers for tests of irreversible calls; the integration
+/// tests include this file too (`#[path]`).
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use nix::errno::Errno;
 

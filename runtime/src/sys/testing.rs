@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 static FORK_LOCK: Mutex<()> = Mutex::new(());
 
 /// Serialises forking tests; a panic in one test does not block the others.
-pub fn fork_lock() -> MutexGuard<'static, ()> {
+pub(crate) fn fork_lock() -> MutexGuard<'static, ()> {
     FORK_LOCK
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -20,7 +20,7 @@ pub fn fork_lock() -> MutexGuard<'static, ()> {
 
 /// How a forked child ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// `_exit(code)`.
     Exited(i32),
     /// Killed by this signal.
@@ -28,13 +28,13 @@ pub enum Outcome {
 }
 
 /// Exit code of a child whose closure panicked.
-pub const PANICKED: i32 = 101;
+pub(crate) const PANICKED: i32 = 101;
 
 /// Forks; the child runs `f` with the write end of a pipe and `_exit`s with
 /// its return value. The parent collects everything written to the pipe and
 /// the child's outcome. The closure must stick to system calls: the test
 /// harness is multithreaded.
-pub fn in_child_with_output(f: impl FnOnce(&OwnedFd) -> i32) -> (Outcome, Vec<u8>) {
+pub(crate) fn in_child_with_output(f: impl FnOnce(&OwnedFd) -> i32) -> (Outcome, Vec<u8>) {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid array of two ints for pipe2 to fill.
     let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
@@ -65,12 +65,12 @@ pub fn in_child_with_output(f: impl FnOnce(&OwnedFd) -> i32) -> (Outcome, Vec<u8
 }
 
 /// [`in_child_with_output`] without the output.
-pub fn in_child(f: impl FnOnce() -> i32) -> Outcome {
+pub(crate) fn in_child(f: impl FnOnce() -> i32) -> Outcome {
     in_child_with_output(|_| f()).0
 }
 
 /// Waits for `pid` and decodes its status.
-pub fn wait(pid: libc::pid_t) -> Outcome {
+pub(crate) fn wait(pid: libc::pid_t) -> Outcome {
     let mut status = 0;
     loop {
         // SAFETY: `status` is a valid int for waitpid to fill.
@@ -99,7 +99,7 @@ pub fn wait(pid: libc::pid_t) -> Outcome {
 /// pointer passed must be valid for what the system call does with it, and
 /// the call must not break invariants the Rust runtime relies on (unmapping
 /// memory, closing fds owned elsewhere, ...).
-pub unsafe fn raw_syscall(nr: libc::c_long, args: [u64; 6]) -> Result<i64, i32> {
+pub(crate) unsafe fn raw_syscall(nr: libc::c_long, args: [u64; 6]) -> Result<i64, i32> {
     // SAFETY: forwarded to the caller's contract.
     let rc = unsafe { libc::syscall(nr, args[0], args[1], args[2], args[3], args[4], args[5]) };
     if rc == -1 {
@@ -111,7 +111,7 @@ pub unsafe fn raw_syscall(nr: libc::c_long, args: [u64; 6]) -> Result<i64, i32> 
 
 /// Maps a system call result to an exit code: 0 for success, the errno
 /// otherwise.
-pub fn exit_code(result: Result<i64, i32>) -> i32 {
+pub(crate) fn exit_code(result: Result<i64, i32>) -> i32 {
     match result {
         Ok(_) => 0,
         Err(errno) => errno,
@@ -120,7 +120,7 @@ pub fn exit_code(result: Result<i64, i32>) -> i32 {
 
 /// Makes the root mount tree of a fresh mount namespace private so that test
 /// mounts stay in the child. Returns the errno on failure.
-pub fn private_mount_namespace() -> Result<(), i32> {
+pub(crate) fn private_mount_namespace() -> Result<(), i32> {
     // SAFETY: unshare takes only flags.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(nix::errno::Errno::last_raw());
@@ -144,7 +144,7 @@ pub fn private_mount_namespace() -> Result<(), i32> {
 
 /// Mounts a tmpfs on `/tmp` (meant to run inside [`private_mount_namespace`])
 /// and unmounts it again on success. Returns the errno of the mount.
-pub fn try_mount_tmpfs_on_tmp() -> Result<(), i32> {
+pub(crate) fn try_mount_tmpfs_on_tmp() -> Result<(), i32> {
     // SAFETY: all pointers are valid C strings or null (no data).
     let rc = unsafe {
         libc::mount(
@@ -165,7 +165,7 @@ pub fn try_mount_tmpfs_on_tmp() -> Result<(), i32> {
 
 /// Fails the calling test loudly unless it runs as root (the design's rule:
 /// no silent skips).
-pub fn require_root(what: &str) {
+pub(crate) fn require_root(what: &str) {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
