@@ -2,7 +2,7 @@
 //! world") one veth hop from the host, holding "public" addresses from
 //! 203.0.113.0/24 (TEST-NET-3) and a trap on 10.0.0.1, with
 //!
-//! - an HTTP server on 203.0.113.80:80 and [2001:db8:113::80]:80 (`/` says who it is and which Host
+//! - an HTTP server on 203.0.113.80:80 and `[2001:db8:113::80]:80` (`/` says who it is and which Host
 //!   it was asked for; `/bytes/N` sends N bytes),
 //! - a raw listener on 203.0.113.43:443 that reads a TLS ClientHello and
 //!   answers `sni=<name>` (and logs it),
