@@ -66,6 +66,27 @@ impl Routers {
             Ok(target) => target,
             Err(e) => return ("-", None, e.into_response()),
         };
+        let target = match target {
+            Some(target) => Some(target),
+            // A signed file URL (`download_url`/`upload_url`) carries no
+            // header: with E2B_SANDBOX_URL it reaches us as a bare /files
+            // request, and its signature names the sandbox whose token
+            // made it.
+            None if request.uri().path() == "/files" => match self.signed_files_sandbox(&request) {
+                Some(id) => Some((id, ENVD_PORT)),
+                None => {
+                    return (
+                        "envd",
+                        None,
+                        ApiError::unauthorized(
+                            "a /files request needs E2b-Sandbox-Id or a valid signature",
+                        )
+                        .into_response(),
+                    )
+                }
+            },
+            None => None,
+        };
         let Some((id, port)) = target else {
             let key = request.headers().get("x-api-key").map(|v| v.as_bytes());
             if !self.state.api_key_ok(key) {
@@ -125,6 +146,23 @@ impl Routers {
                 .into_response(),
             ),
         }
+    }
+}
+
+impl Routers {
+    /// The sandbox whose access token signed this `/files` request.
+    fn signed_files_sandbox(&self, request: &Request<Body>) -> Option<String> {
+        let query = request.uri().query()?;
+        if !query.contains("signature=") {
+            return None;
+        }
+        self.state
+            .records()
+            .into_iter()
+            .find(|r| {
+                r.secure && crate::envd::files::signature_ok(r, request.method(), Some(query))
+            })
+            .map(|r| r.id().to_string())
     }
 }
 

@@ -144,10 +144,25 @@ impl Write for ChunkWriter {
     }
 }
 
-/// A `Read` over chunks the request body hands in.
+/// A `Read` over chunks the request body hands in. A failure of the body
+/// itself (or of the gzip decoding over it) is remembered in `failed`, so
+/// that it is reported as the client's error, not the sandbox's.
 struct ChunkReader {
     rx: mpsc::Receiver<Result<Bytes, io::Error>>,
     current: Bytes,
+}
+
+struct Tracked<R> {
+    inner: R,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl<R: Read> Read for Tracked<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| {
+            *self.failed.lock().unwrap() = Some(e.to_string());
+        })
+    }
 }
 
 impl Read for ChunkReader {
@@ -268,16 +283,37 @@ fn spawn_writer(
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let task = tokio::task::spawn_blocking(move || {
         let files = files_for(&record, user.as_deref())?;
-        let reader = ChunkReader {
+        let chunks = ChunkReader {
             rx,
             current: Bytes::new(),
         };
-        let entry = if gzip {
-            files.write_from(&path, flate2::read::GzDecoder::new(reader))?
+        let failed = Arc::new(std::sync::Mutex::new(None));
+        let result = if gzip {
+            let inner = flate2::read::GzDecoder::new(chunks);
+            files.write_from(
+                &path,
+                Tracked {
+                    inner,
+                    failed: failed.clone(),
+                },
+            )
         } else {
-            files.write_from(&path, reader)?
+            files.write_from(
+                &path,
+                Tracked {
+                    inner: chunks,
+                    failed: failed.clone(),
+                },
+            )
         };
-        Ok(entry)
+        let source_failed = failed.lock().unwrap().take();
+        match (result, source_failed) {
+            (Ok(entry), _) => Ok(entry),
+            (Err(_), Some(reason)) => Err(ApiError::bad_request(format!(
+                "the upload body for {path} could not be read: {reason}"
+            ))),
+            (Err(e), None) => Err(e.into()),
+        }
     });
     (tx, task)
 }
