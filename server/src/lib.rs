@@ -16,6 +16,8 @@
 //! # Ok::<(), sandlot_server::ServerError>(())
 //! ```
 
+#![deny(unsafe_code)]
+
 pub mod code;
 pub mod config;
 pub mod connect;
