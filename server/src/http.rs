@@ -47,12 +47,14 @@ impl Routers {
     pub async fn handle(self, request: Request<Body>) -> Response {
         let started = Instant::now();
         let method = request.method().clone();
+        let version = request.version();
         let path = request.uri().path().to_string();
         let (surface, sandbox, response) = self.route(request).await;
         tracing::info!(
             target: "sandlot_server::request",
             %method,
             path,
+            ?version,
             surface,
             sandbox = sandbox.as_deref().unwrap_or("-"),
             status = response.status().as_u16(),

@@ -142,3 +142,14 @@ def test_metrics(sandbox):
     assert 0 < m.mem_used <= m.mem_total
     assert m.disk_used >= 4_000_000 and m.disk_total >= m.disk_used
     assert 0 <= m.cpu_used_pct
+
+
+def test_idempotency_key_returns_the_same_sandbox(created):
+    key = f"idem-{uuid.uuid4().hex}"
+    first = Sandbox.create(timeout=60, idempotency_key=key)
+    created.append(first)
+    again = Sandbox.create(timeout=60, idempotency_key=key)
+    assert again.sandbox_id == first.sandbox_id
+    other = Sandbox.create(timeout=60, idempotency_key=f"idem-{uuid.uuid4().hex}")
+    created.append(other)
+    assert other.sandbox_id != first.sandbox_id
