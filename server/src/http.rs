@@ -49,7 +49,26 @@ impl Routers {
         let method = request.method().clone();
         let version = request.version();
         let path = request.uri().path().to_string();
-        let (surface, sandbox, response) = self.route(request).await;
+        let (surface, sandbox, response) = match self.route(request) {
+            Routed::Forward {
+                surface,
+                sandbox,
+                router,
+                request,
+            } => (surface, sandbox, call(router, request).await),
+            Routed::Refuse {
+                surface,
+                sandbox,
+                error,
+                request,
+            } => {
+                // Read what the client sent (a little of it) before
+                // answering, so that an HTTP/1.1 connection stays usable:
+                // a response that leaves the request body unread closes it.
+                drain(request.into_body()).await;
+                (surface, sandbox, error.into_response())
+            }
+        };
         tracing::info!(
             target: "sandlot_server::request",
             %method,
@@ -63,10 +82,24 @@ impl Routers {
         response
     }
 
-    async fn route(self, mut request: Request<Body>) -> (&'static str, Option<String>, Response) {
-        let target = match sandbox_target(request.headers(), self.state.config.domain.as_deref()) {
+    fn route(&self, mut request: Request<Body>) -> Routed {
+        macro_rules! refuse {
+            ($surface:expr, $sandbox:expr, $error:expr) => {
+                return Routed::Refuse {
+                    surface: $surface,
+                    sandbox: $sandbox,
+                    error: $error,
+                    request,
+                }
+            };
+        }
+        let target = match sandbox_target(
+            request.headers(),
+            request.uri().authority().map(|a| a.as_str()),
+            self.state.config.domain.as_deref(),
+        ) {
             Ok(target) => target,
-            Err(e) => return ("-", None, e.into_response()),
+            Err(e) => refuse!("-", None, e),
         };
         let target = match target {
             Some(target) => Some(target),
@@ -76,37 +109,35 @@ impl Routers {
             // made it.
             None if request.uri().path() == "/files" => match self.signed_files_sandbox(&request) {
                 Some(id) => Some((id, ENVD_PORT)),
-                None => {
-                    return (
-                        "envd",
-                        None,
-                        ApiError::unauthorized(
-                            "a /files request needs E2b-Sandbox-Id or a valid signature",
-                        )
-                        .into_response(),
+                None => refuse!(
+                    "envd",
+                    None,
+                    ApiError::unauthorized(
+                        "a /files request needs E2b-Sandbox-Id or a valid signature"
                     )
-                }
+                ),
             },
             None => None,
         };
         let Some((id, port)) = target else {
             let key = request.headers().get("x-api-key").map(|v| v.as_bytes());
             if !self.state.api_key_ok(key) {
-                return (
+                refuse!(
                     "control",
                     None,
-                    ApiError::unauthorized("invalid or missing X-API-Key").into_response(),
+                    ApiError::unauthorized("invalid or missing X-API-Key")
                 );
             }
-            let sandbox = control_sandbox(request.uri().path());
-            return ("control", sandbox, call(self.control, request).await);
+            return Routed::Forward {
+                surface: "control",
+                sandbox: control_sandbox(request.uri().path()),
+                router: self.control.clone(),
+                request,
+            };
         };
         let Some(record) = self.state.record(&id) else {
-            return (
-                "envd",
-                Some(id.clone()),
-                ApiError::sandbox_gone(&id).into_response(),
-            );
+            let error = ApiError::sandbox_gone(&id);
+            refuse!("envd", Some(id), error);
         };
         if record.secure {
             let token_ok = request
@@ -120,35 +151,67 @@ impl Routers {
                     request.uri().query(),
                 );
             if !token_ok && !signed {
-                return (
+                refuse!(
                     "envd",
                     Some(id),
                     ApiError::unauthorized(
                         "this sandbox is secure: send its envd access token in X-Access-Token",
                     )
-                    .into_response(),
                 );
             }
         }
         request.extensions_mut().insert(record);
-        match port {
-            ENVD_PORT => ("envd", Some(id), call(self.envd, request).await),
-            CODE_PORT => ("code", Some(id), call(self.code, request).await),
-            other => (
-                "port",
-                Some(id.clone()),
-                ApiError::new(
+        let (surface, router) = match port {
+            ENVD_PORT => ("envd", self.envd.clone()),
+            CODE_PORT => ("code", self.code.clone()),
+            other => {
+                let error = ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     crate::error::Code::Unavailable,
                     format!(
-                        "The sandbox {id} is running but port {other} is not open \
+                        // The SDK recognises "port is not open".
+                        "The sandbox {id} is running but its port is not open: {other} \
                          (exposing a sandbox's ports waits on networking, issue 13)"
                     ),
-                )
-                .into_response(),
-            ),
+                );
+                refuse!("port", Some(id), error);
+            }
+        };
+        Routed::Forward {
+            surface,
+            sandbox: Some(id),
+            router,
+            request,
         }
     }
+}
+
+/// Where the dispatcher sends a request.
+enum Routed {
+    Forward {
+        surface: &'static str,
+        sandbox: Option<String>,
+        router: Router,
+        request: Request<Body>,
+    },
+    Refuse {
+        surface: &'static str,
+        sandbox: Option<String>,
+        error: ApiError,
+        request: Request<Body>,
+    },
+}
+
+/// Request bytes read and dropped before a refusal; a larger body closes
+/// the connection instead.
+const DRAIN_LIMIT: usize = 256 << 10;
+
+pub(crate) async fn drain(body: Body) {
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, DRAIN_LIMIT)),
+    )
+    .await;
 }
 
 impl Routers {
@@ -187,9 +250,12 @@ fn control_sandbox(path: &str) -> Option<String> {
     (first == "sandboxes" && valid_id(id)).then(|| id.to_string())
 }
 
-/// The sandbox and port a request is addressed to, if any.
+/// The sandbox and port a request is addressed to, if any. `authority` is
+/// the request URI's (HTTP/2's `:authority`); HTTP/1.1 names the host in
+/// the Host header.
 pub fn sandbox_target(
     headers: &HeaderMap,
+    authority: Option<&str>,
     domain: Option<&str>,
 ) -> Result<Option<(String, u16)>, ApiError> {
     if let Some(id) = headers.get("e2b-sandbox-id") {
@@ -211,10 +277,12 @@ pub fn sandbox_target(
     let Some(domain) = domain else {
         return Ok(None);
     };
-    let Some(host) = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
+    let host = authority.or_else(|| {
+        headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let Some(host) = host else {
         return Ok(None);
     };
     let host = host.rsplit_once(':').map_or(host, |(h, port)| {
@@ -267,29 +335,38 @@ mod tests {
     fn sandbox_headers_select_the_sandbox() {
         let h = headers(&[("e2b-sandbox-id", "ab12"), ("e2b-sandbox-port", "49999")]);
         assert_eq!(
-            sandbox_target(&h, None).unwrap(),
+            sandbox_target(&h, None, None).unwrap(),
             Some(("ab12".into(), 49999))
         );
         let h = headers(&[("e2b-sandbox-id", "ab12")]);
         assert_eq!(
-            sandbox_target(&h, None).unwrap(),
+            sandbox_target(&h, None, None).unwrap(),
             Some(("ab12".into(), ENVD_PORT))
         );
         let h = headers(&[("e2b-sandbox-id", "../x")]);
-        assert!(sandbox_target(&h, None).is_err());
-        assert_eq!(sandbox_target(&HeaderMap::new(), None).unwrap(), None);
+        assert!(sandbox_target(&h, None, None).is_err());
+        assert_eq!(sandbox_target(&HeaderMap::new(), None, None).unwrap(), None);
     }
 
     #[test]
     fn hosts_under_the_domain_select_the_sandbox() {
         let d = Some("sb.test");
         let h = headers(&[("host", "49983-ab12.sb.test:443")]);
-        assert_eq!(sandbox_target(&h, d).unwrap(), Some(("ab12".into(), 49983)));
+        assert_eq!(
+            sandbox_target(&h, None, d).unwrap(),
+            Some(("ab12".into(), 49983))
+        );
         let h = headers(&[("host", "api.sb.test")]);
-        assert_eq!(sandbox_target(&h, d).unwrap(), None);
+        assert_eq!(sandbox_target(&h, None, d).unwrap(), None);
         let h = headers(&[("host", "other.example")]);
-        assert_eq!(sandbox_target(&h, d).unwrap(), None);
+        assert_eq!(sandbox_target(&h, None, d).unwrap(), None);
         let h = headers(&[("host", "x-ab12.sb.test")]);
-        assert!(sandbox_target(&h, d).is_err());
+        assert!(sandbox_target(&h, None, d).is_err());
+        // HTTP/2: the authority, not a Host header.
+        let none = HeaderMap::new();
+        assert_eq!(
+            sandbox_target(&none, Some("49999-cd34.sb.test"), d).unwrap(),
+            Some(("cd34".into(), 49999))
+        );
     }
 }

@@ -48,6 +48,10 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Server {
         require_root();
         require_sdks();
         let key = format!("test-{:016x}", rand_u64());
@@ -56,6 +60,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sandlot-server"))
             .args(["--listen", "127.0.0.1:0", "--api-key", &key, "--data-dir"])
             .arg(&data_dir)
+            .args(extra)
             .env("SANDLOT_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -227,4 +232,53 @@ fn shutdown_destroys_every_sandbox() {
             .is_ok_and(|s| s.contains("sandlot-init"));
         assert!(!alive, "sandbox init {pid} outlived the server");
     }
+}
+
+/// `--tls-cert/--tls-key` and `--domain`: TLS (HTTP/1.1 and h2 by ALPN)
+/// and routing by Host, driven by `sdk/tls_domain.py`.
+#[test]
+fn tls_and_domain_routing() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("sandlot-server-tls-{:016x}", rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveDir(dir.clone());
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut openssl = Command::new("openssl");
+    openssl
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=sandlot.test"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:*.sandlot.test,DNS:api.sandlot.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null());
+    run(openssl, "openssl (a self-signed certificate for the test)");
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--domain",
+        "sandlot.test",
+    ]);
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let mut check = server.sdk_command(&sdk_dir().join(".venv/bin/python"));
+    check
+        .arg("tls_domain.py")
+        .env("SANDLOT_TLS_PORT", port)
+        .env("SANDLOT_TLS_CA", &cert)
+        .env("SANDLOT_DOMAIN", "sandlot.test");
+    run(check, "TLS and domain routing (tls_domain.py)");
 }

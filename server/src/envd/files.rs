@@ -318,13 +318,25 @@ fn spawn_writer(
     (tx, task)
 }
 
-pub async fn upload(
-    axum::Extension(record): Target,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let q = query(raw.as_deref())?;
+/// What an upload asks for, checked before its body is read.
+struct UploadPlan {
+    user: Option<String>,
+    gzip: bool,
+    kind: UploadKind,
+}
+
+enum UploadKind {
+    /// One file, at `path`.
+    OctetStream { path: String },
+    /// Parts named by their file names, or one part at `path`.
+    Multipart {
+        boundary: String,
+        path: Option<String>,
+    },
+}
+
+fn plan_upload(headers: &HeaderMap, raw: Option<&str>) -> Result<UploadPlan, ApiError> {
+    let q = query(raw)?;
     if headers
         .keys()
         .any(|k| k.as_str().starts_with("x-metadata-"))
@@ -339,8 +351,7 @@ pub async fn upload(
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+        .unwrap_or("");
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -356,81 +367,110 @@ pub async fn upload(
             ))
         }
     };
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    let written = if essence == "application/octet-stream" {
-        let path = path
-            .ok_or_else(|| ApiError::bad_request("path is required for an octet-stream upload"))?;
-        let (tx, task) = spawn_writer(record.clone(), user, path, gzip);
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| io::Error::other(e.to_string()));
-            let failed = chunk.is_err();
-            if tx.send(chunk).await.is_err() || failed {
-                break;
-            }
-        }
-        drop(tx);
-        vec![task.await??]
-    } else if essence == "multipart/form-data" {
-        if gzip {
+    let kind = match content_type.split(';').next().unwrap_or("").trim() {
+        "application/octet-stream" => UploadKind::OctetStream {
+            path: path.ok_or_else(|| {
+                ApiError::bad_request("path is required for an octet-stream upload")
+            })?,
+        },
+        "multipart/form-data" if gzip => {
             return Err(ApiError::bad_request(
                 "gzip applies to octet-stream uploads only",
-            ));
+            ))
         }
-        let boundary = multer::parse_boundary(&content_type)
-            .map_err(|e| ApiError::bad_request(format!("multipart: {e}")))?;
-        let constraints = multer::Constraints::new()
-            .size_limit(multer::SizeLimit::new().whole_stream(MAX_MULTIPART));
-        let mut multipart =
-            multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
-        let mut written = Vec::new();
-        while let Some(mut field) = multipart
-            .next_field()
-            .await
-            .map_err(|e| ApiError::bad_request(format!("multipart: {e}")))?
-        {
-            let destination = match (&path, field.file_name()) {
-                (Some(path), _) if written.is_empty() => path.clone(),
-                (Some(_), _) => {
-                    return Err(ApiError::bad_request(
-                        "path names one file; several parts need a file name each and no path",
-                    ))
-                }
-                (None, Some(name)) if !name.is_empty() => name.to_string(),
-                (None, _) => {
-                    return Err(ApiError::bad_request(
-                        "a part has no file name and no path was given",
-                    ))
-                }
-            };
-            let (tx, task) = spawn_writer(record.clone(), user.clone(), destination, false);
-            loop {
-                match field.chunk().await {
-                    Ok(Some(chunk)) => {
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
-                        break;
-                    }
+        "multipart/form-data" => UploadKind::Multipart {
+            boundary: multer::parse_boundary(content_type)
+                .map_err(|e| ApiError::bad_request(format!("multipart: {e}")))?,
+            path,
+        },
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                crate::error::Code::InvalidArgument,
+                format!(
+                    "Content-Type {content_type:?}: upload multipart/form-data or application/octet-stream"
+                ),
+            ))
+        }
+    };
+    Ok(UploadPlan { user, gzip, kind })
+}
+
+pub async fn upload(
+    axum::Extension(record): Target,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let plan = match plan_upload(&headers, raw.as_deref()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            crate::http::drain(body).await;
+            return Err(e);
+        }
+    };
+    let UploadPlan { user, gzip, kind } = plan;
+    let written = match kind {
+        UploadKind::OctetStream { path } => {
+            let (tx, task) = spawn_writer(record.clone(), user, path, gzip);
+            let mut stream = body.into_data_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| io::Error::other(e.to_string()));
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
                 }
             }
             drop(tx);
-            written.push(task.await??);
+            vec![task.await??]
         }
-        if written.is_empty() {
-            return Err(ApiError::bad_request("the multipart body holds no file"));
+        UploadKind::Multipart { boundary, path } => {
+            let constraints = multer::Constraints::new()
+                .size_limit(multer::SizeLimit::new().whole_stream(MAX_MULTIPART));
+            let mut multipart =
+                multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+            let mut written = Vec::new();
+            while let Some(mut field) = multipart
+                .next_field()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("multipart: {e}")))?
+            {
+                let destination =
+                    match (&path, field.file_name()) {
+                        (Some(path), _) if written.is_empty() => path.clone(),
+                        (Some(_), _) => return Err(ApiError::bad_request(
+                            "path names one file; several parts need a file name each and no path",
+                        )),
+                        (None, Some(name)) if !name.is_empty() => name.to_string(),
+                        (None, _) => {
+                            return Err(ApiError::bad_request(
+                                "a part has no file name and no path was given",
+                            ))
+                        }
+                    };
+                let (tx, task) = spawn_writer(record.clone(), user.clone(), destination, false);
+                loop {
+                    match field.chunk().await {
+                        Ok(Some(chunk)) => {
+                            if tx.send(Ok(chunk)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+                            break;
+                        }
+                    }
+                }
+                drop(tx);
+                written.push(task.await??);
+            }
+            if written.is_empty() {
+                return Err(ApiError::bad_request("the multipart body holds no file"));
+            }
+            written
         }
-        written
-    } else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            crate::error::Code::InvalidArgument,
-            format!("Content-Type {content_type:?}: upload multipart/form-data or application/octet-stream"),
-        ));
     };
     Ok(Json(serde_json::Value::Array(
         written.iter().map(write_info).collect(),

@@ -242,6 +242,9 @@ fn pump(
                 entry.deliver(|| Delivery::Event(data_event(Output::Stderr(bytes.clone()))))
             }
             LibEvent::Exit(exit) => {
+                // Out of the table first: a client that reads the end and
+                // at once lists or signals must not find it.
+                record.processes.remove(entry.pid);
                 let id = record.id().to_string();
                 entry.deliver(|| end_delivery(&id, &exit));
                 ended = true;
