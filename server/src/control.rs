@@ -779,9 +779,13 @@ async fn metrics_many(
         let Some(record) = state.record(id) else {
             continue;
         };
-        let latest = match state.monitor.latest(id) {
-            Some(m) => m,
-            None => record.sandbox.metrics()?,
+        // A sandbox that ended meanwhile is left out, like an unknown id.
+        let Some(latest) = state
+            .monitor
+            .latest(id)
+            .or_else(|| record.sandbox.metrics().ok())
+        else {
+            continue;
         };
         out.insert(id.to_string(), metric_json(&latest));
     }

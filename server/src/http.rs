@@ -44,6 +44,10 @@ impl Routers {
         }
     }
 
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
     pub async fn handle(self, request: Request<Body>) -> Response {
         let started = Instant::now();
         let method = request.method().clone();

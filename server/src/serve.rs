@@ -199,7 +199,12 @@ async fn accept_loop(
             }
         });
     }
-    tracing::info!("shutting down: no new connections; waiting for requests in flight");
+    tracing::info!("shutting down: no new connections; destroying the sandboxes");
+    // Sandboxes do not outlive the server yet (persistence is issue 14):
+    // destroying them first ends every command and watch stream, so the
+    // connections that carry them finish instead of holding the grace.
+    let runtime = routers.state().runtime.clone();
+    let _ = tokio::task::spawn_blocking(move || runtime.shutdown()).await;
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => {
