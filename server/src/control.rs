@@ -725,7 +725,7 @@ fn metric_json(m: &Metrics) -> Value {
     })
 }
 
-/// The sandbox's samples (every 5 s, the last hour) within `start`..`end`
+/// The sandbox's samples (every 5 s, the last 10 minutes) within `start`..`end`
 /// (unix seconds, inclusive). A sandbox younger than its first sample
 /// gets one taken now.
 async fn metrics(
