@@ -203,3 +203,30 @@ def test_malformed_requests_leave_the_server_serving_with_flat_memory(sandbox):
     # Still serving: the sandbox and the server answer normally.
     assert sandbox.commands.run("echo alive").stdout == "alive\n"
     assert Sandbox.list().next_items() is not None
+
+
+def test_legacy_create_secure_or_not():
+    def create(secure):
+        r = httpx.post(API + "/sandboxes", json={"templateID": "base", "timeout": 30, "secure": secure}, headers={"X-API-Key": KEY})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    open_one, secure_one = create(False), create(True)
+    try:
+        assert "envdAccessToken" not in open_one
+        assert envd(open_one["sandboxID"], "/health").status_code == 204
+        token = secure_one["envdAccessToken"]
+        assert envd(secure_one["sandboxID"], "/health").status_code == 401
+        assert envd(secure_one["sandboxID"], "/health", token).status_code == 204
+        # The legacy create's default lifetime is its spec's 15 s.
+        r = httpx.post(API + "/sandboxes", json={"templateID": "base"}, headers={"X-API-Key": KEY})
+        short = r.json()
+        info = httpx.get(f"{API}/sandboxes/{short['sandboxID']}", headers={"X-API-Key": KEY}).json()
+        from datetime import datetime
+
+        started, ends = (datetime.fromisoformat(info[k].replace("Z", "+00:00")) for k in ("startedAt", "endAt"))
+        assert abs((ends - started).total_seconds() - 15) < 2
+        httpx.delete(f"{API}/sandboxes/{short['sandboxID']}", headers={"X-API-Key": KEY})
+    finally:
+        for s in (open_one, secure_one):
+            httpx.delete(f"{API}/sandboxes/{s['sandboxID']}", headers={"X-API-Key": KEY})
