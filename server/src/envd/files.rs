@@ -55,7 +55,7 @@ fn query(raw: Option<&str>) -> Result<BTreeMap<String, String>, ApiError> {
 }
 
 /// The SDK's v1 file-URL signature: `v1_` + unpadded base64 of
-/// sha256("path:operation:user:token[:expiration]").
+/// `sha256("path:operation:user:token[:expiration]")`.
 pub fn signature(
     path: &str,
     operation: &str,
