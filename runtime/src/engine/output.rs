@@ -67,7 +67,11 @@ pub(crate) fn event_queue(
             tx,
             flow: flow.clone(),
         },
-        ProcessEvents { rx, flow },
+        ProcessEvents {
+            rx,
+            flow: flow.clone(),
+            _reader: Arc::new(Reader(flow)),
+        },
     )
 }
 
@@ -116,18 +120,29 @@ impl EventSender {
 /// The stream of a spawned process: stdout and stderr chunks as they
 /// arrive, then [`ProcessEvent::Exit`], always last. Bounded: while it is
 /// full the process's pipes are not read, so a writer inside the sandbox
-/// blocks instead of the host buffering its output.
+/// blocks instead of the host buffering its output. Clones share the one
+/// stream (each event goes to one of them); once every clone is dropped,
+/// the rest of the output is read and dropped.
+#[derive(Clone)]
 pub struct ProcessEvents {
     rx: Receiver<ProcessEvent>,
     flow: Arc<Flow>,
+    _reader: Arc<Reader>,
 }
 
-impl Drop for ProcessEvents {
+/// Dropped with the last clone of a stream.
+struct Reader(Arc<Flow>);
+
+impl Drop for Reader {
     fn drop(&mut self) {
+        let flow = &self.0;
         // From now on output is read and dropped; wake what waits for room.
-        self.flow.reader.store(false, Ordering::SeqCst);
-        self.flow.any_stalled.store(true, Ordering::SeqCst);
-        self.took();
+        flow.reader.store(false, Ordering::SeqCst);
+        let tokens = std::mem::take(&mut *lock(&flow.stalled));
+        flow.any_stalled.store(false, Ordering::SeqCst);
+        if !tokens.is_empty() {
+            (flow.resume)(tokens);
+        }
     }
 }
 

@@ -1,0 +1,284 @@
+//! The unmodified E2B SDKs against a real sandlot-server on loopback (root,
+//! real kernel): the pytest suites in `sdk/python` with the pinned Python
+//! SDKs, the node smoke test in `sdk/js` with the pinned npm SDK, and a
+//! shutdown that leaves no sandbox behind.
+//!
+//! The SDKs are installed by `server/tests/sdk/install.sh` (CI runs it);
+//! without them these tests fail saying so.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sdk_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk")
+}
+
+fn require_root() {
+    let euid = nix::unistd::geteuid().as_raw();
+    assert_eq!(
+        euid, 0,
+        "the server's SDK tests create sandboxes (user namespaces, cgroups, mounts) and must \
+         run as root (euid is {euid}): run `sudo -E cargo test -p sandlot-server --test sdk`"
+    );
+}
+
+fn require_sdks() {
+    let dir = sdk_dir();
+    let missing: Vec<&str> = [".venv/bin/python", "node_modules/e2b/package.json"]
+        .into_iter()
+        .filter(|p| !dir.join(p).exists())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the pinned E2B SDKs are not installed ({} missing): run `{}`",
+        missing.join(", "),
+        dir.join("install.sh").display()
+    );
+}
+
+/// A sandlot-server child on 127.0.0.1 with a random API key; stopped
+/// (SIGTERM, then SIGKILL after a grace) when dropped.
+struct Server {
+    child: Option<Child>,
+    url: String,
+    key: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Server {
+        require_root();
+        require_sdks();
+        let key = format!("test-{:016x}", rand_u64());
+        let data_dir =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sandlot-server-test-data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sandlot-server"))
+            .args(["--listen", "127.0.0.1:0", "--api-key", &key, "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .env("SANDLOT_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sandlot-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("sandlot-server did not say where it listens within 60 s");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from sandlot-server: {line:?}"))
+            .to_string();
+        Server {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            key,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    fn sdk_command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        command
+            .current_dir(sdk_dir())
+            .env("E2B_API_KEY", &self.key)
+            .env("E2B_API_URL", &self.url)
+            .env("E2B_SANDBOX_URL", &self.url)
+            .env("SANDLOT_SERVER_PID", self.pid().to_string())
+            .env_remove("E2B_DOMAIN")
+            .env_remove("E2B_DEBUG")
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// SIGTERM and wait: the exit status.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("already stopped");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("sandlot-server did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    u64::from_le_bytes(bytes)
+}
+
+fn run(mut command: Command, what: &str) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Shown with --nocapture, and always when the assertion below fails.
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    output
+}
+
+/// Pids of the sandboxes' inits: the server's children named sandlot-init.
+fn inits_of(server_pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        if field("Name:").as_deref() == Some("sandlot-init")
+            && field("PPid:").as_deref() == Some(&server_pid.to_string())
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn python_sdk_suites() {
+    let server = Server::start();
+    let mut pytest = server.sdk_command(&sdk_dir().join(".venv/bin/python"));
+    pytest.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python"]);
+    run(pytest, "the Python SDK suites (pytest)");
+}
+
+#[test]
+fn javascript_sdk_smoke() {
+    let server = Server::start();
+    let mut node = server.sdk_command(Path::new("node"));
+    node.args(["--test", "js/"]);
+    run(node, "the JavaScript SDK smoke test (node --test)");
+}
+
+/// A server stopped with SIGTERM destroys the sandboxes it still has and
+/// exits 0 (until persistence lands, issue 14, sandboxes do not outlive
+/// it).
+#[test]
+fn shutdown_destroys_every_sandbox() {
+    let mut server = Server::start();
+    let mut create = server.sdk_command(&sdk_dir().join(".venv/bin/python"));
+    create.args([
+        "-c",
+        "from e2b import Sandbox\n\
+         for _ in range(3):\n    s = Sandbox.create(timeout=600)\n    s.commands.run('sleep 600', background=True)\n    print(s.sandbox_id)",
+    ]);
+    let out = run(create, "creating sandboxes that outlive their creator");
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let inits = inits_of(server.pid());
+    assert_eq!(
+        inits.len(),
+        3,
+        "expected one init per sandbox, found {inits:?}"
+    );
+    let status = server.stop();
+    assert!(status.success(), "sandlot-server exited with {status}");
+    for pid in inits {
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .is_ok_and(|s| s.contains("sandlot-init"));
+        assert!(!alive, "sandbox init {pid} outlived the server");
+    }
+}
+
+/// `--tls-cert/--tls-key` and `--domain`: TLS (HTTP/1.1 and h2 by ALPN)
+/// and routing by Host, driven by `sdk/tls_domain.py`.
+#[test]
+fn tls_and_domain_routing() {
+    require_root();
+    let dir = std::env::temp_dir().join(format!("sandlot-server-tls-{:016x}", rand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct RemoveDir(PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveDir(dir.clone());
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut openssl = Command::new("openssl");
+    openssl
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=sandlot.test"])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:*.sandlot.test,DNS:api.sandlot.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(Stdio::null());
+    run(openssl, "openssl (a self-signed certificate for the test)");
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--domain",
+        "sandlot.test",
+    ]);
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let mut check = server.sdk_command(&sdk_dir().join(".venv/bin/python"));
+    check
+        .arg("tls_domain.py")
+        .env("SANDLOT_TLS_PORT", port)
+        .env("SANDLOT_TLS_CA", &cert)
+        .env("SANDLOT_DOMAIN", "sandlot.test");
+    run(check, "TLS and domain routing (tls_domain.py)");
+}
