@@ -209,10 +209,12 @@ fn by_default_the_timeout_runs_on_while_paused() {
 fn with_the_pause_clock_a_paused_sandbox_does_not_age() {
     let rt = runtime();
     let events = rt.events();
+    // The command's limit must come before the sandbox's however slow the
+    // spawn is (an emulated guest can take a second): 1 s against 3 s.
     let sb = rt
         .create(
             options()
-                .timeout(Duration::from_millis(1500))
+                .timeout(Duration::from_millis(3000))
                 .pause_clock(true)
                 .exec_limits(ExecLimits::default().max_time(Duration::from_millis(1000))),
         )
@@ -223,7 +225,7 @@ fn with_the_pause_clock_a_paused_sandbox_does_not_age() {
         .unwrap();
     sb.pause().unwrap();
     // Well past both the sandbox's timeout and the command's limit.
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(3500));
     assert_eq!(sb.state(), State::Paused);
     assert!(sb.is_alive());
     sb.resume().unwrap();
@@ -233,7 +235,7 @@ fn with_the_pause_clock_a_paused_sandbox_does_not_age() {
     // comes first, then the sandbox's.
     let exit = sleeper.wait().unwrap().exit;
     assert_eq!(exit.reason, ExitReason::TimedOut);
-    assert!(exit.duration > Duration::from_millis(3000), "{exit:?}");
+    assert!(exit.duration > Duration::from_millis(3500), "{exit:?}");
     let end = destroyed(&events, sb.id(), Duration::from_secs(20));
     assert_eq!(end.reason, Reason::Timeout);
 }

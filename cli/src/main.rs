@@ -3,6 +3,7 @@
 
 mod copy;
 mod parse;
+mod serve;
 
 use parse::{parse_duration, parse_env, parse_size};
 
@@ -88,6 +89,10 @@ enum Command {
     /// openat2, memfd exec) and say how to fix what is missing. Exits 1 if
     /// something required is missing.
     Doctor,
+    /// Serve E2B's API (control plane, envd, code interpreter) on this
+    /// machine, so that the unmodified E2B SDKs run against sandlot: point
+    /// E2B_API_URL and E2B_SANDBOX_URL at it and set E2B_API_KEY.
+    Serve(Box<serve::ServeArgs>),
 }
 
 #[derive(Args)]
@@ -176,6 +181,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(&cli.data_dir, *args),
         Command::Template(command) => template(&cli.data_dir, command).map(|()| ExitCode::SUCCESS),
         Command::Doctor => Ok(doctor(&cli.data_dir)),
+        Command::Serve(args) => Ok(serve::serve(&cli.data_dir, *args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("sandlot: {e}");

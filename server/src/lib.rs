@@ -33,3 +33,15 @@ mod tls;
 pub use config::ServerConfig;
 pub use error::{ApiError, ServerError};
 pub use serve::{serve, Server};
+
+/// One line per request on stderr, at the level `SANDLOT_LOG` names
+/// (default `info`), for the `sandlot serve` and `sandlot-server` binaries.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SANDLOT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -7,13 +7,7 @@ use std::io::Write;
 use sandlot_server::{Server, ServerConfig, ServerError};
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SANDLOT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    sandlot_server::init_logging();
     if let Err(e) = run() {
         eprintln!("sandlot-server: {e}");
         std::process::exit(match e {
