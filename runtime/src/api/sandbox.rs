@@ -11,6 +11,7 @@ use sandlot_rootfs::Interpreter;
 use crate::engine::error::Result;
 use crate::engine::lifecycle::{Reason, State};
 use crate::engine::sandbox::{SandboxInfo, SandboxShared};
+use crate::kernel::limits::{ExecLimits, Limits};
 use crate::services::commands::{Cmd, Command, Commands};
 use crate::services::files::Files;
 use crate::services::health::{self, Health};
@@ -70,6 +71,17 @@ impl Sandbox {
     /// Never waits for a teardown.
     pub fn info(&self) -> SandboxInfo {
         self.shared.info()
+    }
+
+    /// The limits the sandbox was created with (the caller's, filled in
+    /// from the template's settings and the defaults).
+    pub fn limits(&self) -> Limits {
+        self.shared.limits.clone()
+    }
+
+    /// The per-command limits the sandbox was created with.
+    pub fn exec_limits(&self) -> ExecLimits {
+        self.shared.exec_limits
     }
 
     /// Live state and init still running.
