@@ -719,6 +719,23 @@ impl SandboxShared {
                     }
                 }
             }
+            // Nothing asks for a terminal yet: a master end is never
+            // accepted (the socket is read without a control buffer), and
+            // a command init started on one is killed.
+            Event::SpawnedPty { id, .. } => {
+                let kill = Request::Signal {
+                    id,
+                    signal: libc::SIGKILL,
+                    group: true,
+                };
+                if let Some(live) = self.live() {
+                    let _ = control::send(live.control.as_fd(), &kill, &[], true);
+                }
+                self.on_event(Event::SpawnFailed {
+                    id,
+                    errno: libc::EPROTO,
+                });
+            }
             Event::SpawnFailed { id, errno } => {
                 if let Some(mut execution) = self.remove_execution(id) {
                     for token in execution.outputs.drain(..) {

@@ -690,6 +690,8 @@ fn spawn(
         stdio: StdioMask(
             StdioMask::STDOUT | StdioMask::STDERR | if with_stdin { StdioMask::STDIN } else { 0 },
         ),
+        extra_fds: Vec::new(),
+        pty: None,
     };
     if request.encoded_len() > MAX_MESSAGE {
         return Err(Error::invalid(
