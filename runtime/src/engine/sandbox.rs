@@ -205,7 +205,6 @@ pub(crate) struct SandboxShared {
 }
 
 /// Keeps a sandbox Active (see [`SandboxShared::activity`]).
-#[allow(dead_code)] // for code cells (issue 11), which land next
 pub(crate) struct ActivityGuard {
     sandbox: Arc<SandboxShared>,
 }
@@ -586,7 +585,6 @@ impl SandboxShared {
 
     /// The sandbox is Active while the guard lives (a code cell runs in an
     /// interpreter that is otherwise background); both ends are activity.
-    #[allow(dead_code)] // for code cells (issue 11), which land next
     pub fn activity(self: &Arc<Self>) -> ActivityGuard {
         self.activity_started();
         self.touch();

@@ -99,7 +99,6 @@ pub(crate) enum Stdio {
     /// Descriptors the caller made (the child ends; the caller keeps and
     /// reads the other ends itself): stdin (`None`: /dev/null), stdout,
     /// stderr, and more, each placed at the given number.
-    #[allow(dead_code)] // the code contexts' launcher, next
     Given {
         stdin: Option<OwnedFd>,
         stdout: OwnedFd,
