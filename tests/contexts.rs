@@ -62,6 +62,7 @@ fn run_code_keeps_state_and_the_trailing_expression_is_the_main_result() {
     let first = sb.run_code("x = 41\ndef f(v):\n    return v + 1").unwrap();
     assert!(first.error.is_none(), "{:?}", first.error);
     assert!(first.results.is_empty(), "a trailing def gives no result");
+    assert_eq!(first.execution_count, 1, "the first cell is cell 1");
     let second = sb.run_code("print('hello')\nf(x)").unwrap();
     assert_eq!(second.stdout_text(), "hello\n");
     assert_eq!(second.text(), Some("42"));
