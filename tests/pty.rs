@@ -227,3 +227,25 @@ fn terminals_and_their_sandboxes_leave_nothing_behind() {
         census()
     );
 }
+
+#[test]
+fn input_cannot_be_injected_into_the_commands_own_terminal() {
+    // SECURITY.md S11 on the terminal spawn_pty made: the kernel lets a
+    // process push input into its controlling terminal; seccomp does not.
+    let _shared = shared();
+    let rt = runtime();
+    let sb = sandbox(&rt);
+    let pty = spawn(
+        &sb,
+        &[
+            "python3",
+            "-c",
+            "import fcntl, termios\n\
+             try:\n    fcntl.ioctl(0, termios.TIOCSTI, b'x')\n    print('injected')\n\
+             except PermissionError:\n    print('refused')",
+        ],
+        PtySize::default(),
+    );
+    let result = pty.wait().unwrap();
+    assert_eq!(result.stdout_str().trim(), "refused");
+}

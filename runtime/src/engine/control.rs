@@ -103,3 +103,76 @@ pub fn wait_ready(id: &str, sock: BorrowedFd<'_>, timeout: Duration) -> Result<(
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+    use super::*;
+
+    fn open(path: &std::ffi::CStr, flags: nix::fcntl::OFlag) -> OwnedFd {
+        let flags = flags | nix::fcntl::OFlag::O_CLOEXEC;
+        nix::fcntl::open(path, flags, nix::sys::stat::Mode::empty()).expect("open")
+    }
+
+    /// Descriptors of this process open on `path`.
+    fn open_on(path: &std::path::Path) -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|entry| std::fs::read_link(entry.path()).is_ok_and(|target| target == path))
+            .count()
+    }
+
+    #[test]
+    fn only_a_pty_master_with_spawned_pty_is_kept() {
+        let spawned_pty = Event::SpawnedPty { id: 1, pid: 2 };
+        let master = open(
+            c"/dev/ptmx",
+            nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_NOCTTY,
+        );
+        let null = open(c"/dev/null", nix::fcntl::OFlag::O_RDONLY);
+        let root = open(c"/", nix::fcntl::OFlag::O_RDONLY);
+        assert!(accept_descriptor(&spawned_pty, Some(master.try_clone().unwrap())).is_some());
+        assert!(accept_descriptor(&spawned_pty, Some(null)).is_none());
+        assert!(accept_descriptor(&spawned_pty, Some(root)).is_none());
+        assert!(accept_descriptor(&spawned_pty, None).is_none());
+        // A master with any other event is closed.
+        let spawned = Event::Spawned { id: 1, pid: 2 };
+        assert!(accept_descriptor(&spawned, Some(master)).is_none());
+    }
+
+    #[test]
+    fn an_event_carrying_descriptors_installs_at_most_one() {
+        let (host, init) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let event = Event::Spawned { id: 7, pid: 9 }.encode();
+        // A file nothing else in this process opens (tests run in parallel).
+        let path = std::env::temp_dir().join(format!("sandlot-control-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        let file = |_| std::fs::File::open(&path).map(OwnedFd::from).unwrap();
+        let [a, b, c]: [OwnedFd; 3] = [0, 1, 2].map(file);
+        let fds = [a.as_fd(), b.as_fd(), c.as_fd()];
+        fd::send_with_fds(init.as_fd(), &event, &fds, false).unwrap();
+        drop((a, b, c));
+        let mut buf = [0u8; 64];
+        let received = recv(host.as_fd(), &mut buf, false);
+        let left = open_on(&path);
+        std::fs::remove_file(&path).unwrap();
+        match received.unwrap() {
+            Incoming::Event(Event::Spawned { id: 7, pid: 9 }, None) => {}
+            _ => panic!("expected Spawned without a descriptor"),
+        }
+        // The one descriptor room was made for arrived and was closed; the
+        // two others were never installed.
+        assert_eq!(left, 0, "a descriptor from init stayed open");
+        assert!(host.as_raw_fd() >= 0);
+    }
+}
