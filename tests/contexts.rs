@@ -609,3 +609,34 @@ fn contexts_and_their_sandboxes_leave_nothing_behind() {
         census()
     );
 }
+
+#[test]
+fn a_paused_sandbox_refuses_cells_restarts_and_removals_and_serves_them_after_resume() {
+    let _shared = shared();
+    let rt = runtime();
+    let sb = sandbox(&rt);
+    let ctx = context(&sb, CodeContextOptions::new(Language::Bash));
+    ok(&sb, &ctx, "KEPT=yes");
+    sb.pause().unwrap();
+    let paused = |r: Result<(), Error>| {
+        assert!(
+            matches!(
+                r,
+                Err(Error::SandboxNotRunning {
+                    state: State::Paused,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    };
+    paused(
+        sb.code()
+            .run(&ctx, "echo", CellOptions::default())
+            .map(drop),
+    );
+    paused(sb.code().restart(&ctx));
+    paused(sb.code().remove(&ctx));
+    sb.resume().unwrap();
+    assert_eq!(ok(&sb, &ctx, "echo $KEPT").stdout_text(), "yes\n");
+}

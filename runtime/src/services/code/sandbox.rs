@@ -251,13 +251,18 @@ impl SandboxCode<'_> {
         Ok(self.contexts().0.interrupt(context)?)
     }
 
-    /// Starts a new interpreter for `context`: its state is gone.
+    /// Starts a new interpreter for `context`: its state is gone. Refused
+    /// while the sandbox is paused (a frozen interpreter cannot end).
     pub fn restart(&self, context: &Context) -> Result<()> {
+        self.sandbox.check_accepts_commands()?;
         Ok(self.contexts().0.restart(context)?)
     }
 
-    /// Removes `context` and ends its interpreter.
+    /// Removes `context` and ends its interpreter. Refused while the
+    /// sandbox is paused (a frozen interpreter cannot end); once the
+    /// sandbox has ended its contexts are gone with it.
     pub fn remove(&self, context: &Context) -> Result<()> {
+        self.sandbox.check_accepts_commands()?;
         Ok(self.contexts().0.remove(context)?)
     }
 
