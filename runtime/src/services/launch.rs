@@ -79,7 +79,8 @@ impl RunOptions {
         self.stdin = Stdin::Bytes(data.into());
         self
     }
-    /// A stdin pipe kept open for [`CommandHandle::write_stdin`].
+    /// A stdin pipe kept open for
+    /// [`CommandHandle::write_stdin`](crate::CommandHandle::write_stdin).
     pub fn stdin_piped(mut self) -> Self {
         self.stdin = Stdin::Piped;
         self
