@@ -5,7 +5,7 @@
 //! and bash are what runs; `.ci/run` installs them.
 
 use std::sync::{mpsc, Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sandlot::code::{
     CellOptions, CodeContextOptions, Context, ContextState, Execution, Language, CONTEXT_EXITED,
@@ -561,13 +561,10 @@ fn a_sandbox_destroyed_during_a_cell_ends_it_with_state_lost() {
         })
     };
     assert!(eventually(Duration::from_secs(10), || sb.state() == State::Active));
-    let started = Instant::now();
     sb.kill().unwrap();
+    // Left alone the cell would sleep its 100 s out and end without an
+    // error; ended with its sandbox, its interpreter is gone.
     let execution = runner.join().unwrap();
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "the cell ended with its sandbox"
-    );
     assert!(execution.state_lost);
     assert!(matches!(
         sb.run_code("1"),
