@@ -19,7 +19,7 @@ use std::io;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
 use super::launcher::{CellGuard, DriverExit, DriverProcess, LaunchError, LaunchRequest, Launcher};
 use super::types::{CellOptions, CodeContextOptions, Execution, Language};
@@ -146,18 +146,28 @@ impl DriverProcess for SandboxDriver {
             return Ok(exit);
         }
         let killed = DriverExit::Signal(libc::SIGKILL);
+        let exit_of = |exit: crate::engine::lifecycle::CommandExit| match (exit.code, exit.signal) {
+            (Some(code), _) => DriverExit::Code(code),
+            (None, Some(signal)) => DriverExit::Signal(signal.as_raw()),
+            (None, None) => killed,
+        };
         let exit = loop {
-            match self.events.recv_timeout(WAIT_POLL) {
-                Ok(ProcessEvent::Exit(exit)) => {
-                    break match (exit.code, exit.signal) {
-                        (Some(code), _) => DriverExit::Code(code),
-                        (None, Some(signal)) => DriverExit::Signal(signal.as_raw()),
-                        (None, None) => killed,
-                    }
-                }
+            // What has arrived first; then, if the sandbox has ended (its
+            // teardown reaped everything and reports exits only later),
+            // no need to wait; else wait a while and look again.
+            match self.events.try_recv() {
+                Ok(ProcessEvent::Exit(exit)) => break exit_of(exit),
                 Ok(_) => continue,
-                Err(RecvTimeoutError::Timeout) if !self.sandbox_ended() => continue,
-                Err(_) => break killed,
+                Err(TryRecvError::Disconnected) => break killed,
+                Err(TryRecvError::Empty) => {}
+            }
+            if self.sandbox_ended() {
+                break killed;
+            }
+            match self.events.recv_timeout(WAIT_POLL) {
+                Ok(ProcessEvent::Exit(exit)) => break exit_of(exit),
+                Ok(_) | Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break killed,
             }
         };
         *slot = Some(exit);
