@@ -5,6 +5,7 @@
 //!     cargo run --release -p sandlot-bench -- peers [--rounds N]
 //!     cargo run --release -p sandlot-bench -- density [--count N]
 //!     cargo run --release -p sandlot-bench -- throughput [--cycles N] [--threads N]
+//!     cargo run --release -p sandlot-bench -- code [--iterations N]
 //!
 //! `core`: medians and p10–p90 of create → Running, run `true` in a running
 //! sandbox (exec round trip), destroy, the whole create → run → destroy
@@ -14,9 +15,11 @@
 //! `peers` needs the sandlot CLI built beside it:
 //! `cargo build --release -p sandlot-cli -p sandlot-bench`).
 //! `density`: N idle sandboxes at once. `throughput`: create + destroy
-//! cycles on every core, in windows, to show any creeping cost.
+//! cycles on every core, in windows, to show any creeping cost. `code`:
+//! code contexts and terminals in sandboxes (`code.rs`).
 //! Micro benchmarks: `cargo bench -p sandlot-bench` (criterion).
 
+mod code;
 mod compare;
 mod density;
 mod machine;
@@ -140,10 +143,11 @@ fn main() {
             arg(&args, "--cycles", 10_000),
             arg(&args, "--threads", 2),
         ),
+        Some("code") => code::run(&runtime(), arg(&args, "--iterations", 50)),
         Some(other) => {
             eprintln!(
                 "unknown benchmark {other:?}; try: core [--iterations N] [--gap-ms N] | startup [--iterations N] | peers [--rounds N] | \
-                 density [--count N] | throughput [--cycles N] [--threads N]"
+                 density [--count N] | throughput [--cycles N] [--threads N] | code [--iterations N]"
             );
             std::process::exit(2);
         }

@@ -1,9 +1,12 @@
 //! The `sandlot` command: run a command in a fresh sandbox, manage
 //! templates. Thin: everything it does is library API.
 
+mod code;
 mod copy;
 mod parse;
+mod repl;
 mod serve;
+mod tty;
 
 use parse::{parse_duration, parse_env, parse_size};
 
@@ -45,8 +48,15 @@ sandlot run [OPTIONS] [-- CMD ARGS...]   (no CMD: the template's own command)
       --max-output SIZE     forward at most SIZE of stdout and of stderr each
       --exec-timeout D      kill the command after D (exit code 124)
       --stats               print the command's accounting to stderr as JSON
+      --tty | --no-tty      run CMD on a terminal made in the sandbox (default:
+                            when stdin and stdout are terminals)
 Exit code: the command's; 128+N for signal N; 124 timed out; 127 no such
 program; 125 sandlot failed. See `sandlot run --help` for details.
+
+sandlot code [-t T] [-l python|javascript|bash] [--json] [--cell-timeout D]
+             [-c CELL]...                  run code cells in one context (no -c:
+                                           one cell from stdin); exit 1 if one raised
+sandlot repl [-t T] [-l LANGUAGE]          an interactive prompt on a context
 
 sandlot template import NAME PATH [--dir]   an OCI layout (dir or .tar), or
                                            with --dir a rootfs directory
@@ -81,6 +91,17 @@ enum Command {
     /// command timed out, 127 if the program does not exist, 125 if sandlot
     /// failed).
     Run(Box<RunArgs>),
+    /// Create a sandbox, run code cells in one stateful context (Python,
+    /// JavaScript or Bash) and print what each produced: stdout and stderr
+    /// as they come, then the value of the last expression (with --json,
+    /// one JSON object per cell per line). Without -c, one cell is read
+    /// from stdin. Stops at the first cell that raised and exits 1;
+    /// exits 0 when none did.
+    Code(code::CodeArgs),
+    /// An interactive prompt on a code context in a new sandbox:
+    /// multi-line input (a block continues until an empty line), history,
+    /// Ctrl-C interrupts the running cell, Ctrl-D leaves.
+    Repl(repl::ReplArgs),
     /// Manage the named templates under the data dir.
     #[command(subcommand)]
     Template(TemplateCommand),
@@ -137,6 +158,14 @@ struct RunArgs {
     /// exit code 124.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     exec_timeout: Option<Duration>,
+    /// Run the command on a terminal made inside the sandbox, this
+    /// terminal in raw mode and its size forwarded (the default when stdin
+    /// and stdout are terminals).
+    #[arg(long, conflicts_with = "no_tty")]
+    tty: bool,
+    /// Never use a terminal: stdin, stdout and stderr are pipes.
+    #[arg(long)]
+    no_tty: bool,
     /// At exit, print the command's accounting to stderr as one JSON
     /// object: exit code or signal, reason (exited, signaled, timed_out,
     /// oom_killed, output_limit, sandbox_destroyed), wall and CPU time,
@@ -179,6 +208,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run(&cli.data_dir, *args),
+        Command::Code(args) => code::main(&cli.data_dir, args),
+        Command::Repl(args) => repl::main(&cli.data_dir, args),
         Command::Template(command) => template(&cli.data_dir, command).map(|()| ExitCode::SUCCESS),
         Command::Doctor => Ok(doctor(&cli.data_dir)),
         Command::Serve(args) => Ok(serve::serve(&cli.data_dir, *args)),
@@ -258,43 +289,20 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
             return Err(e);
         }
     }
+    let on_tty = tty::wanted(args.tty, args.no_tty);
     let run_options = RunOptions {
         cwd: args.workdir,
         user: args.user,
-        ..RunOptions::default().stdin_piped()
+        ..RunOptions::default()
     };
-    let result = (|| {
-        let mut process = sandbox.commands().spawn(cmd, run_options)?;
-        if let Some(mut stdin) = process.take_stdin() {
-            // Detached: it may block on a terminal that never sends EOF.
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 64 * 1024];
-                let mut input = std::io::stdin().lock();
-                while let Ok(n) = input.read(&mut buf) {
-                    if n == 0 || stdin.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut stdout = std::io::stdout().lock();
-        let mut stderr = std::io::stderr().lock();
-        for event in process.events().iter() {
-            match event {
-                ProcessEvent::Stdout(chunk) => {
-                    let _ = stdout.write_all(&chunk).and_then(|()| stdout.flush());
-                }
-                ProcessEvent::Stderr(chunk) => {
-                    let _ = stderr.write_all(&chunk).and_then(|()| stderr.flush());
-                }
-                ProcessEvent::Exit(exit) => return Ok(exit),
-            }
-        }
-        Err(Error::Protocol {
-            id: sandbox.id().to_string(),
-            reason: "the command ended without an exit report".into(),
-        })
-    })();
+    let result = if on_tty {
+        sandbox
+            .commands()
+            .spawn_pty(cmd, tty::host_size(), run_options)
+            .and_then(tty::attach)
+    } else {
+        run_piped(&sandbox, cmd, run_options.stdin_piped())
+    };
     let timed_out = sandbox.end_reason() == Some(Reason::Timeout);
     // Read before the kill: the cgroup goes with the sandbox.
     let metrics = sandbox.metrics().ok();
@@ -325,6 +333,45 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::from(EXIT_TIMED_OUT));
     }
     Ok(ExitCode::from(exit.shell_code().clamp(0, 255) as u8))
+}
+
+/// Runs the command with pipes: this process's stdin copied to it, its
+/// stdout and stderr to ours.
+fn run_piped(
+    sandbox: &sandlot::Sandbox,
+    cmd: Cmd,
+    run_options: RunOptions,
+) -> Result<CommandExit, Error> {
+    let mut process = sandbox.commands().spawn(cmd, run_options)?;
+    if let Some(mut stdin) = process.take_stdin() {
+        // Detached: it may block on a terminal that never sends EOF.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64 * 1024];
+            let mut input = std::io::stdin().lock();
+            while let Ok(n) = input.read(&mut buf) {
+                if n == 0 || stdin.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    for event in process.events().iter() {
+        match event {
+            ProcessEvent::Stdout(chunk) => {
+                let _ = stdout.write_all(&chunk).and_then(|()| stdout.flush());
+            }
+            ProcessEvent::Stderr(chunk) => {
+                let _ = stderr.write_all(&chunk).and_then(|()| stderr.flush());
+            }
+            ProcessEvent::Exit(exit) => return Ok(exit),
+        }
+    }
+    Err(Error::Protocol {
+        id: sandbox.id().to_string(),
+        reason: "the command ended without an exit report".into(),
+    })
 }
 
 /// The accounting of `--stats`: one line of JSON.

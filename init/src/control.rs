@@ -12,8 +12,9 @@ use crate::sys;
 /// What one read of the control socket produced.
 pub enum Incoming {
     /// A well-formed request. For a spawn, `fds` are its stdio descriptors
-    /// (as many as its mask says, in order stdin, stdout, stderr); for
-    /// anything else it is empty.
+    /// (as many as its mask says, in order stdin, stdout, stderr), then its
+    /// extra ones in the order of `extra_fds`; for anything else it is
+    /// empty.
     Request(Request, Vec<OwnedFd>),
     /// A spawn that cannot be served as sent (truncated, undecodable, wrong
     /// descriptors): answer `SpawnFailed { id, errno: EINVAL }`.
@@ -78,12 +79,18 @@ impl Control {
     pub fn send(&self, event: &Event) -> io::Result<()> {
         sys::send(self.sock.as_fd(), &event.encode())
     }
+
+    /// Sends one event with a descriptor attached (a terminal's master end
+    /// with [`Event::SpawnedPty`]).
+    pub fn send_with_fd(&self, event: &Event, fd: BorrowedFd<'_>) -> io::Result<()> {
+        sys::send_with_fd(self.sock.as_fd(), &event.encode(), fd)
+    }
 }
 
-/// A spawn must carry exactly the descriptors its mask declares, and the
-/// mask may name no stream this init does not know.
+/// A spawn must carry exactly the descriptors its mask and its extras
+/// declare, and the mask may name no stream this init does not know.
 fn stdio_matches(spawn: &Spawn, fds: usize) -> bool {
-    spawn.stdio.0 & !StdioMask::ALL.0 == 0 && spawn.stdio.count() == fds
+    spawn.stdio.0 & !StdioMask::ALL.0 == 0 && spawn.fd_count() == fds
 }
 
 /// A datagram that did not decode: if it starts like a spawn, its id is

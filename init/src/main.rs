@@ -149,11 +149,19 @@ impl Init {
         match self.control.receive() {
             Incoming::Request(Request::Spawn(spawn), fds) => {
                 let id = spawn.id;
-                let event = self.spawn(spawn, fds);
-                if let Event::Spawned { pid, .. } = event {
+                let (event, pty_master) = self.spawn(spawn, fds);
+                if let Event::Spawned { pid, .. } | Event::SpawnedPty { pid, .. } = event {
                     self.commands.insert(id, pid);
                 }
-                self.send(&event)
+                match pty_master {
+                    // The host gets the terminal's master end with the
+                    // answer; our copy closes once it is sent.
+                    Some(master) => self
+                        .control
+                        .send_with_fd(&event, master.as_fd())
+                        .map_err(|_| HostGone),
+                    None => self.send(&event),
+                }
             }
             Incoming::Request(Request::Signal { id, signal, group }, _) => {
                 // Unknown or finished commands are ignored: the host may race
@@ -177,23 +185,26 @@ impl Init {
         }
     }
 
-    /// Starts one command; the answer for the host. Its stdio `fds` are
+    /// Starts one command; the answer for the host, and for a command on a
+    /// terminal the terminal's master end to send with it. Its `fds` are
     /// closed when this returns.
-    fn spawn(&self, spawn: sandlot_proto::Spawn, fds: Vec<OwnedFd>) -> Event {
+    fn spawn(&self, spawn: sandlot_proto::Spawn, fds: Vec<OwnedFd>) -> (Event, Option<OwnedFd>) {
         let id = spawn.id;
         // Two commands with one id would make every later event ambiguous.
         if self.commands.pid_of(id).is_some() {
-            return Event::SpawnFailed {
-                id,
-                errno: libc::EEXIST,
-            };
+            let errno = libc::EEXIST;
+            return (Event::SpawnFailed { id, errno }, None);
         }
         let mask = spawn.stdio;
         let started = spawn::Plan::new(spawn)
             .and_then(|plan| spawn::start(&plan, mask, fds, self.reset_signals));
         match started {
-            Ok(pid) => Event::Spawned { id, pid },
-            Err(errno) => Event::SpawnFailed { id, errno },
+            Ok(spawn::Started {
+                pid,
+                pty_master: Some(master),
+            }) => (Event::SpawnedPty { id, pid }, Some(master)),
+            Ok(spawn::Started { pid, .. }) => (Event::Spawned { id, pid }, None),
+            Err(errno) => (Event::SpawnFailed { id, errno }, None),
         }
     }
 

@@ -3,9 +3,9 @@
 //! system calls; the parent learns the outcome from a close-on-exec pipe.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use sandlot_proto::{Spawn, StdioMask};
+use sandlot_proto::{PtySize, Spawn, StdioMask};
 
 use crate::sys;
 
@@ -22,6 +22,17 @@ pub struct Plan {
     uid: u32,
     gid: u32,
     groups: Vec<u32>,
+    /// Where the extra descriptors go, in the order they arrived.
+    extra_fds: Vec<i32>,
+    pty: Option<PtySize>,
+}
+
+/// A command that started.
+pub struct Started {
+    pub pid: i32,
+    /// The master end of its terminal, for the host (a [`Spawn::pty`]
+    /// request).
+    pub pty_master: Option<OwnedFd>,
 }
 
 impl Plan {
@@ -43,6 +54,8 @@ impl Plan {
             uid: spawn.uid,
             gid: spawn.gid,
             groups: spawn.groups,
+            extra_fds: spawn.extra_fds,
+            pty: spawn.pty,
         })
     }
 }
@@ -84,14 +97,16 @@ fn candidates(file: &[u8], env: &[Vec<u8>]) -> Result<Vec<CString>, i32> {
 
 /// Starts the command and returns its pid once it has exec'd, or the errno
 /// of the step that failed (the failed child is reaped here, so nobody ever
-/// hears of it). `fds` are the stdio descriptors of `mask`, in order; they are
-/// closed when this returns, the child having its own copies.
+/// hears of it). `fds` are the stdio descriptors of `mask`, in order, then
+/// the extra ones; they are closed when this returns, the child having its
+/// own copies. A terminal request gets a new pseudo-terminal whose master
+/// end is returned.
 pub fn start(
     plan: &Plan,
     mask: StdioMask,
     fds: Vec<OwnedFd>,
     reset_signals: u64,
-) -> Result<i32, i32> {
+) -> Result<Started, i32> {
     let mut fds = fds.into_iter();
     let mut stdio: [Option<OwnedFd>; 3] = [None, None, None];
     for (slot, stream) in
@@ -103,7 +118,32 @@ pub fn start(
             *slot = fds.next();
         }
     }
+    // Every source the child still reads after placing the extras (the
+    // extras themselves and the report pipe) must lie above every target.
+    let floor = plan.extra_fds.iter().max().map_or(3, |&top| top + 1);
+    let above = |fd: OwnedFd| -> Result<OwnedFd, i32> {
+        if fd.as_raw_fd() >= floor {
+            Ok(fd)
+        } else {
+            sys::dup_above(fd.as_fd(), floor).map_err(errno)
+        }
+    };
+    let extra: Vec<(OwnedFd, i32)> = fds
+        .zip(plan.extra_fds.iter().copied())
+        .map(|(fd, target)| Ok((above(fd)?, target)))
+        .collect::<Result<_, i32>>()?;
+    let terminal = match plan.pty {
+        Some(size) => Some(open_terminal(size, plan.uid).map_err(errno)?),
+        None => None,
+    };
     let (report_read, report_write) = sys::pipe().map_err(errno)?;
+    let report_write = above(report_write)?;
+    let extra_borrowed: Vec<(BorrowedFd<'_>, i32)> =
+        extra.iter().map(|(fd, t)| (fd.as_fd(), *t)).collect();
+    let stdio_fds: [Option<BorrowedFd<'_>>; 3] = match &terminal {
+        Some((_, slave)) => [Some(slave.as_fd()); 3],
+        None => [0, 1, 2].map(|i| stdio[i].as_ref().map(|fd| fd.as_fd())),
+    };
     let spec = sys::ExecSpec {
         candidates: &plan.candidates,
         argv: &plan.argv,
@@ -112,14 +152,19 @@ pub fn start(
         uid: plan.uid,
         gid: plan.gid,
         groups: &plan.groups,
-        stdio: [0, 1, 2].map(|i| stdio[i].as_ref().map(|fd| fd.as_fd())),
+        stdio: stdio_fds,
+        controlling_tty: terminal.is_some(),
+        extra: &extra_borrowed,
         report: report_write.as_fd(),
         reset_signals,
     };
     let pid = sys::clone_exec(&spec).map_err(errno)?;
-    // The stdio belongs to the command now.
+    // The stdio, the extras and the terminal's slave belong to the command
+    // now.
+    drop(extra_borrowed);
     drop(report_write);
-    drop(stdio);
+    drop((stdio, extra));
+    let pty_master = terminal.map(|(master, _slave)| master);
 
     // clone_exec returns only once the child has exec'd past the point of
     // no return, or has written its errno and exited: whatever it reported
@@ -128,8 +173,8 @@ pub fn start(
     // (which, with both cores busy, can take as long as the program runs).
     let mut report = [0u8; 4];
     match sys::read(report_read.as_fd(), &mut report) {
-        Ok(0) => Ok(pid),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(pid),
+        Ok(0) => Ok(Started { pid, pty_master }),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(Started { pid, pty_master }),
         Ok(4) => {
             reap_failed(pid);
             Err(i32::from_ne_bytes(report))
@@ -142,6 +187,19 @@ pub fn start(
             Err(libc::EIO)
         }
     }
+}
+
+/// A new terminal of `size` for a command running as `uid`: (master,
+/// slave). The slave belongs to the user, as login makes it (group tty and
+/// mode 0620 come from the devpts mount), so that reopening it through
+/// /proc/self/fd or `tty` works for the user too.
+fn open_terminal(size: PtySize, uid: u32) -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let (master, slave) = sys::open_pty()?;
+    sys::set_window_size(master.as_fd(), size.rows, size.cols)?;
+    if uid != 0 {
+        sys::fchown_user(slave.as_fd(), uid)?;
+    }
+    Ok((master, slave))
 }
 
 /// Collects a child that failed before exec (it is exiting right now), so
@@ -200,6 +258,8 @@ mod tests {
             gid: 0,
             groups: Vec::new(),
             stdio: StdioMask(0),
+            extra_fds: Vec::new(),
+            pty: None,
         };
         assert_eq!(Plan::new(spawn.clone()).err(), Some(libc::EINVAL));
         let nul_env = Spawn {

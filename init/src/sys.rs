@@ -135,6 +135,15 @@ pub fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// A close-on-exec duplicate of `fd` numbered `min` or above
+/// (`F_DUPFD_CLOEXEC`).
+pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only adds a descriptor to our table.
+    let new = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, min) })?;
+    // SAFETY: fcntl returned a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
 /// A close-on-exec, non-blocking pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
@@ -163,7 +172,7 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: c_int) -> io::Result<usize> {
 // The control socket
 
 /// The number of descriptors a control message may carry.
-const MAX_FDS: usize = sandlot_proto::STDIO_FDS;
+const MAX_FDS: usize = sandlot_proto::MAX_SPAWN_FDS;
 
 /// One datagram from the control socket.
 pub struct Received {
@@ -262,6 +271,96 @@ pub fn send(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
         })
     })
     .map(drop)
+}
+
+/// Sends one datagram with one descriptor attached (`SCM_RIGHTS`),
+/// blocking until the kernel takes it.
+pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    const SPACE: usize = unsafe { libc::CMSG_SPACE(mem::size_of::<c_int>() as u32) } as usize;
+    let mut control = [0u64; SPACE.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data for which all-zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = SPACE as _;
+    // SAFETY: msg_control covers SPACE aligned bytes, room for one header
+    // and one int, so the first header and its data lie inside `control`.
+    unsafe {
+        let hdr = libc::CMSG_FIRSTHDR(&msg);
+        (*hdr).cmsg_level = libc::SOL_SOCKET;
+        (*hdr).cmsg_type = libc::SCM_RIGHTS;
+        (*hdr).cmsg_len = libc::CMSG_LEN(mem::size_of::<c_int>() as u32) as _;
+        libc::CMSG_DATA(hdr)
+            .cast::<c_int>()
+            .write_unaligned(fd.as_raw_fd());
+    }
+    retry(|| {
+        // SAFETY: msg points at `iov` (covering `buf`, only read) and at
+        // `control`, both alive across the call. MSG_NOSIGNAL: a gone peer
+        // is an error, not a SIGPIPE.
+        cvt_size(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
+    })
+    .map(drop)
+}
+
+// ---------------------------------------------------------------------------
+// Terminals
+
+/// A new pseudo-terminal of the devpts mounted at /dev/pts (the sandbox's
+/// own instance): (master, slave), both close-on-exec, neither our
+/// controlling terminal. The slave is taken from the master
+/// (`TIOCGPTPEER`), never looked up by path.
+pub fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: a NUL-terminated path; open returns a new descriptor or -1.
+    let fd = cvt(unsafe {
+        libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: open returned a fresh descriptor owned by nobody else.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    let unlock: c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, a live local.
+    cvt(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })?;
+    // SAFETY: TIOCGPTPEER takes open flags by value and returns a new
+    // descriptor for the slave.
+    let fd = cvt(unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: the ioctl returned a fresh descriptor owned by nobody else.
+    let slave = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((master, slave))
+}
+
+/// Sets a terminal's size (`TIOCSWINSZ`).
+pub fn set_window_size(tty: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize through the pointer, a live local.
+    cvt(unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &size) }).map(drop)
+}
+
+/// Gives a file to `uid` (the group stays): a terminal's slave to the user
+/// whose session it is, as login does.
+pub fn fchown_user(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
+    // SAFETY: fchown changes the owner of a file we hold open; -1 keeps
+    // the group.
+    cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, u32::MAX) }).map(drop)
 }
 
 // ---------------------------------------------------------------------------
@@ -437,6 +536,13 @@ pub struct ExecSpec<'a> {
     /// Descriptors for stdin, stdout, stderr; `None` keeps init's own
     /// descriptor at that number (`/dev/null`, opened by the runtime).
     pub stdio: [Option<BorrowedFd<'a>>; 3],
+    /// Make stdin (a terminal's slave) the controlling terminal of the new
+    /// session.
+    pub controlling_tty: bool,
+    /// More descriptors, each placed at its number (above 2): (source,
+    /// target). Every source and `report` must be numbered above every
+    /// target, so that placing one never overwrites another.
+    pub extra: &'a [(BorrowedFd<'a>, c_int)],
     /// Write end of a close-on-exec pipe: the child writes its errno there
     /// if a step fails, then exits.
     pub report: BorrowedFd<'a>,
@@ -506,6 +612,9 @@ struct ChildCtx {
     groups: *const libc::gid_t,
     ngroups: usize,
     stdio: [c_int; 3],
+    controlling_tty: bool,
+    extra: *const (c_int, c_int),
+    nextra: usize,
     report: c_int,
     reset_signals: u64,
 }
@@ -532,6 +641,11 @@ pub fn clone_exec(spec: &ExecSpec<'_>) -> io::Result<i32> {
     let candidates: Vec<*const c_char> = spec.candidates.iter().map(|c| c.as_ptr()).collect();
     let argv = pointers(spec.argv);
     let envp = pointers(spec.envp);
+    let extra: Vec<(c_int, c_int)> = spec
+        .extra
+        .iter()
+        .map(|(fd, target)| (fd.as_raw_fd(), *target))
+        .collect();
     let ctx = ChildCtx {
         candidates: candidates.as_ptr(),
         ncandidates: candidates.len(),
@@ -543,6 +657,9 @@ pub fn clone_exec(spec: &ExecSpec<'_>) -> io::Result<i32> {
         groups: spec.groups.as_ptr(),
         ngroups: spec.groups.len(),
         stdio: spec.stdio.map(|fd| fd.map_or(-1, |fd| fd.as_raw_fd())),
+        controlling_tty: spec.controlling_tty,
+        extra: extra.as_ptr(),
+        nextra: extra.len(),
         report: spec.report.as_raw_fd(),
         reset_signals: spec.reset_signals,
     };
@@ -663,11 +780,31 @@ fn child_run(ctx: &ChildCtx) -> c_int {
         }
     }
 
+    // 5b. A terminal on 0-2 becomes the controlling terminal of the session
+    //     made at step 2 (which has none, so no privilege is needed).
+    // SAFETY: TIOCSCTTY takes an int by value (0: steal nothing).
+    if ctx.controlling_tty && unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } == -1 {
+        return errno();
+    }
+
     // 6. Nothing but 0, 1, 2 survives exec: the control socket, the signalfd,
     //    the received originals and anything inherited are close-on-exec.
     // SAFETY: only sets flags.
     if unsafe { libc::close_range(3, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as c_int) } == -1 {
         return errno();
+    }
+
+    // 6b. ...except the extra descriptors, placed now at their numbers
+    //     (dup2 leaves the copy open across exec). Every source and the
+    //     report pipe lie above every target, so nothing placed here
+    //     overwrites what a later step uses.
+    for i in 0..ctx.nextra {
+        // SAFETY: i < nextra; the array is kept alive by the parent.
+        let (fd, target) = unsafe { *ctx.extra.add(i) };
+        // SAFETY: dup2 replaces only the target number in our own table.
+        if unsafe { libc::dup2(fd, target) } == -1 {
+            return errno();
+        }
     }
 
     // 7. exec, execvpe-style over the candidates: skip entries that do not

@@ -558,3 +558,122 @@ fn as_pid_1_of_a_pid_namespace() {
         .expect("init (as PID 1) did not exit");
     assert!(status.success(), "unshare/init exited with {status}");
 }
+
+#[test]
+fn extra_descriptors_arrive_at_their_numbers_and_only_they_stay_open() {
+    require_root();
+    let init = Init::start();
+    // Low targets: init receives descriptors at numbers like these, so a
+    // naive dup2 would overwrite one source with another.
+    let (five_r, five_w) = pipe();
+    let (four_r, four_w) = pipe();
+    let (six_r, six_w) = pipe();
+    let (out_r, out_w) = pipe();
+    let mut spawn = sh(
+        1,
+        "ls /proc/$$/fd | tr '\\n' ' '; echo five >&5; echo four >&4; read line <&6; echo \"got $line\"; true",
+    );
+    spawn.stdio = StdioMask(StdioMask::STDOUT);
+    spawn.extra_fds = vec![5, 4, 6];
+    init.spawn(
+        spawn,
+        &[out_w.as_fd(), five_w.as_fd(), four_w.as_fd(), six_r.as_fd()],
+    );
+    drop((out_w, five_w, four_w, six_r));
+    write_all(six_w.as_fd(), b"six\n");
+    drop(six_w);
+    let out = read_to_end(out_r.as_fd(), DEADLINE).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "0 1 2 4 5 6 got six\n");
+    assert_eq!(read_to_end(five_r.as_fd(), DEADLINE).unwrap(), b"five\n");
+    assert_eq!(read_to_end(four_r.as_fd(), DEADLINE).unwrap(), b"four\n");
+    assert_eq!(init.exited(1).1, Status::Exited(0));
+}
+
+#[test]
+fn a_spawn_whose_descriptors_do_not_match_its_extras_is_refused() {
+    require_root();
+    let init = Init::start();
+    let (_r, w) = pipe();
+    let mut spawn = command(1, &["true"]);
+    spawn.extra_fds = vec![3, 4];
+    init.send(&Request::Spawn(spawn), &[w.as_fd()]);
+    assert_eq!(
+        init.event(),
+        Event::SpawnFailed {
+            id: 1,
+            errno: libc::EINVAL
+        }
+    );
+}
+
+/// Everything a terminal's master end gives until the slave side is gone
+/// (EIO), or what came within the deadline.
+fn read_terminal(master: std::os::fd::BorrowedFd<'_>) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while wait_readable(master, DEADLINE) {
+        // SAFETY: read writes at most buf.len() bytes into buf.
+        let n = unsafe {
+            libc::read(
+                std::os::fd::AsRawFd::as_raw_fd(&master),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n <= 0 {
+            break; // EIO: every slave descriptor is closed
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_terminal_command_runs_on_a_new_pty_that_is_its_controlling_terminal() {
+    require_root();
+    let init = Init::start();
+    let mut spawn = sh(
+        1,
+        "test -t 0 && test -t 1 && test -t 2 && stty size && read -r stat < /proc/$$/stat && echo \"$stat\" && stat -c %u \"$(tty)\"",
+    );
+    spawn.uid = 1000;
+    spawn.gid = 1000;
+    spawn.pty = Some(sandlot_proto::PtySize {
+        rows: 33,
+        cols: 101,
+    });
+    init.send(&Request::Spawn(spawn), &[]);
+    let (event, mut fds) = init.event_with_fds();
+    let Event::SpawnedPty { id: 1, pid } = event else {
+        panic!("expected SpawnedPty for 1, got {event:?}");
+    };
+    assert_eq!(fds.len(), 1, "exactly the master end comes with the answer");
+    let master = fds.remove(0);
+    // SAFETY: struct stat is plain data; all-zeroes is valid.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&master);
+    // SAFETY: fstat writes one struct stat into `st`, on a descriptor we own.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    assert_eq!(rc, 0);
+    assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFCHR);
+    assert_eq!((libc::major(st.st_rdev), libc::minor(st.st_rdev)), (5, 2));
+
+    let out = read_terminal(master.as_fd());
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    assert_eq!(lines.len(), 3, "{out:?}");
+    assert_eq!(lines[0], "33 101");
+    let stat: Vec<&str> = lines[1][lines[1].rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let (pgrp, session, tty, tpgid): (i32, i32, i32, i32) = (
+        stat[2].parse().unwrap(),
+        stat[3].parse().unwrap(),
+        stat[4].parse().unwrap(),
+        stat[5].parse().unwrap(),
+    );
+    assert_eq!((session, pgrp), (pid, pid), "a session of its own");
+    assert_ne!(tty, 0, "a controlling terminal");
+    assert_eq!(tpgid, pid, "the command is the terminal's foreground group");
+    assert_eq!(lines[2], "1000", "the slave belongs to the command's user");
+    assert_eq!(init.exited(1).1, Status::Exited(0));
+}

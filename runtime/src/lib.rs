@@ -77,6 +77,7 @@ pub use services::health::{
 };
 pub use services::metrics::Metrics;
 pub use services::monitor::{MonitorTarget, ResourceMonitor, Thresholds};
+pub use services::pty::{PtyHandle, PtySize, DEFAULT_TERM};
 pub use services::watch::{FsEvent, Watch};
 
 /// Errors of the pieces a sandbox is built from, kept whole inside
@@ -111,6 +112,7 @@ const _: () = {
     shareable::<Runtime>();
     shareable::<Sandbox>();
     shareable::<CommandHandle>();
+    shareable::<PtyHandle>();
     shareable::<Pool>();
     shareable::<Command>();
     shareable::<ProcessEvents>();

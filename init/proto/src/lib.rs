@@ -4,9 +4,12 @@
 //! Transport: one `SOCK_SEQPACKET` unix socket pair per sandbox. Every
 //! message is one datagram, so framing is free and a short read is an error.
 //! The host passes the stdio file descriptors of a command alongside its
-//! [`Spawn`] request with `SCM_RIGHTS`; output therefore never flows through
-//! init. In the sandbox the control socket is always file descriptor
-//! [`CONTROL_FD`].
+//! [`Spawn`] request with `SCM_RIGHTS` (and any more descriptors the command
+//! gets at fixed numbers, [`Spawn::extra_fds`]); output therefore never flows
+//! through init. For a command on a terminal ([`Spawn::pty`]) init allocates
+//! the pseudo-terminal inside the sandbox and hands its master end back with
+//! [`Event::SpawnedPty`], the one event that carries a descriptor. In the
+//! sandbox the control socket is always file descriptor [`CONTROL_FD`].
 //!
 //! Encoding: a one-byte tag, then fixed-width little-endian fields; byte
 //! strings are a `u32` length followed by the bytes; lists are a `u32` count
@@ -34,6 +37,17 @@ pub const MAX_MESSAGE: usize = 128 * 1024;
 
 /// Number of stdio descriptors a [`Spawn`] may carry.
 pub const STDIO_FDS: usize = 3;
+
+/// Most descriptors a [`Spawn`] may carry beyond its stdio
+/// ([`Spawn::extra_fds`]).
+pub const MAX_EXTRA_FDS: usize = 5;
+
+/// Most descriptors one [`Spawn`] carries in all.
+pub const MAX_SPAWN_FDS: usize = STDIO_FDS + MAX_EXTRA_FDS;
+
+/// The numbers an extra descriptor may be placed at: above stdio, and
+/// within any sandbox's open-files limit.
+pub const EXTRA_FD_NUMBERS: std::ops::RangeInclusive<i32> = 3..=255;
 
 /// A message from the host to the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +106,23 @@ pub struct Spawn {
     pub groups: Vec<u32>,
     /// Which stdio descriptors are attached, in order stdin, stdout, stderr.
     pub stdio: StdioMask,
+    /// More descriptors for the command, attached after the stdio ones, in
+    /// this order: each is placed at the number given here (distinct, in
+    /// [`EXTRA_FD_NUMBERS`]), open across exec.
+    pub extra_fds: Vec<i32>,
+    /// Run the command on a new pseudo-terminal of this size, allocated by
+    /// init inside the sandbox: the terminal's slave end is the command's
+    /// stdin, stdout, stderr and controlling terminal (so no stdio
+    /// descriptor may be attached), and the master end comes back with
+    /// [`Event::SpawnedPty`].
+    pub pty: Option<PtySize>,
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PtySize {
+    pub rows: u16,
+    pub cols: u16,
 }
 
 impl Spawn {
@@ -110,6 +141,25 @@ impl Spawn {
             + 4
             + 4 * self.groups.len()
             + 1
+            + self.trailer_len()
+    }
+
+    /// Whether the optional part after `stdio` is sent at all (only when it
+    /// says something: a message has one encoding).
+    fn has_trailer(&self) -> bool {
+        !self.extra_fds.is_empty() || self.pty.is_some()
+    }
+
+    fn trailer_len(&self) -> usize {
+        if !self.has_trailer() {
+            return 0;
+        }
+        1 + 4 * self.extra_fds.len() + 1 + if self.pty.is_some() { 4 } else { 0 }
+    }
+
+    /// How many descriptors travel with the message.
+    pub fn fd_count(&self) -> usize {
+        self.stdio.count() + self.extra_fds.len()
     }
 }
 
@@ -139,6 +189,10 @@ pub enum Event {
     Ready { version: u32 },
     /// A command started; `pid` is its pid inside the sandbox.
     Spawned { id: u64, pid: i32 },
+    /// A command asked for with [`Spawn::pty`] started; the master end of
+    /// its terminal is attached (exactly one descriptor). Answers only such
+    /// a request, in place of [`Event::Spawned`].
+    SpawnedPty { id: u64, pid: i32 },
     /// A command could not start (`errno` of the failing step, usually
     /// `execve`).
     SpawnFailed { id: u64, errno: i32 },
@@ -200,6 +254,7 @@ mod tag {
     pub const SPAWNED: u8 = 0x83;
     pub const SPAWN_FAILED: u8 = 0x84;
     pub const EXITED: u8 = 0x85;
+    pub const SPAWNED_PTY: u8 = 0x86;
 }
 
 /// The encoded form of [`Request::Go`], for the child that must not allocate.
@@ -226,6 +281,9 @@ impl Writer {
     }
     fn u8(&mut self, v: u8) {
         self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
     }
     fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
@@ -268,6 +326,9 @@ impl<'a> Reader<'a> {
     }
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array()?))
     }
     fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_le_bytes(self.array()?))
@@ -361,6 +422,43 @@ pub fn spawn_id(buf: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(id))
 }
 
+/// The optional part of a spawn request after `stdio`: the extra
+/// descriptors' numbers and the terminal. Sent only when it says
+/// something, so an empty one is refused (one encoding per message).
+fn decode_trailer(
+    r: &mut Reader<'_>,
+    stdio: StdioMask,
+) -> Result<(Vec<i32>, Option<PtySize>), DecodeError> {
+    let n = r.u8()?;
+    if usize::from(n) > MAX_EXTRA_FDS {
+        return Err(invalid("extra_fds", n));
+    }
+    let mut extra_fds = Vec::with_capacity(usize::from(n));
+    for _ in 0..n {
+        let fd = r.i32_in("extra_fds", EXTRA_FD_NUMBERS)?;
+        if extra_fds.contains(&fd) {
+            return Err(invalid("extra_fds", fd));
+        }
+        extra_fds.push(fd);
+    }
+    let pty = match r.u8()? {
+        0 => None,
+        1 => Some(PtySize {
+            rows: r.u16()?,
+            cols: r.u16()?,
+        }),
+        other => return Err(invalid("pty", other)),
+    };
+    if extra_fds.is_empty() && pty.is_none() {
+        return Err(invalid("extra_fds", 0));
+    }
+    // The terminal is the command's stdio: nothing else may claim 0-2.
+    if pty.is_some() && stdio.0 != 0 {
+        return Err(invalid("stdio", stdio.0));
+    }
+    Ok((extra_fds, pty))
+}
+
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
         match self {
@@ -378,6 +476,20 @@ impl Request {
                     w.u32(*g);
                 }
                 w.u8(s.stdio.0);
+                if s.has_trailer() {
+                    w.u8(s.extra_fds.len() as u8);
+                    for fd in &s.extra_fds {
+                        w.i32(*fd);
+                    }
+                    match s.pty {
+                        None => w.u8(0),
+                        Some(size) => {
+                            w.u8(1);
+                            w.u16(size.rows);
+                            w.u16(size.cols);
+                        }
+                    }
+                }
                 w.0
             }
             Request::Signal { id, signal, group } => {
@@ -412,6 +524,11 @@ impl Request {
                     mask if mask & !StdioMask::ALL.0 == 0 => StdioMask(mask),
                     other => return Err(invalid("stdio", other)),
                 };
+                let (extra_fds, pty) = if r.buf.is_empty() {
+                    (Vec::new(), None)
+                } else {
+                    decode_trailer(&mut r, stdio)?
+                };
                 Request::Spawn(Spawn {
                     id,
                     argv,
@@ -421,6 +538,8 @@ impl Request {
                     gid,
                     groups,
                     stdio,
+                    extra_fds,
+                    pty,
                 })
             }
             tag::SIGNAL => Request::Signal {
@@ -447,6 +566,12 @@ impl Event {
             }
             Event::Spawned { id, pid } => {
                 let mut w = Writer::new(tag::SPAWNED);
+                w.u64(*id);
+                w.i32(*pid);
+                w.0
+            }
+            Event::SpawnedPty { id, pid } => {
+                let mut w = Writer::new(tag::SPAWNED_PTY);
                 w.u64(*id);
                 w.i32(*pid);
                 w.0
@@ -499,6 +624,10 @@ impl Event {
                 id: r.u64()?,
                 pid: r.i32_in("pid", PIDS)?,
             },
+            tag::SPAWNED_PTY => Event::SpawnedPty {
+                id: r.u64()?,
+                pid: r.i32_in("pid", PIDS)?,
+            },
             tag::SPAWN_FAILED => Event::SpawnFailed {
                 id: r.u64()?,
                 errno: r.i32()?,
@@ -547,6 +676,24 @@ mod tests {
             gid: 1000,
             groups: vec![1000, 27],
             stdio: StdioMask::ALL,
+            extra_fds: Vec::new(),
+            pty: None,
+        }
+    }
+
+    fn code_context_spawn() -> Spawn {
+        Spawn {
+            stdio: StdioMask(StdioMask::STDOUT | StdioMask::STDERR),
+            extra_fds: vec![3, 4],
+            ..sample_spawn()
+        }
+    }
+
+    fn terminal_spawn() -> Spawn {
+        Spawn {
+            stdio: StdioMask(0),
+            pty: Some(PtySize { rows: 24, cols: 80 }),
+            ..sample_spawn()
         }
     }
 
@@ -555,6 +702,8 @@ mod tests {
         let requests = [
             Request::Go,
             Request::Spawn(sample_spawn()),
+            Request::Spawn(code_context_spawn()),
+            Request::Spawn(terminal_spawn()),
             Request::Signal {
                 id: 7,
                 signal: 15,
@@ -575,6 +724,7 @@ mod tests {
                 version: PROTOCOL_VERSION,
             },
             Event::Spawned { id: 1, pid: 2 },
+            Event::SpawnedPty { id: 3, pid: 4 },
             Event::SpawnFailed { id: 1, errno: 2 },
             Event::Exited {
                 id: 9,
@@ -614,6 +764,63 @@ mod tests {
             spawn.encoded_len(),
             Request::Spawn(spawn.clone()).encode().len()
         );
+        for spawn in [code_context_spawn(), terminal_spawn()] {
+            assert_eq!(
+                spawn.encoded_len(),
+                Request::Spawn(spawn.clone()).encode().len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_spawn_without_extras_is_encoded_as_before() {
+        // Additive: the optional part is absent unless it says something,
+        // so a host that never asks for extras speaks the old message.
+        let plain = Request::Spawn(sample_spawn()).encode();
+        assert_eq!(*plain.last().unwrap(), StdioMask::ALL.0);
+        assert_eq!(code_context_spawn().fd_count(), 4);
+        assert_eq!(terminal_spawn().fd_count(), 0);
+    }
+
+    #[test]
+    fn extras_that_no_encoder_writes_are_rejected() {
+        let base = Request::Spawn(sample_spawn()).encode();
+        let with = |trailer: &[u8]| {
+            let mut buf = base.clone();
+            buf.extend_from_slice(trailer);
+            Request::decode(&buf)
+        };
+        let extras = |fds: &[i32]| {
+            let mut out = vec![fds.len() as u8];
+            for fd in fds {
+                out.extend_from_slice(&fd.to_le_bytes());
+            }
+            out.push(0);
+            out
+        };
+        // An empty trailer: the message without one says the same.
+        assert!(with(&[0, 0]).is_err());
+        // Numbers below 3 or above the range, twice the same, too many.
+        assert!(with(&extras(&[2])).is_err());
+        assert!(with(&extras(&[256])).is_err());
+        assert!(with(&extras(&[3, 3])).is_err());
+        assert!(with(&extras(&[3, 4, 5, 6, 7, 8])).is_err());
+        assert!(with(&extras(&[3, 4, 5, 6, 7])).is_ok());
+        // A terminal together with stdio descriptors.
+        assert!(with(&[0u8, 1, 24, 0, 80, 0]).is_err());
+        assert!(with(&[0u8, 2]).is_err());
+        // What an encoder writes is accepted.
+        let mut no_stdio = sample_spawn();
+        no_stdio.stdio = StdioMask(0);
+        let mut buf = Request::Spawn(no_stdio).encode();
+        buf.extend_from_slice(&[0u8, 1, 24, 0, 80, 0]);
+        assert_eq!(
+            Request::decode(&buf).map(|r| match r {
+                Request::Spawn(s) => s.pty,
+                _ => None,
+            }),
+            Ok(Some(PtySize { rows: 24, cols: 80 }))
+        );
     }
 
     #[test]
@@ -640,6 +847,10 @@ mod tests {
         assert_eq!(Request::decode(&[]), Err(DecodeError::Empty));
         assert_eq!(Request::decode(&[0x7f]), Err(DecodeError::UnknownTag(0x7f)));
         let mut spawn = Request::Spawn(sample_spawn()).encode();
+        // A byte after stdio starts the optional part, cut short here.
+        spawn.push(0);
+        assert_eq!(Request::decode(&spawn), Err(DecodeError::Truncated));
+        let mut spawn = Request::Spawn(code_context_spawn()).encode();
         spawn.push(0);
         assert_eq!(Request::decode(&spawn), Err(DecodeError::TrailingBytes(1)));
         let full = Request::Spawn(sample_spawn()).encode();

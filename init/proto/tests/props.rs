@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 use sandlot_proto::{
-    spawn_id, DecodeError, Event, Request, Spawn, Status, StdioMask, Usage, MAX_MESSAGE,
+    spawn_id, DecodeError, Event, PtySize, Request, Spawn, Status, StdioMask, Usage,
+    EXTRA_FD_NUMBERS, MAX_EXTRA_FDS, MAX_MESSAGE,
 };
 
 fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
@@ -20,17 +21,24 @@ fn spawn() -> impl Strategy<Value = Spawn> {
         (any::<u32>(), any::<u32>()),
         prop::collection::vec(any::<u32>(), 0..8),
         0..=7u8,
+        prop::collection::btree_set(EXTRA_FD_NUMBERS, 0..=MAX_EXTRA_FDS),
+        prop::option::of((any::<u16>(), any::<u16>())),
     )
-        .prop_map(|(id, argv, env, cwd, (uid, gid), groups, stdio)| Spawn {
-            id,
-            argv,
-            env,
-            cwd,
-            uid,
-            gid,
-            groups,
-            stdio: StdioMask(stdio),
-        })
+        .prop_map(
+            |(id, argv, env, cwd, (uid, gid), groups, stdio, extra, pty)| Spawn {
+                id,
+                argv,
+                env,
+                cwd,
+                uid,
+                gid,
+                groups,
+                // A terminal is the command's stdio.
+                stdio: StdioMask(if pty.is_some() { 0 } else { stdio }),
+                extra_fds: extra.into_iter().collect(),
+                pty: pty.map(|(rows, cols)| PtySize { rows, cols }),
+            },
+        )
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -62,6 +70,7 @@ fn event() -> impl Strategy<Value = Event> {
         (any::<u32>(), any::<i32>()).prop_map(|(step, errno)| Event::SetupFailed { step, errno }),
         any::<u32>().prop_map(|version| Event::Ready { version }),
         (any::<u64>(), 1..=i32::MAX).prop_map(|(id, pid)| Event::Spawned { id, pid }),
+        (any::<u64>(), 1..=i32::MAX).prop_map(|(id, pid)| Event::SpawnedPty { id, pid }),
         (any::<u64>(), any::<i32>()).prop_map(|(id, errno)| Event::SpawnFailed { id, errno }),
         (any::<u64>(), 1..=i32::MAX, status, usage).prop_map(|(id, pid, status, usage)| {
             Event::Exited {
@@ -77,7 +86,9 @@ fn event() -> impl Strategy<Value = Event> {
 /// Bytes that look like a message: a real tag (or any byte), then noise.
 fn message_like() -> impl Strategy<Value = Vec<u8>> {
     let tag = prop_oneof![
-        prop::sample::select(vec![0x01u8, 0x02, 0x03, 0x04, 0x81, 0x82, 0x83, 0x84, 0x85]),
+        prop::sample::select(vec![
+            0x01u8, 0x02, 0x03, 0x04, 0x81, 0x82, 0x83, 0x84, 0x85, 0x86,
+        ]),
         any::<u8>(),
     ];
     (tag, bytes(200)).prop_map(|(tag, rest)| {

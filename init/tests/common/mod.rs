@@ -157,6 +157,57 @@ impl Init {
         Some(Event::decode(&buf[..n as usize]).expect("init sent an undecodable event"))
     }
 
+    /// The next event and the descriptors that came with it (the host
+    /// normally receives without a control buffer; this is the one place
+    /// that looks at what init attaches).
+    pub fn event_with_fds(&self) -> (Event, Vec<OwnedFd>) {
+        assert!(
+            wait_readable(self.sock(), DEADLINE),
+            "no event from init within the deadline"
+        );
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut control = [0u64; 16];
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: msghdr is plain data; all-zeroes is valid.
+        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = mem::size_of_val(&control) as _;
+        // SAFETY: msg points at live buffers of the sizes given.
+        let n = unsafe {
+            libc::recvmsg(
+                self.sock().as_raw_fd(),
+                &mut msg,
+                libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+            )
+        };
+        assert!(n > 0, "control socket: {}", io::Error::last_os_error());
+        let mut fds = Vec::new();
+        // SAFETY: the kernel filled msg_controllen bytes of `control`; the
+        // CMSG macros stay inside them, and each SCM_RIGHTS entry is a
+        // descriptor just installed for us.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                        / mem::size_of::<c_int>();
+                    let data = libc::CMSG_DATA(cmsg).cast::<c_int>();
+                    for i in 0..count {
+                        fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        let event = Event::decode(&buf[..n as usize]).expect("init sent an undecodable event");
+        (event, fds)
+    }
+
     /// Asserts nothing more arrives for a little while.
     pub fn expect_quiet(&self) {
         if let Some(event) = self.event_within(Duration::from_millis(200)) {
@@ -279,6 +330,8 @@ pub fn command(id: u64, argv: &[&str]) -> Spawn {
         gid: 0,
         groups: Vec::new(),
         stdio: StdioMask(0),
+        extra_fds: Vec::new(),
+        pty: None,
     }
 }
 

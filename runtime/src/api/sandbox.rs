@@ -12,6 +12,7 @@ use crate::engine::error::Result;
 use crate::engine::lifecycle::{Reason, State};
 use crate::engine::sandbox::{SandboxInfo, SandboxShared};
 use crate::kernel::limits::{ExecLimits, Limits};
+use crate::services::code::{CellOptions, Execution, Language, SandboxCode};
 use crate::services::commands::{Cmd, Command, Commands};
 use crate::services::files::Files;
 use crate::services::health::{self, Health};
@@ -131,6 +132,24 @@ impl Sandbox {
     /// quoted for it).
     pub fn shell(&self, line: impl Into<String>) -> Command {
         Command::new(self.shared.clone(), Cmd::Shell(line.into()))
+    }
+
+    /// The sandbox's code contexts: stateful interpreters (Python,
+    /// JavaScript, Bash) that keep variables between cells and return
+    /// structured results — `create_context`, `run`, `list`, `interrupt`,
+    /// `restart`, `remove`.
+    pub fn code(&self) -> SandboxCode<'_> {
+        SandboxCode {
+            sandbox: &self.shared,
+        }
+    }
+
+    /// Runs `code` as the next cell of the sandbox's default Python
+    /// context (started on first use): `sandbox.run_code("x = 1")`, then
+    /// `sandbox.run_code("x + 1")` has the main result `2`.
+    pub fn run_code(&self, code: &str) -> Result<Execution> {
+        self.code()
+            .run_code(Language::Python, code, CellOptions::default())
     }
 
     /// Reads and changes the sandbox's files from the host.

@@ -110,6 +110,24 @@ pub enum Error {
     #[error("start command of template {template:?}: {reason}")]
     StartFailed { template: String, reason: String },
 
+    /// A code context's interpreter is not installed in the sandbox (its
+    /// template has no such program).
+    #[error("no {language} interpreter in the sandbox: program {program:?} not found")]
+    InterpreterNotFound {
+        language: &'static str,
+        program: String,
+    },
+
+    /// A code context could not start, or its interpreter could not be used.
+    #[error("{language} code context: {reason}")]
+    CodeContext {
+        language: &'static str,
+        reason: String,
+    },
+
+    #[error("code context {0} not found")]
+    CodeContextNotFound(String),
+
     /// The runtime is shutting down or has shut down.
     #[error("the runtime is shut down")]
     RuntimeShutDown,

@@ -5,6 +5,7 @@
 //! reported ([`ExitReason`] and its precedence).
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -17,6 +18,16 @@ use crate::engine::lifecycle::{CommandExit, ExitReason, ProcessEvent, Signal};
 use crate::engine::output::EventSender;
 use crate::engine::reactor::Token;
 
+/// init's answer to a spawn request that started the process.
+#[derive(Debug)]
+pub(crate) struct Spawned {
+    /// Its pid inside the sandbox.
+    pub pid: i32,
+    /// For a process on a terminal: a copy of the terminal's master end for
+    /// input and resizing (the io thread reads output from its own copy).
+    pub master: Option<OwnedFd>,
+}
+
 /// The host's record of one process in flight.
 pub(crate) struct Execution {
     pub argv: Vec<String>,
@@ -26,7 +37,10 @@ pub(crate) struct Execution {
     pub started_at: SystemTime,
     pub events: EventSender,
     /// init's answer to the spawn request, for the caller waiting on it.
-    pub spawned: Option<Sender<Result<i32, Errno>>>,
+    pub spawned: Option<Sender<Result<Spawned, Errno>>>,
+    /// The process asked for a terminal: the output budget of its master
+    /// end, which the io thread starts reading when init hands it over.
+    pub terminal: Option<u64>,
     /// Output pipes the io thread still reads.
     pub outputs: Vec<Token>,
     pub timed_out: bool,
@@ -53,6 +67,14 @@ pub(crate) struct ExecTable {
     /// What makes the sandbox Active: executions that are not background,
     /// and activity guards (a code cell running).
     pub active: usize,
+}
+
+impl ExecTable {
+    /// Executions that are commands (not background helpers such as a code
+    /// context's interpreter).
+    pub fn commands(&self) -> usize {
+        self.running.values().filter(|e| !e.background).count()
+    }
 }
 
 /// The largest peak RSS a report may claim (1 TiB): init's numbers come
@@ -149,6 +171,7 @@ mod tests {
             started_at: SystemTime::now(),
             events,
             spawned: None,
+            terminal: None,
             outputs: Vec::new(),
             timed_out: false,
             deadline: None,

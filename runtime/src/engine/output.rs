@@ -31,6 +31,15 @@ pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// reading the process's pipes (the `Exit` event has a slot of its own).
 pub(crate) const EVENT_QUEUE: usize = 16;
 
+/// What a terminal may still hold beyond what `FIONREAD` counts on its
+/// master at the exit: bytes a writer put through the slave are moved to
+/// the master's side by a kernel worker (the tty flip buffers, at most
+/// 64 KiB for a pty, plus the line discipline's 4 KiB), so at the moment
+/// the exit is reported the last of them may not be counted yet. A read
+/// that finds nothing flushes that worker first, so reading until empty
+/// (or this much more) gets them all.
+const TERMINAL_IN_FLIGHT: usize = (64 + 4) << 10;
+
 /// The sending side of one process's event queue, shared by its output
 /// pipes and the engine, which sends the final `Exit`.
 #[derive(Clone)]
@@ -240,6 +249,9 @@ pub(crate) struct Output {
     pub finishing: Option<usize>,
     /// A chunk read but not yet queued (the queue was full).
     pub pending: Option<ProcessEvent>,
+    /// A terminal's master end rather than a pipe (see
+    /// [`TERMINAL_IN_FLIGHT`]); its end is EIO, not end-of-file.
+    pub terminal: bool,
 }
 
 /// What one turn of reading a pipe did.
@@ -275,13 +287,23 @@ impl Output {
             truncated,
             finishing: None,
             pending: None,
+            terminal: false,
         }
     }
 
-    /// The process exited: read what is in the pipe now, then stop.
+    /// This output is a terminal's master end.
+    pub fn on_terminal(mut self) -> Output {
+        self.terminal = true;
+        self
+    }
+
+    /// The process exited: read what is in the pipe now, then stop (at the
+    /// first read that finds it empty).
     pub fn finish(&mut self) {
         if self.finishing.is_none() {
-            self.finishing = Some(fd::readable_bytes(self.fd.as_fd()).unwrap_or(0));
+            let ready = fd::readable_bytes(self.fd.as_fd()).unwrap_or(0);
+            let in_flight = if self.terminal { TERMINAL_IN_FLIGHT } else { 0 };
+            self.finishing = Some(ready + in_flight);
         }
     }
 

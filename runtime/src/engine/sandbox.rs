@@ -24,8 +24,9 @@ use sandlot_rootfs::Template;
 
 use crate::engine::control::{self, Incoming};
 use crate::engine::error::{Error, Result};
-use crate::engine::exec::{ExecTable, Execution};
+use crate::engine::exec::{ExecTable, Execution, Spawned};
 use crate::engine::extensions::Extensions;
+use crate::engine::lifecycle::OutputStream;
 use crate::engine::lifecycle::{EventBus, LifecycleEvent, Reason, ResourceEvent, State};
 use crate::engine::oom::{Next, OomWatch};
 use crate::engine::output::{Output, READ_CHUNK};
@@ -204,7 +205,6 @@ pub(crate) struct SandboxShared {
 }
 
 /// Keeps a sandbox Active (see [`SandboxShared::activity`]).
-#[allow(dead_code)] // for code cells (issue 11), which land next
 pub(crate) struct ActivityGuard {
     sandbox: Arc<SandboxShared>,
 }
@@ -378,7 +378,7 @@ impl SandboxShared {
             created_at: self.created_at,
             end_at,
             init_pid: self.init_pid(),
-            commands_in_flight: lock(&self.execs).running.len(),
+            commands_in_flight: lock(&self.execs).commands(),
             end_reason,
         }
     }
@@ -537,7 +537,7 @@ impl SandboxShared {
         self.check_accepts_commands()?;
         let counts = !execution.background;
         if let Some(max) = self.exec_limits.max_concurrent {
-            let in_flight = execs.running.values().filter(|e| !e.background).count();
+            let in_flight = execs.commands();
             if counts && in_flight >= max {
                 return Err(Error::QuotaExceeded {
                     what: "max_concurrent",
@@ -585,7 +585,6 @@ impl SandboxShared {
 
     /// The sandbox is Active while the guard lives (a code cell runs in an
     /// interpreter that is otherwise background); both ends are activity.
-    #[allow(dead_code)] // for code cells (issue 11), which land next
     pub fn activity(self: &Arc<Self>) -> ActivityGuard {
         self.activity_started();
         self.touch();
@@ -639,8 +638,8 @@ impl SandboxShared {
     pub fn wait_spawned(
         &self,
         id: u64,
-        reply: &crossbeam_channel::Receiver<Result<i32, Errno>>,
-    ) -> Result<Result<i32, Errno>> {
+        reply: &crossbeam_channel::Receiver<Result<Spawned, Errno>>,
+    ) -> Result<Result<Spawned, Errno>> {
         loop {
             match reply.recv_timeout(SPAWN_REPLY_TIMEOUT) {
                 Ok(answer) => return Ok(answer),
@@ -707,28 +706,13 @@ impl SandboxShared {
         }
     }
 
-    /// One event from init.
-    fn on_event(&self, event: Event) {
+    /// One event from init, and the terminal master that came with a
+    /// `SpawnedPty` (already checked by the control channel).
+    fn on_event(&self, event: Event, master: Option<OwnedFd>) {
         match event {
-            Event::Spawned { id, pid } => {
-                let mut execs = lock(&self.execs);
-                if let Some(execution) = execs.running.get_mut(&id) {
-                    execution.pid = Some(pid);
-                    if let Some(reply) = execution.spawned.take() {
-                        let _ = reply.send(Ok(pid));
-                    }
-                }
-            }
-            Event::SpawnFailed { id, errno } => {
-                if let Some(mut execution) = self.remove_execution(id) {
-                    for token in execution.outputs.drain(..) {
-                        self.ctx.reactor.drop_output(token);
-                    }
-                    if let Some(reply) = execution.spawned.take() {
-                        let _ = reply.send(Err(Errno::from_raw(errno)));
-                    }
-                }
-            }
+            Event::Spawned { id, pid } => self.on_spawned(id, pid, None, false),
+            Event::SpawnedPty { id, pid } => self.on_spawned(id, pid, master, true),
+            Event::SpawnFailed { id, errno } => self.spawn_failed(id, Errno::from_raw(errno)),
             Event::Exited {
                 id, status, usage, ..
             } => {
@@ -749,6 +733,86 @@ impl SandboxShared {
                 }
             }
             Event::Ready { .. } | Event::SetupFailed { .. } => {}
+        }
+    }
+
+    /// init started execution `id` (on a terminal if `on_terminal`, with
+    /// its master end). The answer must match the request: a terminal
+    /// exactly when one was asked for, with a master end. A process that
+    /// started otherwise is killed and its spawn fails with `EPROTO`.
+    fn on_spawned(&self, id: u64, pid: i32, master: Option<OwnedFd>, on_terminal: bool) {
+        let terminal = {
+            let mut execs = lock(&self.execs);
+            let Some(execution) = execs.running.get_mut(&id) else {
+                return;
+            };
+            execution.pid = Some(pid);
+            execution.terminal.map(|budget| {
+                (
+                    budget,
+                    execution.events.clone(),
+                    execution.truncated[0].clone(),
+                )
+            })
+        };
+        let answer = match (terminal, on_terminal, master) {
+            (None, false, _) => Ok(Spawned { pid, master: None }),
+            (Some((budget, events, truncated)), true, Some(master)) => {
+                // Watched here, on the io thread, before anyone can see the
+                // exit: output the process writes at once is never missed.
+                let watched = nix::fcntl::fcntl(
+                    &master,
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                )
+                .and_then(|_| {
+                    master
+                        .try_clone()
+                        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
+                })
+                .and_then(|copy| {
+                    let output =
+                        Output::new(id, OutputStream::Stdout, events, master, budget, truncated)
+                            .on_terminal();
+                    self.watch_output(id, output).map(|()| copy)
+                });
+                watched.map(|copy| Spawned {
+                    pid,
+                    master: Some(copy),
+                })
+            }
+            _ => Err(Errno::EPROTO),
+        };
+        match answer {
+            Ok(spawned) => {
+                let mut execs = lock(&self.execs);
+                if let Some(reply) = execs.running.get_mut(&id).and_then(|e| e.spawned.take()) {
+                    let _ = reply.send(Ok(spawned));
+                }
+            }
+            Err(errno) => {
+                if let Some(live) = self.live() {
+                    let kill = Request::Signal {
+                        id,
+                        signal: libc::SIGKILL,
+                        group: true,
+                    };
+                    let _ = control::send(live.control.as_fd(), &kill, &[], true);
+                }
+                self.spawn_failed(id, errno);
+            }
+        }
+    }
+
+    /// The spawn of execution `id` failed (or its process was killed for
+    /// answering wrongly): forget it and tell the caller.
+    fn spawn_failed(&self, id: u64, errno: Errno) {
+        if let Some(mut execution) = self.remove_execution(id) {
+            for token in execution.outputs.drain(..) {
+                self.ctx.reactor.drop_output(token);
+            }
+            if let Some(reply) = execution.spawned.take() {
+                let _ = reply.send(Err(errno));
+            }
         }
     }
 
@@ -949,7 +1013,7 @@ impl Handler for SandboxShared {
         };
         loop {
             match control::recv(live.control.as_fd(), buf, true) {
-                Ok(Incoming::Event(event)) => self.on_event(event),
+                Ok(Incoming::Event(event, master)) => self.on_event(event, master),
                 Ok(Incoming::Empty) => return true,
                 Ok(Incoming::Closed) | Err(_) => return false,
             }

@@ -13,22 +13,18 @@
 use std::fmt;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::fcntl::OFlag;
-use sandlot_proto::{Request, Spawn, StdioMask, MAX_MESSAGE};
+use sandlot_proto::Request;
 
 use crate::engine::error::{Error, Result};
-use crate::engine::exec::Execution;
-use crate::engine::lifecycle::{CommandExit, ExitReason, OutputStream, ProcessEvent, Signal};
-use crate::engine::options::validate_env_name;
-use crate::engine::output::{Output, ProcessEvents};
+use crate::engine::lifecycle::{CommandExit, ExitReason, ProcessEvent, Signal};
+use crate::engine::output::ProcessEvents;
 use crate::engine::sandbox::SandboxShared;
-use crate::services::users::{self, User};
+use crate::services::launch::{self, Launch};
+pub use crate::services::launch::{RunOptions, Stdin};
 
 /// What `run`, `output` and `wait` collect per stream when
 /// `ExecLimits::max_output_bytes` is not set: 16 MiB. Past it output is
@@ -82,70 +78,6 @@ impl From<&[&str]> for Cmd {
     }
 }
 
-/// A command's standard input.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Stdin {
-    /// `/dev/null`: reading gives end-of-file at once.
-    #[default]
-    Null,
-    /// A pipe the caller writes through the handle (`write_stdin`,
-    /// `take_stdin`; dropping it closes the command's stdin).
-    Piped,
-    /// These bytes, then end-of-file (written by a thread of its own, so a
-    /// command that writes before it reads cannot deadlock with us).
-    Bytes(Vec<u8>),
-}
-
-/// Per-command options. Everything unset falls back to the sandbox's and
-/// then the template's defaults.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    pub cwd: Option<String>,
-    pub env: Vec<(String, String)>,
-    /// Start from an empty environment instead of the template's, the
-    /// user's (`HOME`, `USER`, …) and the sandbox's: only `env` is set.
-    pub env_clear: bool,
-    /// A user name from the sandbox's /etc/passwd, or a numeric `uid[:gid]`.
-    pub user: Option<String>,
-    /// Killing the command's whole process group when it passes (the
-    /// sandbox's `ExecLimits::max_time` applies if it is shorter).
-    pub timeout: Option<Duration>,
-    pub stdin: Stdin,
-}
-
-impl RunOptions {
-    pub fn cwd(mut self, cwd: impl Into<String>) -> Self {
-        self.cwd = Some(cwd.into());
-        self
-    }
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-    pub fn env_clear(mut self) -> Self {
-        self.env_clear = true;
-        self
-    }
-    pub fn user(mut self, user: impl Into<String>) -> Self {
-        self.user = Some(user.into());
-        self
-    }
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-    /// These bytes on stdin, then end-of-file.
-    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Stdin::Bytes(data.into());
-        self
-    }
-    /// A stdin pipe kept open for [`CommandHandle::write_stdin`].
-    pub fn stdin_piped(mut self) -> Self {
-        self.stdin = Stdin::Piped;
-        self
-    }
-}
-
 /// Everything a finished command produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandResult {
@@ -190,7 +122,7 @@ pub struct ProcessInfo {
 
 /// Output collected into memory, up to a cap per stream.
 #[derive(Default)]
-struct Collected {
+pub(crate) struct Collected {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     cap: u64,
@@ -200,7 +132,14 @@ struct Collected {
 }
 
 impl Collected {
-    fn push(&mut self, event: ProcessEvent) {
+    pub fn new(cap: u64) -> Collected {
+        Collected {
+            cap,
+            ..Collected::default()
+        }
+    }
+
+    pub fn push(&mut self, event: ProcessEvent) {
         let cap = usize::try_from(self.cap).unwrap_or(usize::MAX);
         let (buf, truncated, chunk) = match event {
             ProcessEvent::Stdout(chunk) => (&mut self.stdout, &mut self.stdout_truncated, chunk),
@@ -219,7 +158,7 @@ impl Collected {
 
     /// The exit as the caller sees it: collection truncation counts like
     /// the output limit (and takes its place in the precedence).
-    fn exit(&self) -> Option<CommandExit> {
+    pub fn exit(&self) -> Option<CommandExit> {
         let mut exit = self.exit.clone()?;
         exit.stdout_truncated |= self.stdout_truncated;
         exit.stderr_truncated |= self.stderr_truncated;
@@ -252,9 +191,30 @@ impl fmt::Debug for CommandHandle {
 }
 
 impl CommandHandle {
+    /// The handle of a process just started (its stdin, if any, is the
+    /// launcher's to hand on).
+    pub(crate) fn launched(sandbox: &Arc<SandboxShared>, launched: launch::Launched) -> Self {
+        CommandHandle {
+            sandbox: sandbox.clone(),
+            id: launched.id,
+            pid: launched.pid,
+            stdin: launched.stdin,
+            events: launched.events,
+            collected: Collected::new(collection_cap(sandbox)),
+        }
+    }
+
     /// The command's pid inside the sandbox.
     pub fn pid(&self) -> i32 {
         self.pid
+    }
+
+    /// Whether the host still tracks the command (its exit not yet
+    /// reported, or its output not yet all read).
+    pub(crate) fn running(&self) -> bool {
+        crate::engine::sync::lock(&self.sandbox.execs)
+            .running
+            .contains_key(&self.id)
     }
 
     /// sandlot's id of the command.
@@ -510,12 +470,14 @@ impl Commands<'_> {
         spawn(self.sandbox, cmd.into(), options, None)
     }
 
-    /// The commands in flight.
+    /// The commands in flight (terminals included; not the interpreters of
+    /// code contexts, which are the contexts' business).
     pub fn list(&self) -> Vec<ProcessInfo> {
         let execs = crate::engine::sync::lock(&self.sandbox.execs);
         let mut list: Vec<ProcessInfo> = execs
             .running
             .iter()
+            .filter(|(_, e)| !e.background)
             .map(|(id, e)| ProcessInfo {
                 id: *id,
                 pid: e.pid,
@@ -537,7 +499,7 @@ impl Commands<'_> {
 }
 
 /// The output cap for what is collected into memory.
-fn collection_cap(sandbox: &SandboxShared) -> u64 {
+pub(crate) fn collection_cap(sandbox: &SandboxShared) -> u64 {
     sandbox
         .exec_limits
         .max_output_bytes
@@ -554,91 +516,8 @@ pub(crate) fn run(
     spawn(sandbox, cmd, options, Some(cap))?.wait()
 }
 
-/// The environment of a command: template, then the user's identity,
-/// then the sandbox's, then the command's own (later entries win); only
-/// the command's own with `env_clear`.
-fn command_env(
-    sandbox: &SandboxShared,
-    user: &User,
-    options: &RunOptions,
-) -> Vec<(String, String)> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |key: &str, value: String| {
-        env.retain(|(k, _)| k != key);
-        env.push((key.to_string(), value));
-    };
-    if !options.env_clear {
-        for (key, value) in &sandbox.template.config.env {
-            set(key, value.clone());
-        }
-        set("HOME", user.home.clone());
-        set("USER", user.name.clone());
-        set("LOGNAME", user.name.clone());
-        set(
-            "SHELL",
-            user.shell
-                .clone()
-                .unwrap_or_else(|| sandbox.template.config.shell.clone()),
-        );
-        set("HOSTNAME", sandbox.hostname.clone());
-        set("SANDLOT_SANDBOX_ID", sandbox.id.clone());
-        for (key, value) in &sandbox.env {
-            set(key, value.clone());
-        }
-    }
-    for (key, value) in &options.env {
-        set(key, value.clone());
-    }
-    env
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| Error::setup("create a pipe", e))
-}
-
-/// Gives a pipe to the user a command runs as (its host ids). A pipe
-/// belongs to whoever made it: host root, an id the sandbox's user
-/// namespace does not map. Reopening a pipe by name — `/dev/stderr`,
-/// `/dev/stdin`, `/proc/self/fd/N`, which shell scripts and `tee` do —
-/// checks that owner, so it failed with EACCES for every user inside,
-/// root included. Owned by the command's user, with the 0600 mode pipe(2)
-/// gives, it reopens like a pipe the command made itself, and no other
-/// user inside can open it. Both ends are one inode: one fchown does it.
-/// An id outside the range (the spawn fails anyway) leaves it as it is.
-pub(crate) fn give_pipe(end: &OwnedFd, (uid, gid): (Option<u32>, Option<u32>)) -> Result<()> {
-    if uid.is_none() && gid.is_none() {
-        return Ok(());
-    }
-    nix::unistd::fchown(
-        end,
-        uid.map(nix::unistd::Uid::from_raw),
-        gid.map(nix::unistd::Gid::from_raw),
-    )
-    .map_err(|e| Error::setup("chown a command's pipe", e))
-}
-
-/// The host's read end of an output pipe is non-blocking (the io thread
-/// reads until EAGAIN). A fresh pipe end has no other status flag, so one
-/// F_SETFL does it.
-fn set_nonblocking(fd: &OwnedFd) -> Result<()> {
-    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-        .map_err(|e| Error::setup("fcntl", e))?;
-    Ok(())
-}
-
-fn check_text(option: &'static str, text: &str) -> Result<Vec<u8>> {
-    if text.contains('\0') {
-        return Err(Error::invalid(
-            option,
-            format!("{text:?} contains a NUL byte"),
-        ));
-    }
-    Ok(text.as_bytes().to_vec())
-}
-
-/// Starts a command: resolve who and where, create the pipes, register
-/// the execution, send the request with the child ends, wait for init's
-/// answer. `budget`: bytes per stream the io thread forwards (the rest is
+/// Starts a command: stdout and stderr through the io thread, stdin as
+/// asked. `budget`: bytes per stream the io thread forwards (the rest is
 /// read and dropped); `None` is the sandbox's `max_output_bytes`.
 fn spawn(
     sandbox: &Arc<SandboxShared>,
@@ -646,139 +525,23 @@ fn spawn(
     options: RunOptions,
     budget: Option<u64>,
 ) -> Result<CommandHandle> {
-    sandbox.check_accepts_commands()?;
     let argv = match cmd {
         Cmd::Shell(line) => vec![sandbox.template.config.shell.clone(), "-c".into(), line],
         Cmd::Argv(argv) => argv,
     };
-    if argv.first().is_none_or(|program| program.is_empty()) {
-        return Err(Error::EmptyCommand);
-    }
-    if let Some(timeout) = options.timeout {
-        crate::engine::options::validate_command_timeout(timeout)?;
-    }
-    let exec = sandbox.exec_limits;
-    let timeout = match (options.timeout, exec.max_time) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let user = users::resolve(sandbox, options.user.as_deref())?;
-    let cwd = options
-        .cwd
-        .clone()
-        .or_else(|| sandbox.template.config.working_dir.clone())
-        .unwrap_or_else(|| user.home.clone());
-    let env = command_env(sandbox, &user, &options);
-    let with_stdin = !matches!(options.stdin, Stdin::Null);
-    let mut request = Spawn {
-        id: 0,
-        argv: argv
-            .iter()
-            .map(|a| check_text("command", a))
-            .collect::<Result<_>>()?,
-        env: env
-            .iter()
-            .map(|(k, v)| {
-                validate_env_name(k)?;
-                check_text("env", &format!("{k}={v}"))
-            })
-            .collect::<Result<_>>()?,
-        cwd: check_text("cwd", &cwd)?,
-        uid: user.uid,
-        gid: user.gid,
-        groups: vec![user.gid],
-        stdio: StdioMask(
-            StdioMask::STDOUT | StdioMask::STDERR | if with_stdin { StdioMask::STDIN } else { 0 },
-        ),
-    };
-    if request.encoded_len() > MAX_MESSAGE {
-        return Err(Error::invalid(
-            "command",
-            format!("argv, environment and cwd exceed {MAX_MESSAGE} bytes; pass large input on stdin or as a file"),
-        ));
-    }
-
-    let stdin = if with_stdin { Some(pipe()?) } else { None };
-    let (stdout_r, stdout_w) = pipe()?;
-    let (stderr_r, stderr_w) = pipe()?;
-    set_nonblocking(&stdout_r)?;
-    set_nonblocking(&stderr_r)?;
-    let owner = (
-        sandbox.ctx.range.to_host(user.uid),
-        sandbox.ctx.range.to_host(user.gid),
-    );
-    for end in stdin.iter().map(|(r, _)| r).chain([&stdout_w, &stderr_w]) {
-        give_pipe(end, owner)?;
-    }
-
-    let (events_tx, events_rx) = sandbox.ctx.reactor.event_queue();
-    let (spawned_tx, spawned_rx) = crossbeam_channel::bounded(1);
-    let started = Instant::now();
-    let truncated = [
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicBool::new(false)),
-    ];
-    let id = sandbox.register_execution(Execution {
-        argv: argv.clone(),
-        user: user.name.clone(),
-        pid: None,
-        started,
-        started_at: SystemTime::now(),
-        events: events_tx.clone(),
-        spawned: Some(spawned_tx),
-        outputs: Vec::new(),
-        timed_out: false,
-        deadline: None,
-        timer: None,
-        truncated: truncated.clone(),
-        oom_before: sandbox.oom_seen(),
-        exited: None,
-        background: false,
-    })?;
-    request.id = id;
-
-    let budget = budget.or(exec.max_output_bytes).unwrap_or(u64::MAX);
-    let [stdout_truncated, stderr_truncated] = truncated;
-    let outputs = [
-        (stdout_r, OutputStream::Stdout, stdout_truncated),
-        (stderr_r, OutputStream::Stderr, stderr_truncated),
-    ];
-    for (fd, stream, truncated) in outputs {
-        let output = Output::new(id, stream, events_tx.clone(), fd, budget, truncated);
-        if let Err(e) = sandbox.watch_output(id, output) {
-            sandbox.abandon_execution(id);
-            return Err(Error::setup("watch command output", e));
-        }
-    }
-    drop(events_tx);
-    if let Some(timeout) = timeout {
-        sandbox.arm_exec_deadline(id, started + timeout);
-    }
-
-    let mut fds = Vec::with_capacity(3);
-    if let Some((read_end, _)) = &stdin {
-        fds.push(read_end.as_fd());
-    }
-    fds.push(stdout_w.as_fd());
-    fds.push(stderr_w.as_fd());
-    if let Err(e) = sandbox.send_request_with_fds(&Request::Spawn(request), &fds) {
-        sandbox.abandon_execution(id);
-        return Err(e);
-    }
-    drop(fds);
-    drop((stdout_w, stderr_w));
-    let stdin = stdin.map(|(read_end, write_end)| {
-        drop(read_end);
-        File::from(write_end)
-    });
-
-    let program = argv[0].clone();
-    let pid = match sandbox.wait_spawned(id, &spawned_rx)? {
-        Ok(pid) => pid,
-        Err(nix::errno::Errno::ENOENT) => return Err(Error::CommandNotFound { program }),
-        Err(errno) => return Err(Error::Spawn { program, errno }),
-    };
-    let stdin = match (options.stdin, stdin) {
+    let mut launched = launch::launch(
+        sandbox,
+        Launch {
+            argv,
+            options: &options,
+            stdio: launch::Stdio::Pipes {
+                stdin: !matches!(options.stdin, Stdin::Null),
+            },
+            background: false,
+            budget,
+        },
+    )?;
+    let stdin = match (options.stdin, launched.stdin.take()) {
         (Stdin::Bytes(data), Some(mut pipe)) => {
             // A command that exits without reading its input is no error.
             let fed = thread::Builder::new()
@@ -793,17 +556,9 @@ fn spawn(
         }
         (_, pipe) => pipe,
     };
-    Ok(CommandHandle {
-        sandbox: sandbox.clone(),
-        id,
-        pid,
-        stdin,
-        events: events_rx,
-        collected: Collected {
-            cap: collection_cap(sandbox),
-            ..Collected::default()
-        },
-    })
+    let mut handle = CommandHandle::launched(sandbox, launched);
+    handle.stdin = stdin;
+    Ok(handle)
 }
 
 #[cfg(test)]

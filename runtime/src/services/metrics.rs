@@ -199,7 +199,7 @@ pub(crate) fn sample(sandbox: &SandboxShared) -> Result<Sample> {
             oom_kills: stats.oom_kills,
             uptime: at.saturating_duration_since(sandbox.started),
             last_activity: sandbox.last_activity(),
-            active_executions: lock(&sandbox.execs).running.len(),
+            active_executions: lock(&sandbox.execs).commands(),
         },
     })
 }

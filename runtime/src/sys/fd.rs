@@ -5,13 +5,16 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use super::{check, Errno, SysResult};
 
-/// Most descriptors one control message carries (a command's stdio).
-pub const MAX_FDS: usize = 3;
+/// Most descriptors one control message carries (a command's stdio and
+/// the descriptors it gets at fixed numbers).
+pub const MAX_FDS: usize = sandlot_proto::MAX_SPAWN_FDS;
 
 /// Control-message buffer for up to [`MAX_FDS`] descriptors, aligned for
-/// `cmsghdr` (CMSG_SPACE(3 * 4) = 32 bytes on 64-bit).
+/// `cmsghdr` (CMSG_SPACE(8 * 4) = 48 bytes on 64-bit).
 #[repr(C, align(8))]
 struct CmsgBuf([u8; 64]);
+
+const _: () = assert!(16 + 4 * MAX_FDS <= 64, "CmsgBuf holds MAX_FDS descriptors");
 
 /// Sends one datagram carrying `fds` (may be empty) on a SEQPACKET socket.
 /// Retries EINTR; never blocks forever when `nonblocking` is set (then a
@@ -66,23 +69,66 @@ pub fn send_with_fds(
     }
 }
 
-/// Receives one datagram. No control buffer is offered, so descriptors a
-/// (possibly compromised) sender attaches are discarded by the kernel and
-/// can never reach the host. Returns `Ok(0)` at end of stream. A datagram
-/// longer than `buf` is an error (`EMSGSIZE`), never silently cut.
-pub fn recv_datagram(sock: BorrowedFd<'_>, buf: &mut [u8], nonblocking: bool) -> SysResult<usize> {
-    let flags = libc::MSG_TRUNC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
-    loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let ret =
-            unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), flags) };
+/// Receives one datagram with room for at most one descriptor, for the one
+/// event of init's that carries one (a terminal's master end). The caller
+/// decides whether to keep it; more descriptors than one are discarded by
+/// the kernel, never installed. Returns `Ok((0, None))` at end of stream;
+/// a datagram longer than `buf` is an error (`EMSGSIZE`).
+pub fn recv_datagram_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    nonblocking: bool,
+) -> SysResult<(usize, Option<OwnedFd>)> {
+    // SAFETY: CMSG_SPACE is pure arithmetic.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut cmsg = CmsgBuf([0; 64]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (no name, no iov, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.0.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let flags = libc::MSG_CMSG_CLOEXEC | if nonblocking { libc::MSG_DONTWAIT } else { 0 };
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (valid for `buf.len()` bytes) and at
+        // `cmsg` (`space` <= 64 aligned bytes), both alive across the call.
+        let ret = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags) };
         match check(ret as libc::c_long) {
-            Ok(n) if n as usize > buf.len() => return Err(Errno::EMSGSIZE),
-            Ok(n) => return Ok(n as usize),
+            Ok(n) => break n as usize,
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
         }
+    };
+    let mut fd = None;
+    // SAFETY: the kernel filled `msg_controllen` bytes of `cmsg`; the CMSG
+    // macros walk only within them.
+    unsafe {
+        let mut hdr = libc::CMSG_FIRSTHDR(&msg);
+        while !hdr.is_null() {
+            if (*hdr).cmsg_level == libc::SOL_SOCKET && (*hdr).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(hdr).cast::<RawFd>();
+                let len = (*hdr).cmsg_len - libc::CMSG_LEN(0) as usize;
+                for i in 0..len / std::mem::size_of::<RawFd>() {
+                    // SAFETY (inner): SCM_RIGHTS installed a fresh descriptor
+                    // in our table for each entry; we own it (and close it
+                    // if there were ever more than the one room was made for).
+                    let received = OwnedFd::from_raw_fd(data.add(i).read_unaligned());
+                    if fd.is_none() {
+                        fd = Some(received);
+                    }
+                }
+            }
+            hdr = libc::CMSG_NXTHDR(&msg, hdr);
+        }
     }
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
+        return Err(Errno::EMSGSIZE);
+    }
+    Ok((n, fd))
 }
 
 /// `close_range(first, u32::MAX, 0)`: closes every descriptor from `first`.

@@ -12,6 +12,7 @@ pub mod command;
 pub mod fd;
 pub mod mount;
 pub mod process;
+pub mod pty;
 pub mod resolve;
 pub(crate) mod seccomp;
 

@@ -167,6 +167,7 @@ impl ContextCore {
             argv: spec.argv,
             env: self.options.env.clone(),
             cwd: self.options.cwd.clone(),
+            user: self.options.user.clone(),
             stdin,
             stdout: out_w,
             stderr: err_w,
@@ -177,6 +178,10 @@ impl ContextCore {
             Err(LaunchError::NotFound { program }) => {
                 self.set_state(ContextState::Dead);
                 return Err(CodeError::InterpreterNotFound { language, program });
+            }
+            Err(LaunchError::Sandbox(e)) => {
+                self.set_state(ContextState::Dead);
+                return Err(CodeError::Sandbox(Box::new(e)));
             }
             Err(e) => {
                 self.set_state(ContextState::Dead);
@@ -315,6 +320,11 @@ impl ContextCore {
         let cap = options.max_output_bytes.unwrap_or(DEFAULT_CELL_OUTPUT_CAP);
         let mut slot = lock(&self.driver);
         self.check_removed()?;
+        // Held until the cell has ended: a sandbox is Active meanwhile.
+        let _cell = self.launcher.cell_started().map_err(|e| match e {
+            LaunchError::Sandbox(e) => CodeError::Sandbox(Box::new(e)),
+            other => CodeError::io("start a cell", std::io::Error::other(other.to_string())),
+        })?;
         if slot.is_none() {
             *slot = Some(self.start()?);
         }
@@ -502,6 +512,23 @@ impl ContextCore {
         self.set_state(ContextState::Dead);
         *slot = Some(self.start()?);
         Ok(())
+    }
+
+    /// Ends the context without waiting for a running cell: the place it
+    /// ran in is gone (a destroyed sandbox took the interpreter with it).
+    /// A running cell notices at once and cleans up after itself; an idle
+    /// driver is let go here.
+    pub fn abandon(&self) {
+        self.removed.store(true, Ordering::SeqCst);
+        self.wake();
+        if let Ok(mut slot) = self.driver.try_lock() {
+            if let Some(old) = slot.take() {
+                let _ = old.process.kill();
+                let _ = old.process.wait();
+            }
+            *lock(&self.live) = None;
+        }
+        *lock(&self.state) = ContextState::Removed;
     }
 
     /// Ends the context for good: kills the interpreter and reaps it.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::protocol::CellInputError;
 use super::types::Language;
+use crate::engine::error::Error;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -41,6 +42,40 @@ pub enum CodeError {
         #[source]
         source: io::Error,
     },
+
+    /// The sandbox refused (not running, a quota, a bad user or cwd).
+    #[error(transparent)]
+    Sandbox(Box<Error>),
+}
+
+/// A code context's failure as the runtime's one error type.
+impl From<CodeError> for Error {
+    fn from(e: CodeError) -> Error {
+        match e {
+            CodeError::InterpreterNotFound { language, program } => Error::InterpreterNotFound {
+                language: language.name(),
+                program,
+            },
+            CodeError::StartFailed { language, reason } => Error::CodeContext {
+                language: language.name(),
+                reason: format!("did not start: {reason}"),
+            },
+            CodeError::StartTimedOut { language, after } => Error::CodeContext {
+                language: language.name(),
+                reason: format!("was not ready within {after:?}"),
+            },
+            CodeError::InvalidCell(e) => Error::InvalidOptions {
+                option: "cell",
+                reason: e.to_string(),
+            },
+            CodeError::InvalidOptions { option, reason } => {
+                Error::InvalidOptions { option, reason }
+            }
+            CodeError::ContextNotFound(id) => Error::CodeContextNotFound(id),
+            CodeError::Io { context, source } => Error::Io { context, source },
+            CodeError::Sandbox(e) => *e,
+        }
+    }
 }
 
 impl CodeError {

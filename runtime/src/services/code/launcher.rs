@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
+use crate::engine::error::Error;
+
 /// Everything needed to start a driver.
 #[derive(Debug)]
 pub struct LaunchRequest {
@@ -20,6 +22,9 @@ pub struct LaunchRequest {
     /// Added to (or replacing in) the launcher's environment.
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
+    /// Who runs it (a name or `uid[:gid]`); `None` is the launcher's
+    /// default (a sandbox's template user).
+    pub user: Option<String>,
     /// fd 0: `None` is /dev/null.
     pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
@@ -40,7 +45,14 @@ pub enum LaunchError {
         #[source]
         source: io::Error,
     },
+    /// The place to run it refused (a sandbox that is not running, a
+    /// quota, a bad user or directory).
+    #[error(transparent)]
+    Sandbox(#[from] Error),
 }
+
+/// Held while a cell runs (see [`Launcher::cell_started`]).
+pub type CellGuard = Box<dyn std::any::Any + Send>;
 
 /// How a driver process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +87,13 @@ pub trait DriverProcess: Send + Sync {
 /// Starts drivers.
 pub trait Launcher: Send + Sync {
     fn launch(&self, request: LaunchRequest) -> Result<Box<dyn DriverProcess>, LaunchError>;
+
+    /// A cell is about to run; what this returns is dropped when it has
+    /// ended (a sandbox counts a running cell as activity). An error
+    /// refuses the cell (a paused or ended sandbox).
+    fn cell_started(&self) -> Result<Option<CellGuard>, LaunchError> {
+        Ok(None)
+    }
 }
 
 /// Runs drivers as plain host processes (`std::process::Command`), each in
@@ -90,6 +109,12 @@ impl Launcher for HostLauncher {
             program: program.clone(),
             source,
         };
+        if let Some(user) = &request.user {
+            return Err(failed(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("the host launcher runs drivers as the calling user, not {user:?}"),
+            )));
+        }
         let mut cmd = Command::new(&program);
         cmd.args(&request.argv[1..])
             .envs(request.env.iter().map(|(k, v)| (k, v)))

@@ -87,6 +87,10 @@ pub struct CodeContextOptions {
     pub cwd: Option<String>,
     /// Environment of the interpreter, on top of the launcher's.
     pub env: Vec<(String, String)>,
+    /// Who the interpreter runs as in a sandbox: a user name of its
+    /// /etc/passwd or `uid[:gid]` (default: the template's user). The host
+    /// launcher runs it as the caller and refuses one.
+    pub user: Option<String>,
     /// The interpreter and its own options (default: the template's
     /// interpreter for the language, else [`Language::default_command`]).
     /// sandlot appends its driver's arguments.
@@ -104,6 +108,7 @@ impl CodeContextOptions {
             language,
             cwd: None,
             env: Vec::new(),
+            user: None,
             command: None,
             ipython: true,
             start_timeout: DEFAULT_START_TIMEOUT,
@@ -118,6 +123,11 @@ impl CodeContextOptions {
 
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
         self
     }
 

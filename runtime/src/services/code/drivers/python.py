@@ -420,7 +420,8 @@ class IPythonRunner:
 
     @property
     def execution_count(self):
-        return self.shell.execution_count
+        # IPython's counter is the number the next cell will get.
+        return self.shell.execution_count - 1
 
     def _showtraceback(self, etype, evalue, stb):
         self.error = {
