@@ -215,7 +215,7 @@ fn start(
             return Err(e.into());
         }
     };
-    pending.cgroups_ready(cgroup.v2_dir_fd(), cgroup.v1_task_files())?;
+    pending.cgroups_ready(cgroup.v2_dir_fd(), cgroup.v1_task_files(), None)?;
 
     // (8. the child's plan, 9. clone3, 10. detach the scratch mounts: on
     //  the spawner thread.)
