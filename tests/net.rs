@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use sandlot::testing::kernel_net::{setup, HostSockets, NetNamespace, SandboxNetns};
 use sandlot::testing::net::{
-    DeniedBy, DeniedEvent, Destination, EngineConfig, NetEngine, Network, SandboxNet,
+    DeniedBy, Destination, NetEngine, Network, NetworkConfig, NetworkDenied, SandboxNet,
 };
 use sandlot_tests::fakenet::{self, FakeNet};
 
@@ -27,13 +27,33 @@ struct Sandbox {
     home: NetNamespace,
 }
 
-fn engine() -> NetEngine {
+/// An engine and a subscription to what it denies, taken at its start.
+struct Engine {
+    engine: NetEngine,
+    denied: sandlot::Subscription<NetworkDenied>,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = NetEngine;
+    fn deref(&self) -> &NetEngine {
+        &self.engine
+    }
+}
+
+fn engine() -> Engine {
+    engine_with(NetworkConfig::default())
+}
+
+/// An engine whose sandboxes resolve through the fake internet's DNS.
+fn engine_with(config: NetworkConfig) -> Engine {
     sandlot_tests::require_root();
-    NetEngine::start(EngineConfig {
+    let engine = NetEngine::start(NetworkConfig {
         upstream_dns: Some(fakenet::DNS),
-        ..EngineConfig::default()
+        ..config
     })
-    .expect("start the engine")
+    .expect("start the engine");
+    let denied = engine.events();
+    Engine { engine, denied }
 }
 
 fn sandbox(engine: &NetEngine, network: &Network) -> Sandbox {
@@ -41,7 +61,7 @@ fn sandbox(engine: &NetEngine, network: &Network) -> Sandbox {
     let (ns, sockets): (SandboxNetns, HostSockets) =
         setup::create(&home).expect("sandbox namespace");
     let net = engine
-        .attach("sb-test", &ns.netns, sockets, network)
+        .attach("sb-test", &ns.netns, sockets, network, None)
         .expect("attach");
     Sandbox { net, ns, home }
 }
@@ -126,9 +146,10 @@ impl Sandbox {
     }
 }
 
-fn events(engine: &NetEngine) -> Vec<DeniedEvent> {
+/// What the engine denied since the last call.
+fn events(engine: &Engine) -> Vec<NetworkDenied> {
     std::thread::sleep(Duration::from_millis(50));
-    engine.events().try_iter().collect()
+    engine.denied.try_iter().collect()
 }
 
 fn refused(result: std::io::Result<String>) -> bool {
@@ -366,12 +387,10 @@ fn sni_or_host_naming_a_denied_domain_on_an_allowed_ip_is_refused() {
 fn a_request_head_that_never_completes_is_refused_under_domain_rules() {
     let world = FakeNet::shared();
     sandlot_tests::require_root();
-    let engine = NetEngine::start(EngineConfig {
-        upstream_dns: Some(fakenet::DNS),
+    let engine = engine_with(NetworkConfig {
         first_bytes_timeout: Duration::from_millis(300),
-        ..EngineConfig::default()
-    })
-    .unwrap();
+        ..NetworkConfig::default()
+    });
     let network = Network::off()
         .allow_out("203.0.113.0/24")
         .unwrap()
@@ -636,12 +655,10 @@ fn dns_over_tcp_is_answered_by_the_resolver_too() {
 fn connections_past_the_limit_are_refused_and_reported() {
     let _world = FakeNet::shared();
     sandlot_tests::require_root();
-    let engine = NetEngine::start(EngineConfig {
-        upstream_dns: Some(fakenet::DNS),
+    let engine = engine_with(NetworkConfig {
         max_connections: 2,
-        ..EngineConfig::default()
-    })
-    .unwrap();
+        ..NetworkConfig::default()
+    });
     let sb = sandbox(&engine, &Network::internet());
     // Two connections the web server holds open (it waits for a request).
     let held: Vec<TcpStream> = (0..2)
@@ -664,14 +681,8 @@ fn connections_past_the_limit_are_refused_and_reported() {
 }
 
 #[test]
-fn events_nobody_reads_are_dropped_and_counted() {
-    sandlot_tests::require_root();
-    let engine = NetEngine::start(EngineConfig {
-        upstream_dns: Some(fakenet::DNS),
-        event_capacity: 1,
-        ..EngineConfig::default()
-    })
-    .unwrap();
+fn every_denied_lookup_is_counted_and_reported_with_its_name() {
+    let engine = engine();
     let sb = sandbox(&engine, &Network::off().allow_out("web.test").unwrap());
     for i in 0..3 {
         assert_eq!(
@@ -679,7 +690,14 @@ fn events_nobody_reads_are_dropped_and_counted() {
             ResponseCode::NXDomain
         );
     }
-    let c = sb.net.counters();
-    assert_eq!((c.dns_denied, c.events_dropped), (3, 2));
-    assert_eq!(engine.events().try_iter().count(), 1);
+    assert_eq!(sb.net.counters().dns_denied, 3);
+    let seen = events(&engine);
+    for i in 0..3 {
+        assert!(
+            seen.iter().any(|e| e.sandbox_id == "sb-test"
+                && e.destination == Destination::Lookup(format!("n{i}.denied.test"))
+                && e.denied_by == DeniedBy::NoAllowRule),
+            "{seen:?}"
+        );
+    }
 }

@@ -57,5 +57,7 @@ pub mod fakeip;
 pub mod rules;
 pub mod sniff;
 
-pub use engine::{DeniedEvent, Destination, EngineConfig, NetCounters, NetEngine, SandboxNet};
-pub use rules::{parse_rate, DeniedBy, Network, Policy, Rule, RuleError, Target};
+pub use crate::engine::lifecycle::{DeniedBy, Destination, NetworkDenied};
+pub use crate::engine::network::{parse_rate, Network, Rule, RuleError, Target};
+pub use engine::{FailureHook, NetEngine, NetworkConfig, NetworkCounters, SandboxNet};
+pub use rules::Policy;
