@@ -78,6 +78,7 @@ pub use services::health::{
 };
 pub use services::metrics::Metrics;
 pub use services::monitor::{MonitorTarget, ResourceMonitor, Thresholds};
+pub use services::net::{NetworkConfig, NetworkCounters};
 pub use services::watch::{FsEvent, Watch};
 
 /// Errors of the pieces a sandbox is built from, kept whole inside

@@ -55,6 +55,7 @@ pub mod dns;
 pub mod engine;
 pub mod fakeip;
 pub mod rules;
+pub(crate) mod service;
 pub mod sniff;
 
 pub use crate::engine::lifecycle::{DeniedBy, Destination, NetworkDenied};
