@@ -112,6 +112,17 @@ impl Sandbox {
     /// An A lookup sent to `nameserver` (any address reaches the
     /// resolver); the answer must come from that address.
     fn lookup_at(&self, nameserver: &str, name: &str) -> (ResponseCode, Vec<IpAddr>) {
+        self.lookup_within(nameserver, name, Duration::from_secs(10))
+            .expect("an answer from the resolver")
+    }
+
+    /// An A lookup that gives up after `wait`.
+    fn lookup_within(
+        &self,
+        nameserver: &str,
+        name: &str,
+        wait: Duration,
+    ) -> std::io::Result<(ResponseCode, Vec<IpAddr>)> {
         let server: SocketAddr = nameserver.parse().unwrap();
         self.inside(|| {
             let any = if server.is_ipv4() {
@@ -121,7 +132,7 @@ impl Sandbox {
             };
             let udp = UdpSocket::bind(any).unwrap();
             udp.connect(server).unwrap();
-            udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            udp.set_read_timeout(Some(wait)).unwrap();
             let mut q = Message::new(0x4242, MessageType::Query, OpCode::Query);
             q.metadata.recursion_desired = true;
             q.add_query(Query::query(
@@ -130,7 +141,7 @@ impl Sandbox {
             ));
             udp.send(&q.to_vec().unwrap()).unwrap();
             let mut buf = [0u8; 4096];
-            let n = udp.recv(&mut buf).expect("an answer from the resolver");
+            let n = udp.recv(&mut buf)?;
             let a = Message::from_vec(&buf[..n]).unwrap();
             assert_eq!(a.metadata.id, 0x4242);
             let ips = a
@@ -141,7 +152,7 @@ impl Sandbox {
                     _ => None,
                 })
                 .collect();
-            (a.metadata.response_code, ips)
+            Ok((a.metadata.response_code, ips))
         })
     }
 }
@@ -700,4 +711,39 @@ fn every_denied_lookup_is_counted_and_reported_with_its_name() {
             "{seen:?}"
         );
     }
+}
+
+/// One sandbox whose upstream resolver never answers keeps at most its
+/// share of the lookup threads busy: another sandbox's lookups are
+/// answered meanwhile, long before the stuck ones give up (2 s a try).
+#[test]
+fn a_sandbox_whose_upstream_never_answers_cannot_starve_the_others() {
+    let _world = FakeNet::shared();
+    let engine = engine_with(NetworkConfig {
+        lookup_threads: 2,
+        lookups_per_sandbox: 1,
+        ..NetworkConfig::default()
+    });
+    let stuck = sandbox(
+        &engine,
+        &Network::internet().upstream_dns(fakenet::SILENT_DNS),
+    );
+    let healthy = sandbox(&engine, &Network::internet());
+    stuck.inside(|| {
+        let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..8 {
+            let mut q = Message::new(i, MessageType::Query, OpCode::Query);
+            q.add_query(Query::query(
+                Name::from_ascii(format!("n{i}.web.test.")).unwrap(),
+                RecordType::A,
+            ));
+            udp.send_to(&q.to_vec().unwrap(), NAMESERVER).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let answer = healthy.lookup_within(NAMESERVER, "web.test", Duration::from_millis(1500));
+    assert_eq!(
+        answer.expect("the healthy sandbox was answered"),
+        (ResponseCode::NoError, vec![fakenet::WEB.ip()])
+    );
 }

@@ -541,3 +541,71 @@ fn an_exposed_port_reaches_a_server_inside_and_closes_with_the_sandbox() {
         ));
     }
 }
+
+/// A proxy loop that panics while serving one sandbox fails that sandbox
+/// visibly (Error, then Destroyed, with the reason) and goes on serving
+/// the others.
+#[test]
+fn a_loop_failing_under_a_sandbox_fails_it_visibly_and_serves_the_others() {
+    let _world = FakeNet::shared();
+    sandlot_tests::require_root();
+    let rt = Runtime::builder()
+        .data_dir(sandlot_tests::data_dir())
+        .network(NetworkConfig {
+            upstream_dns: Some(fakenet::DNS),
+            // Both sandboxes on the one loop.
+            loops: 1,
+            ..NetworkConfig::default()
+        })
+        .build()
+        .unwrap();
+    let events = rt.events();
+    let create = || {
+        let sb = rt
+            .create(sandlot_tests::options().network(Network::internet()))
+            .unwrap();
+        sb.files().write("/tmp/nettool.py", TOOL).unwrap();
+        sb
+    };
+    let doomed = create();
+    let other = create();
+    sandlot::testing::panic_on_next_connection(&doomed);
+    // The sandbox ends while the program waits for its answer.
+    let _ = doomed
+        .command("python3")
+        .args([
+            "/tmp/nettool.py",
+            "get",
+            "203.0.113.80",
+            "80",
+            "web.test",
+            "/",
+        ])
+        .output();
+    assert!(
+        sandlot_tests::eventually(Duration::from_secs(5), || doomed.state()
+            == sandlot::State::Destroyed),
+        "state {:?}",
+        doomed.state()
+    );
+    match doomed.end_reason() {
+        Some(sandlot::Reason::Internal(why)) => {
+            assert!(why.contains("network") && why.contains("panicked"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut seen = Vec::new();
+    while seen.last() != Some(&sandlot::State::Destroyed) {
+        match events.recv_timeout(Duration::from_secs(5)) {
+            Ok(e) if e.sandbox_id == doomed.id() => seen.push(e.to),
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(
+        seen.ends_with(&[sandlot::State::Error, sandlot::State::Destroyed]),
+        "{seen:?}"
+    );
+    let body = body(&get(&other, "203.0.113.80", 80, "web.test", "/"));
+    assert!(body.contains("hello from 203.0.113.80:80"), "{body}");
+}

@@ -105,6 +105,12 @@ pub mod testing {
     pub use crate::kernel::net as kernel_net;
     pub use crate::kernel::seccomp::CompiledSeccomp;
     pub use crate::services::net;
+
+    /// Fault injection: the proxy loop serving `sandbox` panics while it
+    /// handles the sandbox's next connection.
+    pub fn panic_on_next_connection(sandbox: &crate::Sandbox) {
+        crate::services::net::service::panic_on_next_connection(&sandbox.shared);
+    }
 }
 
 // The handles users share between threads stay shareable.

@@ -279,3 +279,13 @@ pub(crate) fn counters(sandbox: &SandboxShared) -> NetworkCounters {
         })
         .unwrap_or_default()
 }
+
+/// Tests only: the engine's loop panics on the sandbox's next connection.
+#[cfg(feature = "testing")]
+pub(crate) fn panic_on_next_connection(sandbox: &SandboxShared) {
+    if let Some(state) = sandbox.ext.get::<NetState>() {
+        if let Some(serving) = lock(&state.inner).serving.as_ref() {
+            serving.panic_on_next_connection();
+        }
+    }
+}

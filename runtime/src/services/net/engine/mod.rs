@@ -144,6 +144,10 @@ struct Shared {
     /// connections are then refused).
     failed: std::sync::OnceLock<String>,
     on_failure: Option<FailureHook>,
+    /// Fault injection for tests: the loop panics on the sandbox's next
+    /// connection.
+    #[cfg(feature = "testing")]
+    panic_on_connect: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -418,6 +422,8 @@ impl NetEngine {
             events: self.inner.events.clone(),
             failed: std::sync::OnceLock::new(),
             on_failure,
+            #[cfg(feature = "testing")]
+            panic_on_connect: Default::default(),
         });
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut msg = Msg::Attach {
@@ -522,6 +528,13 @@ impl SandboxNet {
     /// watch the sockets; its connections are refused), if it could not.
     pub fn failure(&self) -> Option<&str> {
         self.shared.failed.get().map(String::as_str)
+    }
+
+    /// Tests only: the loop serving this sandbox panics while it handles
+    /// the sandbox's next connection.
+    #[cfg(feature = "testing")]
+    pub fn panic_on_next_connection(&self) {
+        self.shared.panic_on_connect.store(true, Ordering::SeqCst);
     }
 
     /// The sandbox's traffic so far.

@@ -602,6 +602,13 @@ impl Reactor {
             return;
         };
         let shared = s.shared.clone();
+        #[cfg(feature = "testing")]
+        if shared
+            .panic_on_connect
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("injected by a test");
+        }
         let conns = s.conns.len();
         let Ok(local) = client.local_addr() else {
             return;
