@@ -67,9 +67,11 @@ pub struct NetworkConfig {
     /// Where resolvers forward when a sandbox names no upstream; `None`
     /// reads the host's resolv.conf.
     pub upstream_dns: Option<SocketAddr>,
-    /// Bytes buffered per direction of a connection (its pipe's size):
-    /// larger moves bulk data in fewer system calls, at up to twice this
-    /// in kernel memory per busy connection.
+    /// Most bytes buffered per direction of a connection (its pipe's
+    /// size). Every connection starts with 64 KiB; one that moves bulk
+    /// data grows to this, moving it in fewer system calls, at up to twice
+    /// this in kernel memory (references to socket pages) per busy
+    /// connection.
     pub pipe_size: usize,
     /// Under domain rules, how long a client that began sending a TLS
     /// ClientHello or HTTP request head has to complete it.
@@ -92,7 +94,7 @@ impl Default for NetworkConfig {
             max_connections: 512,
             max_pending_dns: 64,
             upstream_dns: None,
-            pipe_size: relay::PIPE_CAPACITY,
+            pipe_size: relay::BULK_PIPE_CAPACITY,
             first_bytes_timeout: std::time::Duration::from_secs(30),
             warm_namespaces: 4,
             expose_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
