@@ -614,3 +614,50 @@ fn a_loop_failing_under_a_sandbox_fails_it_visibly_and_serves_the_others() {
     let body = body(&get(&other, "203.0.113.80", 80, "web.test", "/"));
     assert!(body.contains("hello from 203.0.113.80:80"), "{body}");
 }
+
+/// SECURITY.md S29: root inside a sandbox with a network cannot change
+/// it: the namespace belongs to the host's user namespace, so `lo`, the
+/// routes and the steering stay as the host made them, and raw and ICMP
+/// sockets cannot be opened. Traffic still goes through the proxy after.
+#[test]
+fn s29_root_inside_cannot_reconfigure_its_network() {
+    let _world = FakeNet::shared();
+    let net = net();
+    let sb = net.sandbox(Network::off().allow_out("web.test").unwrap());
+    for line in [
+        "ip link set lo down",
+        "ip route del local 0.0.0.0/0 dev lo table local",
+        "ip route add 203.0.113.0/24 dev lo",
+        "ip addr add 10.9.9.9/32 dev lo",
+    ] {
+        let out = sb
+            .commands()
+            .run(line, sandlot::RunOptions::default())
+            .unwrap();
+        assert!(!out.success(), "{line} succeeded");
+        assert!(
+            out.stderr_str().contains("Operation not permitted"),
+            "{line}: {}",
+            out.stderr_str()
+        );
+    }
+    let probe = "import socket\n\
+                 for kind in [(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP),\n\
+                              (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP),\n\
+                              (socket.AF_PACKET, socket.SOCK_RAW, 0)]:\n\
+                 \x20   try:\n\
+                 \x20       socket.socket(*kind); print('opened', kind)\n\
+                 \x20   except OSError as e:\n\
+                 \x20       print('refused', e.errno)\n";
+    let out = sb
+        .command("python3")
+        .args(["-c", probe])
+        .output()
+        .unwrap();
+    let text = out.stdout_str();
+    assert!(!text.contains("opened"), "{text}");
+    assert_eq!(text.matches("refused").count(), 3, "{text} {}", out.stderr_str());
+    // The rules still hold.
+    assert!(ok(&get(&sb, "web.test", 80, "web.test", "/")));
+    assert!(reset(&get(&sb, "203.0.113.80", 80, "x", "/")));
+}
