@@ -649,14 +649,15 @@ fn s29_root_inside_cannot_reconfigure_its_network() {
                  \x20       socket.socket(*kind); print('opened', kind)\n\
                  \x20   except OSError as e:\n\
                  \x20       print('refused', e.errno)\n";
-    let out = sb
-        .command("python3")
-        .args(["-c", probe])
-        .output()
-        .unwrap();
+    let out = sb.command("python3").args(["-c", probe]).output().unwrap();
     let text = out.stdout_str();
     assert!(!text.contains("opened"), "{text}");
-    assert_eq!(text.matches("refused").count(), 3, "{text} {}", out.stderr_str());
+    assert_eq!(
+        text.matches("refused").count(),
+        3,
+        "{text} {}",
+        out.stderr_str()
+    );
     // The rules still hold.
     assert!(ok(&get(&sb, "web.test", 80, "web.test", "/")));
     assert!(reset(&get(&sb, "203.0.113.80", 80, "x", "/")));
