@@ -425,6 +425,23 @@ fn proxy_against_direct(rt: &Runtime, bytes: usize, mib: usize) {
 
 /// Part 3: N at once.
 fn many(rt: &Runtime, count: usize) {
+    // For reference: the same burst with the network off, destroyed again.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut off = Stats::new();
+    let burst: Vec<Sandbox> = (0..count)
+        .map(|_| {
+            let t = Instant::now();
+            let sb = rt.create(SandboxOptions::default()).unwrap();
+            off.add(t.elapsed());
+            sb
+        })
+        .collect();
+    for sb in &burst {
+        sb.kill().unwrap();
+    }
+    drop(burst);
+    println!("\n{count} sandboxes with the network off, back to back (for reference)");
+    println!("{}", off.line("create -> Running, all"));
     std::thread::sleep(Duration::from_millis(500));
     let (fds_before, threads_before, mem_before) = (fds(), threads(), mem_available_kib());
     let mut alive = Vec::with_capacity(count);
@@ -447,7 +464,7 @@ fn many(rt: &Runtime, count: usize) {
         alive.push(sb);
     }
     std::thread::sleep(Duration::from_millis(500));
-    println!("\n{count} sandboxes with internet alive at once");
+    println!("{count} sandboxes with internet alive at once, back to back");
     println!("{}", times.line("create -> Running, all"));
     println!("{}", first.line("  the first 20"));
     println!("{}", last.line("  the last 20"));
