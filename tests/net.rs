@@ -747,3 +747,35 @@ fn a_sandbox_whose_upstream_never_answers_cannot_starve_the_others() {
         (ResponseCode::NoError, vec![fakenet::WEB.ip()])
     );
 }
+
+/// A sandbox namespace whose serving process is gone (its host sockets
+/// and steering link closed) lets nothing out: every address is local and
+/// nothing listens.
+#[test]
+fn a_namespace_whose_server_is_gone_fails_closed() {
+    let world = FakeNet::shared();
+    let home = NetNamespace::current().unwrap();
+    let (ns, sockets): (SandboxNetns, HostSockets) = setup::create(&home).unwrap();
+    let SandboxNetns { steering, netns } = ns;
+    drop(sockets);
+    drop(steering);
+    let trap_before = world.logs().trap;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _inside = netns.enter(&home).unwrap();
+            for addr in [fakenet::WEB, fakenet::TRAP] {
+                let err = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap_err();
+                assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{addr}");
+            }
+            let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+            udp.connect(fakenet::DNS).unwrap();
+            udp.send(b"query").unwrap();
+            udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let err = udp.recv(&mut [0u8; 64]).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(world.logs().trap, trap_before);
+}
