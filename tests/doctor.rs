@@ -23,6 +23,7 @@ fn doctor_finds_every_required_feature_on_a_supported_machine() {
         "seccomp",
         "openat2",
         "memfd exec",
+        "sandbox networks",
     ] {
         let check = report
             .get(name)

@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use sandlot::testing::kernel_net::{setup, HostSockets, NetNamespace, SandboxNetns};
 use sandlot::testing::net::{
-    DeniedBy, DeniedEvent, Destination, EngineConfig, NetEngine, Network, SandboxNet,
+    DeniedBy, Destination, NetEngine, Network, NetworkConfig, NetworkDenied, SandboxNet,
 };
 use sandlot_tests::fakenet::{self, FakeNet};
 
@@ -27,13 +27,33 @@ struct Sandbox {
     home: NetNamespace,
 }
 
-fn engine() -> NetEngine {
+/// An engine and a subscription to what it denies, taken at its start.
+struct Engine {
+    engine: NetEngine,
+    denied: sandlot::Subscription<NetworkDenied>,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = NetEngine;
+    fn deref(&self) -> &NetEngine {
+        &self.engine
+    }
+}
+
+fn engine() -> Engine {
+    engine_with(NetworkConfig::default())
+}
+
+/// An engine whose sandboxes resolve through the fake internet's DNS.
+fn engine_with(config: NetworkConfig) -> Engine {
     sandlot_tests::require_root();
-    NetEngine::start(EngineConfig {
+    let engine = NetEngine::start(NetworkConfig {
         upstream_dns: Some(fakenet::DNS),
-        ..EngineConfig::default()
+        ..config
     })
-    .expect("start the engine")
+    .expect("start the engine");
+    let denied = engine.events();
+    Engine { engine, denied }
 }
 
 fn sandbox(engine: &NetEngine, network: &Network) -> Sandbox {
@@ -41,7 +61,7 @@ fn sandbox(engine: &NetEngine, network: &Network) -> Sandbox {
     let (ns, sockets): (SandboxNetns, HostSockets) =
         setup::create(&home).expect("sandbox namespace");
     let net = engine
-        .attach("sb-test", &ns.netns, sockets, network)
+        .attach("sb-test", &ns.netns, sockets, network, None)
         .expect("attach");
     Sandbox { net, ns, home }
 }
@@ -92,6 +112,17 @@ impl Sandbox {
     /// An A lookup sent to `nameserver` (any address reaches the
     /// resolver); the answer must come from that address.
     fn lookup_at(&self, nameserver: &str, name: &str) -> (ResponseCode, Vec<IpAddr>) {
+        self.lookup_within(nameserver, name, Duration::from_secs(10))
+            .expect("an answer from the resolver")
+    }
+
+    /// An A lookup that gives up after `wait`.
+    fn lookup_within(
+        &self,
+        nameserver: &str,
+        name: &str,
+        wait: Duration,
+    ) -> std::io::Result<(ResponseCode, Vec<IpAddr>)> {
         let server: SocketAddr = nameserver.parse().unwrap();
         self.inside(|| {
             let any = if server.is_ipv4() {
@@ -101,7 +132,7 @@ impl Sandbox {
             };
             let udp = UdpSocket::bind(any).unwrap();
             udp.connect(server).unwrap();
-            udp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            udp.set_read_timeout(Some(wait)).unwrap();
             let mut q = Message::new(0x4242, MessageType::Query, OpCode::Query);
             q.metadata.recursion_desired = true;
             q.add_query(Query::query(
@@ -110,7 +141,7 @@ impl Sandbox {
             ));
             udp.send(&q.to_vec().unwrap()).unwrap();
             let mut buf = [0u8; 4096];
-            let n = udp.recv(&mut buf).expect("an answer from the resolver");
+            let n = udp.recv(&mut buf)?;
             let a = Message::from_vec(&buf[..n]).unwrap();
             assert_eq!(a.metadata.id, 0x4242);
             let ips = a
@@ -121,14 +152,15 @@ impl Sandbox {
                     _ => None,
                 })
                 .collect();
-            (a.metadata.response_code, ips)
+            Ok((a.metadata.response_code, ips))
         })
     }
 }
 
-fn events(engine: &NetEngine) -> Vec<DeniedEvent> {
+/// What the engine denied since the last call.
+fn events(engine: &Engine) -> Vec<NetworkDenied> {
     std::thread::sleep(Duration::from_millis(50));
-    engine.events().try_iter().collect()
+    engine.denied.try_iter().collect()
 }
 
 fn refused(result: std::io::Result<String>) -> bool {
@@ -366,12 +398,10 @@ fn sni_or_host_naming_a_denied_domain_on_an_allowed_ip_is_refused() {
 fn a_request_head_that_never_completes_is_refused_under_domain_rules() {
     let world = FakeNet::shared();
     sandlot_tests::require_root();
-    let engine = NetEngine::start(EngineConfig {
-        upstream_dns: Some(fakenet::DNS),
+    let engine = engine_with(NetworkConfig {
         first_bytes_timeout: Duration::from_millis(300),
-        ..EngineConfig::default()
-    })
-    .unwrap();
+        ..NetworkConfig::default()
+    });
     let network = Network::off()
         .allow_out("203.0.113.0/24")
         .unwrap()
@@ -636,12 +666,10 @@ fn dns_over_tcp_is_answered_by_the_resolver_too() {
 fn connections_past_the_limit_are_refused_and_reported() {
     let _world = FakeNet::shared();
     sandlot_tests::require_root();
-    let engine = NetEngine::start(EngineConfig {
-        upstream_dns: Some(fakenet::DNS),
+    let engine = engine_with(NetworkConfig {
         max_connections: 2,
-        ..EngineConfig::default()
-    })
-    .unwrap();
+        ..NetworkConfig::default()
+    });
     let sb = sandbox(&engine, &Network::internet());
     // Two connections the web server holds open (it waits for a request).
     let held: Vec<TcpStream> = (0..2)
@@ -664,14 +692,8 @@ fn connections_past_the_limit_are_refused_and_reported() {
 }
 
 #[test]
-fn events_nobody_reads_are_dropped_and_counted() {
-    sandlot_tests::require_root();
-    let engine = NetEngine::start(EngineConfig {
-        upstream_dns: Some(fakenet::DNS),
-        event_capacity: 1,
-        ..EngineConfig::default()
-    })
-    .unwrap();
+fn every_denied_lookup_is_counted_and_reported_with_its_name() {
+    let engine = engine();
     let sb = sandbox(&engine, &Network::off().allow_out("web.test").unwrap());
     for i in 0..3 {
         assert_eq!(
@@ -679,7 +701,81 @@ fn events_nobody_reads_are_dropped_and_counted() {
             ResponseCode::NXDomain
         );
     }
-    let c = sb.net.counters();
-    assert_eq!((c.dns_denied, c.events_dropped), (3, 2));
-    assert_eq!(engine.events().try_iter().count(), 1);
+    assert_eq!(sb.net.counters().dns_denied, 3);
+    let seen = events(&engine);
+    for i in 0..3 {
+        assert!(
+            seen.iter().any(|e| e.sandbox_id == "sb-test"
+                && e.destination == Destination::Lookup(format!("n{i}.denied.test"))
+                && e.denied_by == DeniedBy::NoAllowRule),
+            "{seen:?}"
+        );
+    }
+}
+
+/// One sandbox whose upstream resolver never answers keeps at most its
+/// share of the lookup threads busy: another sandbox's lookups are
+/// answered meanwhile, long before the stuck ones give up (2 s a try).
+#[test]
+fn a_sandbox_whose_upstream_never_answers_cannot_starve_the_others() {
+    let _world = FakeNet::shared();
+    let engine = engine_with(NetworkConfig {
+        lookup_threads: 2,
+        lookups_per_sandbox: 1,
+        ..NetworkConfig::default()
+    });
+    let stuck = sandbox(
+        &engine,
+        &Network::internet().upstream_dns(fakenet::SILENT_DNS),
+    );
+    let healthy = sandbox(&engine, &Network::internet());
+    stuck.inside(|| {
+        let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+        for i in 0..8 {
+            let mut q = Message::new(i, MessageType::Query, OpCode::Query);
+            q.add_query(Query::query(
+                Name::from_ascii(format!("n{i}.web.test.")).unwrap(),
+                RecordType::A,
+            ));
+            udp.send_to(&q.to_vec().unwrap(), NAMESERVER).unwrap();
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let answer = healthy.lookup_within(NAMESERVER, "web.test", Duration::from_millis(1500));
+    assert_eq!(
+        answer.expect("the healthy sandbox was answered"),
+        (ResponseCode::NoError, vec![fakenet::WEB.ip()])
+    );
+}
+
+/// A sandbox namespace whose serving process is gone (its host sockets
+/// and steering link closed) lets nothing out: every address is local and
+/// nothing listens.
+#[test]
+fn a_namespace_whose_server_is_gone_fails_closed() {
+    let world = FakeNet::shared();
+    let home = NetNamespace::current().unwrap();
+    let (ns, sockets): (SandboxNetns, HostSockets) = setup::create(&home).unwrap();
+    let SandboxNetns { steering, netns } = ns;
+    drop(sockets);
+    drop(steering);
+    let trap_before = world.logs().trap;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let _inside = netns.enter(&home).unwrap();
+            for addr in [fakenet::WEB, fakenet::TRAP] {
+                let err = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap_err();
+                assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{addr}");
+            }
+            let udp = UdpSocket::bind("0.0.0.0:0").unwrap();
+            udp.connect(fakenet::DNS).unwrap();
+            udp.send(b"query").unwrap();
+            udp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let err = udp.recv(&mut [0u8; 64]).unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(world.logs().trap, trap_before);
 }

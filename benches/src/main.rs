@@ -6,6 +6,7 @@
 //!     cargo run --release -p sandlot-bench -- density [--count N]
 //!     cargo run --release -p sandlot-bench -- throughput [--cycles N] [--threads N]
 //!     cargo run --release -p sandlot-bench -- code [--iterations N]
+//!     cargo run --release -p sandlot-bench -- network [--iterations N] [--count N] [--mib N] [--parts 123]
 //!
 //! `core`: medians and p10–p90 of create → Running, run `true` in a running
 //! sandbox (exec round trip), destroy, the whole create → run → destroy
@@ -17,6 +18,10 @@
 //! `density`: N idle sandboxes at once. `throughput`: create + destroy
 //! cycles on every core, in windows, to show any creeping cost. `code`:
 //! code contexts and terminals in sandboxes (`code.rs`).
+//! `network`: create with the network off / internet / rules interleaved,
+//! connect latency and one stream's throughput through the proxy against
+//! the host directly, N networked sandboxes at once (needs iproute2 for
+//! its own veth to a namespace it makes).
 //! Micro benchmarks: `cargo bench -p sandlot-bench` (criterion).
 
 mod code;
@@ -24,6 +29,7 @@ mod compare;
 mod density;
 mod machine;
 mod memory;
+mod network;
 mod peers;
 mod pool;
 mod startup;
@@ -144,10 +150,20 @@ fn main() {
             arg(&args, "--threads", 2),
         ),
         Some("code") => code::run(&runtime(), arg(&args, "--iterations", 50)),
+        Some("network") => network::run(
+            arg(&args, "--iterations", 200),
+            arg(&args, "--count", 200),
+            arg(&args, "--mib", 512),
+            args.iter()
+                .position(|a| a == "--parts")
+                .and_then(|i| args.get(i + 1))
+                .map_or("123", String::as_str),
+        ),
         Some(other) => {
             eprintln!(
                 "unknown benchmark {other:?}; try: core [--iterations N] [--gap-ms N] | startup [--iterations N] | peers [--rounds N] | \
-                 density [--count N] | throughput [--cycles N] [--threads N] | code [--iterations N]"
+                 density [--count N] | throughput [--cycles N] [--threads N] | code [--iterations N] | \
+                 network [--iterations N] [--count N] [--mib N] [--parts 123]"
             );
             std::process::exit(2);
         }

@@ -3,6 +3,7 @@
 
 mod code;
 mod copy;
+mod network;
 mod parse;
 mod repl;
 mod serve;
@@ -50,6 +51,15 @@ sandlot run [OPTIONS] [-- CMD ARGS...]   (no CMD: the template's own command)
       --stats               print the command's accounting to stderr as JSON
       --tty | --no-tty      run CMD on a terminal made in the sandbox (default:
                             when stdin and stdout are terminals)
+Network (default: none, loopback only):
+      --internet            outbound TCP to public addresses, DNS via sandlot
+      --allow-out RULE      allow only what rules name: CIDR, IP, domain,
+                            *.domain (repeatable)
+      --deny-out RULE       deny what RULE names, whatever allows it
+      --upstream-dns ADDR   resolver sandlot forwards to (default: the host's)
+      --bandwidth RATE      bytes/s each way: 500K, 1M, 2G
+      --publish [HOST:]HOSTPORT:PORT   forward a host port to PORT inside
+                            (HOST default 127.0.0.1; HOSTPORT 0: any)
 Exit code: the command's; 128+N for signal N; 124 timed out; 127 no such
 program; 125 sandlot failed. See `sandlot run --help` for details.
 
@@ -181,6 +191,8 @@ struct RunArgs {
     /// in /).
     #[arg(long = "copy-out", value_name = "SANDBOX:HOST", value_parser = copy::parse_copy_out)]
     copy_out: Vec<copy::CopyOut>,
+    #[command(flatten)]
+    network: network::NetworkArgs,
     /// The command and its arguments (default: the template's Entrypoint
     /// and Cmd).
     #[arg(last = true, value_name = "CMD")]
@@ -263,7 +275,12 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
     for (key, value) in &args.env {
         options = options.env(key, value);
     }
+    options = options.network(args.network.network());
     let sandbox = runtime.create(options)?;
+    if let Err(e) = args.network.publish(&sandbox) {
+        sandbox.kill()?;
+        return Err(e);
+    }
     let cmd = if args.command.is_empty() {
         match sandbox.default_command() {
             Some(argv) => Cmd::Argv(argv),

@@ -1,5 +1,6 @@
 //! The `sandlot` command as a user runs it (root, real kernel): exit codes,
-//! stdin forwarding, streaming, timeouts, limits, --stats, copy-in/out.
+//! stdin forwarding, streaming, timeouts, limits, --stats, copy-in/out, the
+//! network flags (against the fake internet of `tests/common/fakenet.rs`).
 
 use std::fs;
 use std::io::Write;
@@ -244,4 +245,124 @@ fn files_go_in_and_come_out() {
         Path::new("data.txt")
     );
     assert!(output.join("empty").is_dir());
+}
+
+/// A Python one-liner that GETs `url` and prints the body, or prints the
+/// exception's class name and exits 1.
+fn fetch(url: &str) -> String {
+    format!(
+        "import urllib.request,sys\ntry: print(urllib.request.urlopen('{url}', timeout=20).read().decode())\n\
+         except Exception as e: print(type(e).__name__); sys.exit(1)"
+    )
+}
+
+#[test]
+fn network_flags_turn_the_network_on_with_rules() {
+    let _world = sandlot_tests::fakenet::FakeNet::shared();
+    let dns = "--upstream-dns=203.0.113.53";
+    // Off by default (the upstream alone turns nothing on).
+    let off = sandlot(
+        &[
+            "run",
+            dns,
+            "--",
+            "python3",
+            "-c",
+            &fetch("http://203.0.113.80/"),
+        ],
+        b"",
+    );
+    assert_eq!(off.status.code(), Some(1), "{}", text(&off.stderr));
+    assert_eq!(text(&off.stdout).trim(), "URLError");
+
+    let on = sandlot(
+        &[
+            "run",
+            "--internet",
+            dns,
+            "--",
+            "python3",
+            "-c",
+            &fetch("http://web.test/"),
+        ],
+        b"",
+    );
+    assert_eq!(on.status.code(), Some(0), "{}", text(&on.stderr));
+    assert!(text(&on.stdout).contains("hello from 203.0.113.80:80 host=web.test"));
+
+    let rules = [
+        "run",
+        "--allow-out",
+        "*.pkg.test",
+        "--deny-out",
+        "bad.pkg.test",
+        dns,
+        "--",
+    ];
+    let allowed_fetch = fetch("http://files.pkg.test/");
+    let allowed = [&rules[..], &["python3", "-c", &allowed_fetch]].concat();
+    let out = sandlot(&allowed, b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("host=files.pkg.test"));
+    let denied_fetch = fetch("http://bad.pkg.test/");
+    let denied = [&rules[..], &["python3", "-c", &denied_fetch]].concat();
+    let out = sandlot(&denied, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout).trim(), "URLError");
+
+    // A rule that does not parse names itself; sandlot exits 2 (usage).
+    let bad = sandlot(&["run", "--allow-out", "10.0.0.1/8", "--", "true"], b"");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("\"10.0.0.1/8\": host bits are set; did you mean 10.0.0.0/8?"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
+#[test]
+fn publish_forwards_a_host_port_to_a_server_inside() {
+    use std::io::{BufRead, BufReader, Read};
+    require_root();
+    let server = "import socket\ns=socket.socket(); s.bind(('127.0.0.1', 8000)); s.listen(1)\n\
+                  print('listening', flush=True)\nc,_=s.accept(); c.sendall(b'inside:'+c.recv(64)); c.close()";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandlot"))
+        .arg("--data-dir")
+        .arg(data_dir())
+        .args([
+            "run",
+            "--publish",
+            "127.0.0.1:0:8000",
+            "--",
+            "python3",
+            "-c",
+            server,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sandlot");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let at: std::net::SocketAddr = line
+        .trim()
+        .strip_prefix("sandlot: published ")
+        .and_then(|rest| rest.strip_suffix(" -> 8000"))
+        .unwrap_or_else(|| panic!("unexpected stderr: {line:?}"))
+        .parse()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut ready = String::new();
+    stdout.read_line(&mut ready).unwrap();
+    assert_eq!(ready, "listening\n");
+    let mut s = std::net::TcpStream::connect(at).unwrap();
+    s.write_all(b"hi").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "inside:hi");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // The listener closed with the sandbox.
+    assert!(std::net::TcpStream::connect(at).is_err());
 }

@@ -21,7 +21,7 @@ use crate::{Error, HostBind, Settings, Template, TemplateConfig, TemplateKind};
 pub const BASE_NAME: &str = "base";
 
 /// Bumped whenever the synthesized content changes.
-const BASE_VERSION: u32 = 1;
+const BASE_VERSION: u32 = 2;
 
 /// Top-level host entries that make up the userland. A directory is bound
 /// read-only; a symlink (merged-/usr systems) is reproduced as a symlink.
@@ -94,7 +94,12 @@ fn etc_files(shell: &str) -> Vec<(&'static str, String)> {
         ),
         (
             "resolv.conf",
-            "# sandlot: this sandbox has no network beyond loopback\n".into(),
+            // With a network, every DNS packet reaches sandlot's resolver
+            // whatever the address; without one, nothing answers there.
+            "# sandlot: with a network, sandlot's resolver answers at any\n\
+             # nameserver address; without one, there is nothing to ask\n\
+             nameserver 127.0.0.53\n"
+                .into(),
         ),
         (
             "nsswitch.conf",

@@ -144,7 +144,9 @@ fn main() -> Result<(), sandlot::Error> {
         t(&mut || {
             let (ns, sockets) = factory.create().unwrap();
             let start = Instant::now();
-            let net = engine.attach("cost", &ns.netns, sockets, &network).unwrap();
+            let net = engine
+                .attach("cost", &ns.netns, sockets, &network, None)
+                .unwrap();
             attach.push(start.elapsed());
             drop(net);
             drop(ns);

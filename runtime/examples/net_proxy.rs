@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sandlot::testing::kernel_net::{setup, NetNamespace, SandboxNetns};
-use sandlot::testing::net::{EngineConfig, NetEngine, Network, SandboxNet};
+use sandlot::testing::net::{NetEngine, Network, NetworkConfig, SandboxNet};
 
 const SERVER: &str = "203.0.113.1:5001";
 const BYTES: usize = 512 << 20;
@@ -170,20 +170,20 @@ fn inside<T: Send>(home: &NetNamespace, sb: &Sandbox, f: impl FnOnce() -> T + Se
 fn main() -> Result<(), sandlot::Error> {
     let _world = world();
     let home = NetNamespace::current()?;
-    let engine = NetEngine::start(EngineConfig {
+    let engine = NetEngine::start(NetworkConfig {
         upstream_dns: Some("203.0.113.1:53".parse().unwrap()),
         max_connections: 4096,
         pipe_size: std::env::var("PIPE_SIZE")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(EngineConfig::default().pipe_size),
-        ..EngineConfig::default()
+            .unwrap_or(NetworkConfig::default().pipe_size),
+        ..NetworkConfig::default()
     })?;
     let network = Network::internet().allow_out("203.0.113.0/24").unwrap();
     let made = |engine: &NetEngine| {
         let (ns, sockets) = setup::create(&home).unwrap();
         let net = engine
-            .attach("bench", &ns.netns, sockets, &network)
+            .attach("bench", &ns.netns, sockets, &network, None)
             .unwrap();
         Sandbox { _net: net, ns }
     };

@@ -47,10 +47,11 @@ pub use api::runtime::{ListFilter, Runtime, RuntimeBuilder};
 pub use api::sandbox::Sandbox;
 pub use engine::error::{Error, Result};
 pub use engine::lifecycle::{
-    AlertKind, CommandExit, ExitReason, LifecycleEvent, OomEvent, OutputStream, ProcessEvent,
-    Reason, ResourceAlert, ResourceEvent, ResourceKind, Signal, State, Subscription,
-    SUBSCRIPTION_CAPACITY,
+    AlertKind, CommandExit, DeniedBy, Destination, ExitReason, LifecycleEvent, NetworkDenied,
+    OomEvent, OutputStream, ProcessEvent, Reason, ResourceAlert, ResourceEvent, ResourceKind,
+    Signal, State, Subscription, SUBSCRIPTION_CAPACITY,
 };
+pub use engine::network::{parse_rate, Network, Rule, RuleError, Target, MAX_RULES};
 pub use engine::options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use engine::output::ProcessEvents;
 pub use engine::sandbox::SandboxInfo;
@@ -77,6 +78,7 @@ pub use services::health::{
 };
 pub use services::metrics::Metrics;
 pub use services::monitor::{MonitorTarget, ResourceMonitor, Thresholds};
+pub use services::net::{NetworkConfig, NetworkCounters};
 pub use services::pty::{PtyHandle, PtySize, DEFAULT_TERM};
 pub use services::watch::{FsEvent, Watch};
 
@@ -100,10 +102,16 @@ pub mod testing {
     pub use crate::kernel::caps::{set_no_new_privs, CapPlan, SANDBOX_CAPS};
     pub use crate::kernel::cgroups;
     /// The network's kernel side and services, driven directly by the
-    /// network tests until sandboxes use them (issue 13).
+    /// mechanism-level network tests and benchmarks.
     pub use crate::kernel::net as kernel_net;
     pub use crate::kernel::seccomp::CompiledSeccomp;
     pub use crate::services::net;
+
+    /// Fault injection: the proxy loop serving `sandbox` panics while it
+    /// handles the sandbox's next connection.
+    pub fn panic_on_next_connection(sandbox: &crate::Sandbox) {
+        crate::services::net::service::panic_on_next_connection(&sandbox.shared);
+    }
 }
 
 // The handles users share between threads stay shareable.

@@ -11,6 +11,8 @@
 //!   (127.0.0.1) and `internal.test` (10.0.0.1); other names NXDOMAIN,
 //! - a trap listener on 10.0.0.1:80 that logs any connection (the proxy
 //!   must never dial it);
+//! - a DNS server that never answers on 203.0.113.53:5353 (an upstream
+//!   that is down);
 //!
 //! plus an HTTP server on the host's loopback. The host reaches the world
 //! through routes for 203.0.113.0/24, 2001:db8:113::/64, 10.0.0.1/32 and
@@ -45,6 +47,9 @@ pub const WEB6: SocketAddr = SocketAddr::new(
     )),
     80,
 );
+/// Takes queries and never answers.
+pub const SILENT_DNS: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 53)), 5353);
 pub const TRAP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 80);
 /// The world's end of the veth, its gateway to the host.
 const WORLD_GW: &str = "203.0.113.1";
@@ -152,6 +157,7 @@ impl FakeNet {
                     spawn_server(stop.clone(), logs.clone(), serve_tls, TLS),
                     spawn_server(stop.clone(), logs.clone(), serve_trap, TRAP),
                     spawn_dns(stop.clone(), logs.clone()),
+                    spawn_silent_dns(stop.clone()),
                 ];
                 for s in servers {
                     let _ = s.join();
@@ -451,6 +457,26 @@ fn spawn_dns(stop: Arc<AtomicBool>, logs: Arc<Mutex<Logs>>) -> JoinHandle<()> {
                 None => answer.metadata.response_code = ResponseCode::NXDomain,
             }
             let _ = socket.send_to(&answer.to_vec().unwrap(), peer);
+        }
+    })
+}
+
+fn spawn_silent_dns(stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    let socket = (0..100)
+        .find_map(|_| {
+            UdpSocket::bind(SILENT_DNS).ok().or_else(|| {
+                std::thread::sleep(Duration::from_millis(20));
+                None
+            })
+        })
+        .expect("bind the silent DNS server");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while !stop.load(Ordering::SeqCst) {
+            let _ = socket.recv_from(&mut buf);
         }
     })
 }

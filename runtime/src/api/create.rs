@@ -24,6 +24,7 @@ use crate::kernel::cgroups::Cgroups;
 use crate::kernel::seccomp::{CompiledSeccomp, SeccompCache};
 use crate::kernel::spawn::{self, CreateJob, Launched, Rlimit, Spawner};
 use crate::kernel::userns;
+use crate::services::net::service as net;
 use crate::services::{quota, template};
 use crate::sys::process;
 
@@ -204,10 +205,20 @@ fn start(
         seccomp,
     })?;
 
-    // 7. The cgroups and their limits, before the child exists; the v2 dir
-    //    and the v1 `tasks` files go to the spawner for step 9. If this
-    //    fails the launch is dropped: the spawner abandons it before any
-    //    clone.
+    // 7. Meanwhile, on this thread: with a network, the sandbox's network
+    //    namespace (one kept ready, or made now), served by the proxy
+    //    engine from now on; then the cgroups and their limits, before the
+    //    child exists. The v2 dir, the v1 `tasks` files and the namespace
+    //    go to the spawner for step 9. If this fails the launch is
+    //    dropped: the spawner abandons it before any clone (and what the
+    //    network holds goes with the sandbox's `forget`).
+    let netns = match net::prepare(shared, &options.network) {
+        Ok(netns) => netns,
+        Err(e) => {
+            let _ = pending.wait();
+            return Err(e);
+        }
+    };
     let cgroup = match factory.cgroups.create(&shared.id, limits) {
         Ok(cgroup) => cgroup,
         Err(e) => {
@@ -215,7 +226,12 @@ fn start(
             return Err(e.into());
         }
     };
-    pending.cgroups_ready(cgroup.v2_dir_fd(), cgroup.v1_task_files())?;
+    pending.cgroups_ready(
+        cgroup.v2_dir_fd(),
+        cgroup.v1_task_files(),
+        netns.as_ref().map(AsFd::as_fd),
+    )?;
+    drop(netns);
 
     // (8. the child's plan, 9. clone3, 10. detach the scratch mounts: on
     //  the spawner thread.)
@@ -257,7 +273,16 @@ fn start(
         });
     }
 
-    // 15. The deadline.
+    // 15. The deadline. A network engine that stopped serving the sandbox
+    //     while it started (its loop failed) fails the create.
     shared.arm_deadline();
+    if let Some(why) = net::failure(shared) {
+        let _ = shared.destroy(Reason::Internal(format!("network: {why}")));
+        return Err(Error::NetworkSetup {
+            step: "serve the sandbox's network",
+            errno: None,
+            detail: why,
+        });
+    }
     Ok(())
 }

@@ -14,7 +14,9 @@ use sandlot_rootfs::Store;
 use crate::api::create::{self, Factory};
 use crate::api::sandbox::Sandbox;
 use crate::engine::error::{Error, Result};
-use crate::engine::lifecycle::{LifecycleEvent, Reason, ResourceEvent, State, Subscription};
+use crate::engine::lifecycle::{
+    LifecycleEvent, NetworkDenied, Reason, ResourceEvent, State, Subscription,
+};
 use crate::engine::options::SandboxOptions;
 use crate::engine::reactor::Reactor;
 use crate::engine::reaper::{Reaper, Teardowns};
@@ -27,6 +29,8 @@ use crate::kernel::seccomp::{SeccompCache, SeccompProfile};
 use crate::kernel::spawn::{Spawner, SpawnerConfig};
 use crate::kernel::userns::IdRange;
 use crate::services::monitor::{MonitorTarget, Target};
+use crate::services::net::service::NetService;
+use crate::services::net::NetworkConfig;
 use crate::services::quota;
 
 /// Builds a [`Runtime`].
@@ -40,6 +44,7 @@ pub struct RuntimeBuilder {
     ready_timeout: Duration,
     template_linger: Duration,
     cgroups: CgroupConfig,
+    network: NetworkConfig,
 }
 
 impl Default for RuntimeBuilder {
@@ -53,6 +58,7 @@ impl Default for RuntimeBuilder {
             ready_timeout: Duration::from_secs(10),
             template_linger: Duration::from_secs(10),
             cgroups: CgroupConfig::default(),
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -123,6 +129,15 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How sandboxes' networks are served (see [`NetworkConfig`]): the
+    /// proxy's threads and bounds, the default upstream resolver (default:
+    /// the host's resolv.conf), namespaces kept ready, where exposed ports
+    /// listen. Nothing of it starts before a sandbox needs it.
+    pub fn network(mut self, config: NetworkConfig) -> Self {
+        self.network = config;
+        self
+    }
+
     pub fn build(self) -> Result<Runtime> {
         let euid = nix::unistd::geteuid().as_raw();
         if euid != 0 {
@@ -164,6 +179,9 @@ impl RuntimeBuilder {
             Teardowns::start()?,
             self.id_range,
         ));
+        let network = self.network;
+        ctx.services
+            .get_or_insert_with(move || NetService::new(network));
         let reactor_thread = {
             let reactor = reactor.clone();
             thread::Builder::new()
@@ -290,6 +308,18 @@ impl Runtime {
         self.inner.ctx.resource_events.subscribe()
     }
 
+    /// Every connection and name any sandbox's network refused, from now
+    /// on, with the destination and what denied it (a rule as written, an
+    /// always-denied range, rebinding, a server name…). Bounded: see
+    /// [`Subscription`].
+    pub fn network_events(&self) -> Subscription<NetworkDenied> {
+        match NetService::of(&self.inner.ctx) {
+            Ok(service) => service.events(),
+            // Shut down: a subscription that never receives anything.
+            Err(_) => crate::engine::lifecycle::EventBus::default().subscribe(),
+        }
+    }
+
     /// The template registry under the runtime's data dir.
     pub fn templates(&self) -> &Store {
         &self.inner.factory.store
@@ -349,6 +379,9 @@ impl RuntimeInner {
         for sandbox in sandboxes {
             let _ = sandbox.destroy(Reason::HostShutdown);
         }
+        // Runtime-wide services (the network's threads) once no sandbox
+        // holds them.
+        self.ctx.services.release_all();
         self.ctx.reaper.stop();
         self.ctx.teardowns.stop();
         self.ctx.reactor.stop();

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +11,7 @@ use sandlot_rootfs::Interpreter;
 
 use crate::engine::error::Result;
 use crate::engine::lifecycle::{Reason, State};
+use crate::engine::network::Network;
 use crate::engine::sandbox::{SandboxInfo, SandboxShared};
 use crate::kernel::limits::{ExecLimits, Limits};
 use crate::services::code::{CellOptions, Execution, Language, SandboxCode};
@@ -18,6 +20,7 @@ use crate::services::files::Files;
 use crate::services::health::{self, Health};
 use crate::services::metrics::{self, Metrics};
 use crate::services::monitor::{MonitorTarget, Target};
+use crate::services::net::service as net;
 use crate::services::{pause, template};
 
 /// A handle to a sandbox. Cheap to clone; dropping it does not destroy the
@@ -207,6 +210,40 @@ impl Sandbox {
     /// nothing.
     pub fn resume(&self) -> Result<()> {
         pause::resume(&self.shared)
+    }
+
+    /// Replaces the network rules (and bandwidth) of a sandbox created
+    /// with a network: connections and lookups from now on follow them,
+    /// open connections keep going. An agent's operator widens what it may
+    /// reach as it discovers what it needs. The network cannot be turned
+    /// off or on here (a sandbox created without one has only its own
+    /// loopback): deny everything instead (`allow_out("0.0.0.0/32")` …),
+    /// or create the sandbox with a network. The upstream resolver stays
+    /// the one given at create.
+    pub fn set_network(&self, network: Network) -> Result<()> {
+        net::set_network(&self.shared, network)
+    }
+
+    /// The network option as created or last set.
+    pub fn network(&self) -> Network {
+        net::network(&self.shared)
+    }
+
+    /// Forwards TCP from a host address to a server in the sandbox
+    /// listening on `port` (on 127.0.0.1, ::1 or the any-address) and
+    /// returns that address: by default 127.0.0.1 (the runtime's
+    /// [`NetworkConfig::expose_address`](crate::NetworkConfig)) with a
+    /// port the kernel picks. Each call opens another listener; all close
+    /// with the sandbox. Works whether or not the sandbox has a network;
+    /// the bandwidth, if any, holds for this traffic too.
+    pub fn expose_port(&self, port: u16) -> Result<SocketAddr> {
+        net::expose_port(&self.shared, port, None)
+    }
+
+    /// [`Sandbox::expose_port`] on a host address of the caller's choice
+    /// (`0.0.0.0:8080`, `[::1]:0`, …).
+    pub fn expose_port_on(&self, port: u16, host: SocketAddr) -> Result<SocketAddr> {
+        net::expose_port(&self.shared, port, Some(host))
     }
 
     /// The code interpreters the template offers (its settings), as data:

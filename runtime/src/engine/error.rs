@@ -128,6 +128,20 @@ pub enum Error {
     #[error("code context {0} not found")]
     CodeContextNotFound(String),
 
+    /// A network rule or bandwidth that does not parse, or too many rules;
+    /// the message names the rule as written.
+    #[error(transparent)]
+    NetworkRule(#[from] crate::engine::network::RuleError),
+
+    /// Setting up or serving a sandbox's network failed: names the step,
+    /// and the errno where the kernel refused.
+    #[error("sandbox network: {step}: {detail}")]
+    NetworkSetup {
+        step: &'static str,
+        errno: Option<Errno>,
+        detail: String,
+    },
+
     /// The runtime is shutting down or has shut down.
     #[error("the runtime is shut down")]
     RuntimeShutDown,
@@ -148,6 +162,28 @@ impl From<KernelError> for Error {
 }
 
 impl Error {
+    /// A failure of the kernel side of a sandbox's network, as the
+    /// network's own variant (a missing kernel feature stays
+    /// `Unsupported`, a shutdown `RuntimeShutDown`).
+    pub(crate) fn network(e: KernelError) -> Error {
+        match e {
+            KernelError::Setup { step, path, errno } => Error::NetworkSetup {
+                step,
+                errno: Some(errno),
+                detail: match path {
+                    Some(path) => format!("{}: {errno}", path.display()),
+                    None => errno.to_string(),
+                },
+            },
+            KernelError::Io { context, source } => Error::NetworkSetup {
+                step: "network I/O",
+                errno: source.raw_os_error().map(Errno::from_raw),
+                detail: format!("{context}: {source}"),
+            },
+            other => Error::from(other),
+        }
+    }
+
     pub(crate) fn setup(step: &'static str, errno: Errno) -> Error {
         Error::Setup {
             step,

@@ -36,6 +36,15 @@ impl Extensions {
         value
     }
 
+    /// The `T` inserted before, if any.
+    pub fn get<T: Extension>(&self) -> Option<Arc<T>> {
+        let id = TypeId::of::<T>();
+        lock(&self.entries)
+            .iter()
+            .find(|(t, ..)| *t == id)
+            .map(|(_, any, _)| any.clone().downcast::<T>().expect("keyed by its type"))
+    }
+
     /// Teardown: every extension releases what it holds (outside the lock:
     /// a release may take time).
     pub fn release_all(&self) {

@@ -11,6 +11,7 @@ pub mod error;
 pub(crate) mod exec;
 pub(crate) mod extensions;
 pub mod lifecycle;
+pub mod network;
 pub(crate) mod oom;
 pub mod options;
 pub mod output;

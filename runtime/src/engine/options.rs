@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::engine::error::{Error, Result};
+use crate::engine::network::Network;
 use crate::kernel::limits::{ExecLimits, Limits};
 use crate::kernel::seccomp::SeccompProfile;
 
@@ -33,6 +34,9 @@ pub struct SandboxOptions {
     /// [`Sandbox::pause`](crate::Sandbox::pause)). Default `false`: the
     /// timeout keeps running and may destroy a paused sandbox.
     pub pause_clock: bool,
+    /// What the sandbox may reach beyond its own loopback (default
+    /// [`Network::off`]: nothing; see [`Network`]).
+    pub network: Network,
     /// Which of `timeout` and `limits` the caller chose: the template's
     /// settings (`sandlot.json`) fill in the others. The builder methods
     /// mark what they set; code that assigns the fields directly marks
@@ -74,6 +78,7 @@ impl Default for SandboxOptions {
             seccomp: None,
             exec_limits: ExecLimits::default(),
             pause_clock: false,
+            network: Network::off(),
             explicit: Explicit::default(),
         }
     }
@@ -197,6 +202,14 @@ impl SandboxOptions {
         self
     }
 
+    /// What the sandbox may reach: [`Network::internet`], rules
+    /// ([`Network::allow_out`], [`Network::deny_out`]), an upstream
+    /// resolver, a bandwidth. Default off (loopback only).
+    pub fn network(mut self, network: Network) -> Self {
+        self.network = network;
+        self
+    }
+
     /// Replaces the default seccomp profile for this sandbox (extend
     /// [`SeccompProfile::default`] to keep the default denials).
     pub fn seccomp(mut self, profile: SeccompProfile) -> Self {
@@ -235,6 +248,7 @@ impl SandboxOptions {
         }
         self.limits.validate()?;
         self.exec_limits.validate()?;
+        self.network.validate()?;
         Ok(())
     }
 }

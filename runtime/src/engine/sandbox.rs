@@ -47,6 +47,10 @@ pub(crate) struct RuntimeCtx {
     pub reaper: Reaper,
     pub teardowns: Teardowns,
     pub range: IdRange,
+    /// Runtime-wide state of services (the network's engine, started with
+    /// the first sandbox that needs it): held here without the engine
+    /// knowing its type, released at shutdown once every sandbox is gone.
+    pub services: Extensions,
     table: Mutex<Table>,
 }
 
@@ -71,6 +75,7 @@ impl RuntimeCtx {
             reaper,
             teardowns,
             range,
+            services: Extensions::default(),
             table: Mutex::default(),
         }
     }
@@ -867,9 +872,11 @@ impl SandboxShared {
 
     /// A create that failed before the sandbox went live: out of the
     /// table, nothing left registered (its cgroup and child were already
-    /// released by the creator).
+    /// released by the creator), and what services attached to it at
+    /// create (its network) released.
     pub fn forget(&self) {
         self.unwatch_oom();
+        self.ext.release_all();
         self.ctx.remove(&self.id);
         self.mark_ended();
     }
@@ -999,8 +1006,8 @@ impl SandboxShared {
     }
 
     /// The runtime failed while serving this sandbox: Error, then torn
-    /// down (Destroyed with the reason).
-    fn fail(&self, what: String) {
+    /// down (Destroyed with the reason) on a teardown thread. Never blocks.
+    pub fn fail(&self, what: String) {
         let _ = self.transition(State::Error, Reason::Internal(what.clone()));
         self.destroy_later(Reason::Internal(what));
     }

@@ -15,6 +15,9 @@ pub mod fs;
 pub mod init_binary;
 pub mod limits;
 pub(crate) mod mounts;
+// Also driven by its own integration tests and benchmarks (the `testing`
+// feature), which reach parts the runtime does not use.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 pub mod net;
 pub mod seccomp;
 pub(crate) mod spawn;

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | CPU, memory, processes, OOM kills | the sandbox's cgroup (`cgroups::stats`: files opened once, re-read with pread) |
 //! | disk | `fstatfs` of the writable tmpfs (`Live::rw`) |
-//! | network | `/proc/<init pid>/net/dev`: the sandbox's own network namespace, opened once, re-read with pread |
+//! | network interfaces | `/proc/<init pid>/net/dev`: the sandbox's own network namespace, opened once, re-read with pread |
+//! | network traffic and decisions | the proxy engine's counters (`services::net`), for a sandbox with a network or exposed ports |
 //! | uptime, last activity, active executions | the host's own records |
 //!
 //! A call re-reads seven open files and calls fstatfs once, and starts no
@@ -55,6 +56,10 @@ pub struct Metrics {
     pub net_tx_bytes: u64,
     pub net_rx_packets: u64,
     pub net_tx_packets: u64,
+    /// What went through sandlot's proxy and resolver: bytes in and out,
+    /// connections allowed and denied, lookups answered and denied (zero
+    /// for a sandbox without a network or exposed ports).
+    pub network: crate::services::net::NetworkCounters,
     /// Processes and threads alive, init included.
     pub processes: u64,
     pub max_processes: u64,
@@ -194,6 +199,7 @@ pub(crate) fn sample(sandbox: &SandboxShared) -> Result<Sample> {
             net_tx_bytes: net.tx_bytes,
             net_rx_packets: net.rx_packets,
             net_tx_packets: net.tx_packets,
+            network: crate::services::net::service::counters(sandbox),
             processes: stats.pids_current,
             max_processes: stats.pids_max,
             oom_kills: stats.oom_kills,

@@ -10,6 +10,9 @@ pub mod health;
 pub(crate) mod launch;
 pub mod metrics;
 pub mod monitor;
+// Also driven by its own integration tests and benchmarks (the `testing`
+// feature), which reach parts the runtime does not use.
+#[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 pub mod net;
 pub(crate) mod pause;
 pub mod pty;

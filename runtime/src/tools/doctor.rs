@@ -4,7 +4,8 @@
 //! Each check *tries* the feature the way the runtime uses it, where that
 //! is harmless (a user namespace, an idmapped clone of the data dir that is
 //! never attached, the runtime's cgroup dirs made and removed, a seccomp
-//! filter installed in a throwaway child), and otherwise reads the kernel's
+//! filter installed in a throwaway child, a sandbox network namespace with
+//! its steering program), and otherwise reads the kernel's
 //! own answer (`/proc/filesystems`, sysctls). Nothing is left behind.
 //!
 //! ```no_run
@@ -159,7 +160,41 @@ pub fn check(data_dir: &Path) -> Report {
     checks.push(seccomp());
     checks.push(openat2());
     checks.push(memfd_exec());
+    checks.push(sandbox_networks());
     Report { checks }
+}
+
+/// Makes one sandbox network the way a create with a network does (a
+/// namespace, `lo` and its routes, the host's sockets inside, the
+/// sk_lookup steering program) and drops it. Optional: sandboxes without
+/// a network need none of it, so a failure is a warning.
+fn sandbox_networks() -> Check {
+    const NAME: &str = "sandbox networks";
+    let made = crate::kernel::net::NetNamespace::current().and_then(|home| {
+        let start = std::time::Instant::now();
+        let made = crate::kernel::net::setup::create(&home)?;
+        Ok((made, start.elapsed()))
+    });
+    match made {
+        Ok((net, took)) => {
+            drop(net);
+            ok(
+                NAME,
+                format!(
+                    "made a network namespace with lo, local routes, the proxy's and resolver's \
+                     sockets and the sk_lookup steering program in {:.2} ms",
+                    took.as_secs_f64() * 1e3
+                ),
+            )
+        }
+        Err(e) => warn(
+            NAME,
+            format!("{e}; sandboxes with the network off are unaffected"),
+            "sandboxes with a network need Linux 5.9+ with CONFIG_BPF_SYSCALL and \
+             CONFIG_NET_NS, and CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_BPF for the runtime \
+             (not granted inside most containers)",
+        ),
+    }
 }
 
 fn root() -> Check {

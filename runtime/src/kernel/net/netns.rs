@@ -42,6 +42,29 @@ impl NetNamespace {
         })
     }
 
+    /// A namespace descriptor received from elsewhere (the caller's table,
+    /// through the spawner's handoff).
+    pub fn from_fd(fd: OwnedFd) -> Result<NetNamespace, KernelError> {
+        let inode = nix::sys::stat::fstat(&fd)
+            .map_err(|e| KernelError::setup("stat a network namespace descriptor", e))?
+            .st_ino;
+        Ok(NetNamespace { fd, inode })
+    }
+
+    /// The network namespace of process `pid` (`/proc/<pid>/ns/net`).
+    pub fn of_process(pid: i32) -> Result<NetNamespace, KernelError> {
+        let path = format!("/proc/{pid}/ns/net");
+        let file = File::open(&path).map_err(|e| KernelError::setup_io("open", &path, &e))?;
+        let inode = file
+            .metadata()
+            .map_err(|e| KernelError::setup_io("stat", &path, &e))?
+            .ino();
+        Ok(NetNamespace {
+            fd: file.into(),
+            inode,
+        })
+    }
+
     /// Makes a new network namespace and runs `setup` on the calling
     /// thread inside it (sockets made there belong to it), then moves the
     /// thread back to `home`, also when `setup` fails. The namespace

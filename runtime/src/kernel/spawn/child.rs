@@ -57,15 +57,23 @@ pub fn run(plan: &ChildPlan) -> ! {
     //    made while the host writes our id maps and cgroups, instead of
     //    before. Our full capabilities in the new user namespace are enough,
     //    ids mapped or not; both are owned by that namespace as before.
-    try_step(
-        ctl,
-        Step::Namespaces,
-        unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC),
-    );
+    //    With a network, we were cloned inside the namespace the host made
+    //    (owned by the host's user namespace, so root here has no
+    //    CAP_NET_ADMIN over it): we keep that one.
+    let namespaces = if plan.host_network {
+        CloneFlags::CLONE_NEWIPC
+    } else {
+        CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC
+    };
+    try_step(ctl, Step::Namespaces, unshare(namespaces));
 
-    // 3-4. Identity and the network namespace's only interface.
+    // 3-4. Identity and the network namespace's only interface (the host
+    //    set up its own namespace's `lo`; we could not, lacking
+    //    CAP_NET_ADMIN there).
     try_step(ctl, Step::Hostname, process::set_hostname(&plan.hostname));
-    try_step(ctl, Step::Loopback, process::loopback_up());
+    if !plan.host_network {
+        try_step(ctl, Step::Loopback, process::loopback_up());
+    }
 
     // 5. Wait until the host wrote our id maps.
     //    EOF means the host died before that: just go.

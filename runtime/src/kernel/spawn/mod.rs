@@ -42,6 +42,7 @@ use handoff::Handoff;
 use crate::kernel::caps::CapPlan;
 use crate::kernel::error::{KernelError, KernelResult};
 use crate::kernel::mounts::Scratch;
+use crate::kernel::net::NetNamespace;
 use crate::kernel::seccomp::CompiledSeccomp;
 use crate::kernel::userns::{self, IdRange};
 use crate::sys::{clone, fd, process};
@@ -49,7 +50,9 @@ use crate::sys::{clone, fd, process};
 /// Namespaces every sandbox starts in. The child adds the network and IPC
 /// namespaces itself while the host writes its id maps (the network one
 /// costs ~0.35 ms, which then overlaps with the host's part), and the
-/// cgroup namespace once the host has placed it in its cgroups.
+/// cgroup namespace once the host has placed it in its cgroups. A sandbox
+/// with a network is cloned inside the namespace the host made for it
+/// instead, and adds only IPC.
 const NAMESPACES: libc::c_int =
     libc::CLONE_NEWUSER | libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWUTS;
 
@@ -83,28 +86,46 @@ pub(crate) struct CreateJob {
 pub(crate) struct PendingLaunch {
     id: u64,
     handoff: Arc<Handoff>,
-    cgroups: Option<Sender<Vec<PathBuf>>>,
+    cgroups: Option<Sender<CloneInputs>>,
     reply: Receiver<KernelResult<i32>>,
     /// For the lease, once launched.
     layers: Vec<PathBuf>,
     jobs: Sender<Job>,
 }
 
+/// What the caller hands the spawner for the clone, besides the
+/// descriptors (which cross through the handoff, in this order).
+struct CloneInputs {
+    v1_tasks: Vec<PathBuf>,
+    /// A cgroup v2 directory to clone into comes first.
+    v2_dir: bool,
+    /// Then the network namespace the host made for the sandbox.
+    netns: bool,
+}
+
 impl PendingLaunch {
     /// The cgroups exist; `v2_dir` (for `CLONE_INTO_CGROUP`) is `None`
     /// without a v2 hierarchy; the child joins the v1 ones through their
-    /// `v1_tasks` files itself.
+    /// `v1_tasks` files itself. `netns`: the network namespace the host
+    /// made for the sandbox (`None`: the child makes its own, loopback
+    /// only).
     pub fn cgroups_ready(
         &mut self,
         v2_dir: Option<BorrowedFd<'_>>,
         v1_tasks: Vec<PathBuf>,
+        netns: Option<BorrowedFd<'_>>,
     ) -> KernelResult<()> {
-        let fds: Vec<BorrowedFd<'_>> = v2_dir.into_iter().collect();
+        let inputs = CloneInputs {
+            v1_tasks,
+            v2_dir: v2_dir.is_some(),
+            netns: netns.is_some(),
+        };
+        let fds: Vec<BorrowedFd<'_>> = v2_dir.into_iter().chain(netns).collect();
         self.handoff
             .send(self.id, &fds)
             .map_err(|e| KernelError::setup("hand the cgroup to the spawner", e))?;
         if let Some(tx) = self.cgroups.take() {
-            let _ = tx.send(v1_tasks);
+            let _ = tx.send(inputs);
         }
         Ok(())
     }
@@ -183,7 +204,7 @@ enum Job {
         id: u64,
         job: Box<CreateJob>,
         /// Says the cgroup directory was handed over; hung up: abandon.
-        cgroups: Receiver<Vec<PathBuf>>,
+        cgroups: Receiver<CloneInputs>,
         reply: Sender<KernelResult<i32>>,
     },
 }
@@ -354,6 +375,9 @@ fn thread_main(
     debug_assert!(!keep.contains(&process_end));
     let handoff = Handoff::new(channel);
     let setup = enter_private_namespace(&config).and_then(|scratch| {
+        // Where the thread returns after cloning a sandbox inside the
+        // network namespace the host made for it.
+        let home = NetNamespace::current()?;
         // The init memfd, written by the caller meanwhile.
         let init = handoff
             .take(INIT_HANDOFF)
@@ -362,9 +386,9 @@ fn thread_main(
             .ok_or_else(|| {
                 KernelError::setup("receive the init memfd", nix::errno::Errno::EBADF)
             })?;
-        Ok((scratch, init))
+        Ok((scratch, init, home))
     });
-    let (mut scratch, init) = match setup {
+    let (mut scratch, init, home) = match setup {
         Ok(done) => {
             let _ = ready.send(Ok(()));
             done
@@ -400,7 +424,15 @@ fn thread_main(
                 cgroups,
                 reply,
             }) => {
-                let launched = launch(&mut scratch, init.as_raw_fd(), &job, id, &cgroups, &handoff);
+                let launched = launch(
+                    &mut scratch,
+                    init.as_raw_fd(),
+                    &home,
+                    &job,
+                    id,
+                    &cgroups,
+                    &handoff,
+                );
                 if launched.is_err() && cgroups.recv().is_ok() {
                     // Failed before taking the cgroup the caller handed
                     // over: take it now, or it would stay in the channel.
@@ -470,37 +502,75 @@ fn enter_private_namespace(config: &SpawnerConfig) -> KernelResult<Scratch> {
 fn launch(
     scratch: &mut Scratch,
     init_fd: RawFd,
+    home: &NetNamespace,
     job: &CreateJob,
     id: u64,
-    cgroups: &Receiver<Vec<PathBuf>>,
+    cgroups: &Receiver<CloneInputs>,
     handoff: &Handoff,
 ) -> KernelResult<Child> {
     // 4. Attach the template's idmapped layers (first use only).
     scratch.prepare(&job.template)?;
     // 5. Assemble the root: writable tmpfs, overlay, host binds, /dev.
     let rw = scratch.assemble(&job.template, job.disk_bytes)?;
+    // Every failure from here detaches what step 5 mounted.
+    let result = clone_child(scratch, init_fd, home, job, id, cgroups, handoff);
+    match result {
+        Ok((pid, pidfd, control)) => Ok(Child {
+            pid,
+            pidfd,
+            control,
+            rw,
+        }),
+        Err(e) => {
+            scratch.detach();
+            Err(e)
+        }
+    }
+}
+
+/// Steps 6 and 8–9 (and the caller's 7): the control socket, the child's
+/// plan, the clone. Returns the child's pid, pidfd and the control
+/// socket's host end.
+fn clone_child(
+    scratch: &Scratch,
+    init_fd: RawFd,
+    home: &NetNamespace,
+    job: &CreateJob,
+    id: u64,
+    cgroups: &Receiver<CloneInputs>,
+    handoff: &Handoff,
+) -> KernelResult<(i32, OwnedFd, OwnedFd)> {
     // 6. The control socket; the child's end becomes init's fd 3.
-    let pair = socketpair(
+    let (host_end, child_end) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
         None,
         SockFlag::SOCK_CLOEXEC,
-    );
-    let (host_end, child_end) = match pair {
-        Ok(pair) => pair,
-        Err(e) => {
-            scratch.detach();
-            return Err(KernelError::setup("create the control socket", e));
-        }
-    };
-    // (7.) The sandbox's cgroups, made by the caller meanwhile: the v1
-    //    `tasks` files the child joins itself, then the v2 dir to clone into.
-    let Ok(v1_tasks) = cgroups.recv() else {
-        scratch.detach();
-        return Err(KernelError::setup(
+    )
+    .map_err(|e| KernelError::setup("create the control socket", e))?;
+    // (7.) What the caller made meanwhile: the cgroups (the v1 `tasks`
+    //    files the child joins itself, the v2 dir to clone into) and, for a
+    //    sandbox with a network, the namespace the host made for it.
+    let inputs = cgroups.recv().map_err(|_| {
+        KernelError::setup(
             "wait for the sandbox's cgroups",
             nix::errno::Errno::ECANCELED,
-        ));
+        )
+    })?;
+    let mut fds = handoff
+        .take(id)
+        .map_err(|e| KernelError::setup("take the sandbox's cgroup from the caller", e))?
+        .into_iter();
+    let cgroup_dir = if inputs.v2_dir { fds.next() } else { None };
+    let netns = match (inputs.netns, fds.next()) {
+        (false, _) => None,
+        (true, Some(fd)) => Some(NetNamespace::from_fd(fd)?),
+        (true, None) => {
+            return Err(KernelError::setup(
+                "take the sandbox's network namespace from the caller",
+                nix::errno::Errno::EPROTO,
+            ))
+        }
     };
     // 8. Everything the child needs, allocated now.
     let plan = ChildPlan::new(PlanInputs {
@@ -510,45 +580,28 @@ fn launch(
         hostname: &job.hostname,
         root: scratch.root_path(),
         rlimits: job.rlimits.clone(),
-        cgroup_tasks: &v1_tasks,
+        cgroup_tasks: &inputs.v1_tasks,
         sandbox_id: &job.id,
         caps: job.caps,
         seccomp: job.seccomp.clone(),
-    });
-    let plan = match plan {
-        Ok(plan) => plan,
-        Err(e) => {
-            // The caller handed the v2 dir over already: take it back out
-            // of the channel.
-            let _ = handoff.take(id);
-            scratch.detach();
-            return Err(e);
-        }
-    };
+        host_network: netns.is_some(),
+    })?;
     // 9. One clone with every namespace, straight into the sandbox's
     //    cgroup v2 directory when there is one; the child waits for "go".
-    let cgroup_dir = match handoff.take(id) {
-        Ok(mut fds) => fds.pop(),
-        Err(e) => {
-            scratch.detach();
-            return Err(KernelError::setup(
-                "take the sandbox's cgroup from the caller",
-                e,
-            ));
-        }
-    };
+    //    A sandbox with a network is cloned from inside its namespace
+    //    (this thread enters it for the clone only): a child in a new user
+    //    namespace could not join a namespace of the host's user namespace
+    //    itself (EPERM).
     let cgroup = cgroup_dir.as_ref().map(|fd| fd.as_fd());
-    let child = clone::fork_into(NAMESPACES as u64, cgroup, || -> std::convert::Infallible {
-        child::run(&plan)
-    });
+    let child = {
+        let _inside = netns.as_ref().map(|ns| ns.enter(home)).transpose()?;
+        clone::fork_into(NAMESPACES as u64, cgroup, || -> std::convert::Infallible {
+            child::run(&plan)
+        })
+    };
     // 10. Detaching the mounts is left to `thread_main`, after the reply.
     let child = child.map_err(|e| KernelError::setup("clone the sandbox", e))?;
-    Ok(Child {
-        pid: child.pid,
-        pidfd: child.pidfd,
-        control: host_end,
-        rw,
-    })
+    Ok((child.pid, child.pidfd, host_end))
 }
 
 /// Step 12 of the parent sequence (`api/create.rs`): "go" to a child

@@ -73,7 +73,7 @@ impl Step {
     pub fn describe(self) -> &'static str {
         match self {
             Step::JoinCgroups => "join the sandbox's cgroups",
-            Step::Namespaces => "unshare the network and IPC namespaces",
+            Step::Namespaces => "unshare the network (unless the host made it) and IPC namespaces",
             Step::WaitGo => "wait for the host's go-ahead",
             Step::SetIds => "become root of the user namespace",
             Step::ParentDeath => "arm the parent-death signal",
@@ -172,6 +172,9 @@ pub struct ChildPlan {
     pub caps: CapPlan,
     /// Installed last before exec.
     pub seccomp: CompiledSeccomp,
+    /// The child was cloned inside a network namespace the host made (and
+    /// set up): it makes no network namespace and brings up no `lo`.
+    pub host_network: bool,
     _init_args: Vec<CString>,
     /// NULL-terminated argv of init.
     pub init_argv: Vec<*const libc::c_char>,
@@ -200,6 +203,7 @@ pub struct PlanInputs<'a> {
     pub sandbox_id: &'a str,
     pub caps: CapPlan,
     pub seccomp: CompiledSeccomp,
+    pub host_network: bool,
 }
 
 impl ChildPlan {
@@ -233,6 +237,7 @@ impl ChildPlan {
             rlimits: inputs.rlimits,
             caps: inputs.caps,
             seccomp: inputs.seccomp,
+            host_network: inputs.host_network,
             _init_args: init_args,
             init_argv,
             init_envp: vec![std::ptr::null()],
@@ -269,6 +274,7 @@ mod tests {
             seccomp: crate::kernel::seccomp::SeccompProfile::default()
                 .compile_native()
                 .unwrap(),
+            host_network: false,
         })
         .unwrap();
         assert_eq!(plan.init_argv.len(), 3);

@@ -86,6 +86,11 @@ fn encode(message: &Message) -> Vec<u8> {
     })
 }
 
+/// SERVFAIL for `q` (upstream unreachable, or too many lookups at once).
+pub fn servfail(q: &Question) -> Vec<u8> {
+    encode(&reply(&q.message, ResponseCode::ServFail, vec![]))
+}
+
 /// Decides what to do with `bytes`, a query from the sandbox.
 pub fn plan(policy: &Policy, fakes: &FakeIps, bytes: &[u8], now: Instant) -> Plan {
     let Ok(message) = Message::from_vec(bytes) else {
@@ -334,7 +339,8 @@ pub fn system_upstream() -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::services::net::rules::Network;
+    use crate::engine::network::Network;
+    use crate::services::net::rules::Policy;
     use hickory_proto::rr::Name;
 
     fn query(name: &str, qtype: RecordType) -> Vec<u8> {
@@ -368,7 +374,7 @@ mod tests {
 
     #[test]
     fn names_not_allowed_answer_nxdomain_without_going_upstream() {
-        let policy = Network::internet().allow_out("ok.test").unwrap().policy();
+        let policy = Policy::of(&Network::internet().allow_out("ok.test").unwrap());
         let fakes = FakeIps::default();
         match plan(
             &policy,
@@ -386,7 +392,7 @@ mod tests {
 
     #[test]
     fn domain_rules_answer_fake_addresses_after_upstream_confirms() {
-        let policy = Network::internet().allow_out("*.ok.test").unwrap().policy();
+        let policy = Policy::of(&Network::internet().allow_out("*.ok.test").unwrap());
         let mut fakes = FakeIps::default();
         let now = Instant::now();
         let Plan::Forward(q) = plan(&policy, &fakes, &query("api.ok.test.", RecordType::A), now)
@@ -432,11 +438,8 @@ mod tests {
     #[test]
     fn answers_pointing_at_denied_addresses_are_refused() {
         for policy in [
-            Network::internet().policy(),
-            Network::internet()
-                .allow_out("rebind.test")
-                .unwrap()
-                .policy(),
+            Policy::of(&Network::internet()),
+            Policy::of(&Network::internet().allow_out("rebind.test").unwrap()),
         ] {
             let mut fakes = FakeIps::default();
             let now = Instant::now();
@@ -461,7 +464,7 @@ mod tests {
             assert!(fakes.is_empty());
         }
         // Mixed: the public address stays, the private one goes.
-        let policy = Network::internet().policy();
+        let policy = Policy::of(&Network::internet());
         let mut fakes = FakeIps::default();
         let Plan::Forward(q) = plan(
             &policy,
@@ -488,7 +491,7 @@ mod tests {
 
     #[test]
     fn garbage_is_ignored_and_odd_queries_get_errors() {
-        let policy = Network::internet().policy();
+        let policy = Policy::of(&Network::internet());
         let fakes = FakeIps::default();
         assert!(matches!(
             plan(&policy, &fakes, b"\x00\x01garbage", Instant::now()),

@@ -16,7 +16,7 @@
 //!   copies both ways. A refused connection is reset right after it was
 //!   accepted: programs see "connection reset by peer" (the handshake had
 //!   completed inside the namespace), and the operator sees a
-//!   [`DeniedEvent`].
+//!   [`NetworkDenied`] event.
 //! - **DNS** (UDP or TCP port 53, any address, loopback included) goes to
 //!   the host's resolver socket; answers leave from the address the query
 //!   was sent to, so any `nameserver` line works (a template's 127.0.0.53
@@ -55,7 +55,10 @@ pub mod dns;
 pub mod engine;
 pub mod fakeip;
 pub mod rules;
+pub(crate) mod service;
 pub mod sniff;
 
-pub use engine::{DeniedEvent, Destination, EngineConfig, NetCounters, NetEngine, SandboxNet};
-pub use rules::{parse_rate, DeniedBy, Network, Policy, Rule, RuleError, Target};
+pub use crate::engine::lifecycle::{DeniedBy, Destination, NetworkDenied};
+pub use crate::engine::network::{parse_rate, Network, Rule, RuleError, Target};
+pub use engine::{FailureHook, NetEngine, NetworkConfig, NetworkCounters, SandboxNet};
+pub use rules::Policy;

@@ -1,6 +1,6 @@
 //! The proxy engine: one set of threads serving every sandbox's network.
 //!
-//! - `sandlot-net-N` (a few, [`EngineConfig::loops`]): an epoll loop each.
+//! - `sandlot-net-N` (a few, [`NetworkConfig::loops`]): an epoll loop each.
 //!   A sandbox's sockets all live on one loop: its proxy listener, its
 //!   resolver's UDP socket and TCP listener, its exposed ports, and every
 //!   connection they accept. A connection is decided on accept (rules,
@@ -9,11 +9,19 @@
 //!   domain rules, then copied both ways with `splice` through a pipe per
 //!   direction, held to the sandbox's token buckets.
 //! - `sandlot-net-lookup-N`: blocking upstream DNS for the resolver and
-//!   for dials by name, so a slow upstream never stalls a loop.
+//!   for dials by name, so a slow upstream never stalls a loop. A sandbox
+//!   has at most [`NetworkConfig::lookups_per_sandbox`] of them busy at
+//!   once (its other queries wait in its own queue), so one sandbox whose
+//!   upstream does not answer cannot hold every lookup thread.
 //!
-//! Everything is bounded: connections per sandbox, pending lookups,
-//! buffered bytes (one pipe per direction), the event queue (events past
-//! its capacity are dropped and counted).
+//! Everything is bounded: connections per sandbox, lookups in flight and
+//! waiting, buffered bytes (one pipe per direction), the event bus (a
+//! subscriber that does not keep up misses events, counted).
+//!
+//! A loop that fails (its `epoll_wait` errs) or panics while serving a
+//! sandbox does not end silently: each sandbox it drops is reported to
+//! the failure hook given at attach (the runtime then fails the sandbox,
+//! like its io thread does), and [`SandboxNet::failure`] says why.
 
 mod reactor;
 mod relay;
@@ -25,88 +33,78 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Sender};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use super::fakeip::FakeIps;
-use super::rules::{DeniedBy, Network, Policy, RuleError};
+use super::rules::{DeniedBy, Policy};
 use crate::engine::error::Error;
+use crate::engine::lifecycle::{Destination, EventBus, NetworkDenied, Subscription};
+use crate::engine::network::Network;
 use crate::kernel::net::{HostSockets, NetNamespace};
 use slab::Key;
 
-/// How the engine is sized.
+/// How a runtime serves its sandboxes' networks: the proxy engine's
+/// threads and bounds, the default upstream resolver, the namespaces kept
+/// ready, where exposed ports listen. Nothing starts until the first
+/// sandbox with a network (or an exposed port) needs it.
 #[derive(Clone, Debug)]
-pub struct EngineConfig {
+pub struct NetworkConfig {
     /// Event-loop threads.
     pub loops: usize,
     /// Threads for blocking upstream DNS.
     pub lookup_threads: usize,
+    /// Lookup threads one sandbox may keep busy at once; its other
+    /// queries and dials by name wait their turn (at most
+    /// `max_pending_dns` of them), then answer SERVFAIL or are refused.
+    pub lookups_per_sandbox: usize,
     /// Open proxied connections per sandbox; more are refused (and
     /// reported) until some close.
     pub max_connections: usize,
-    /// DNS queries per sandbox waiting for upstream at once.
+    /// DNS queries and dials by name per sandbox waiting for a lookup
+    /// thread.
     pub max_pending_dns: usize,
-    /// Denied events kept for a reader; more are dropped and counted.
-    pub event_capacity: usize,
     /// Where resolvers forward when a sandbox names no upstream; `None`
     /// reads the host's resolv.conf.
     pub upstream_dns: Option<SocketAddr>,
-    /// Bytes buffered per direction of a connection (its pipe's size):
-    /// larger moves bulk data in fewer system calls, at up to twice this
-    /// in kernel memory per busy connection.
+    /// Most bytes buffered per direction of a connection (its pipe's
+    /// size). Every connection starts with 64 KiB; one that moves bulk
+    /// data grows to this, moving it in fewer system calls, at up to twice
+    /// this in kernel memory (references to socket pages) per busy
+    /// connection.
     pub pipe_size: usize,
     /// Under domain rules, how long a client that began sending a TLS
     /// ClientHello or HTTP request head has to complete it.
     pub first_bytes_timeout: std::time::Duration,
+    /// Network namespaces a background thread (`sandlot-netns`) keeps
+    /// made, set up and ready, so that a create takes one instead of
+    /// making it (0.5-1 ms); with none ready a create makes its own.
+    pub warm_namespaces: usize,
+    /// Where [`Sandbox::expose_port`](crate::Sandbox::expose_port)
+    /// listens (with a port the kernel picks).
+    pub expose_address: std::net::IpAddr,
 }
 
-impl Default for EngineConfig {
-    fn default() -> EngineConfig {
-        EngineConfig {
+impl Default for NetworkConfig {
+    fn default() -> NetworkConfig {
+        NetworkConfig {
             loops: 2,
-            lookup_threads: 2,
+            lookup_threads: 4,
+            lookups_per_sandbox: 2,
             max_connections: 512,
             max_pending_dns: 64,
-            event_capacity: 1024,
             upstream_dns: None,
-            pipe_size: relay::PIPE_CAPACITY,
+            pipe_size: relay::BULK_PIPE_CAPACITY,
             first_bytes_timeout: std::time::Duration::from_secs(30),
+            warm_namespaces: 4,
+            expose_address: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
         }
     }
-}
-
-/// What was refused, for an operator.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Destination {
-    /// A connection to this address (the one the sandbox asked for).
-    Address(SocketAddr),
-    /// A connection to this name (through its fake address), and port.
-    Name(String, u16),
-    /// A DNS lookup of this name.
-    Lookup(String),
-}
-
-impl std::fmt::Display for Destination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Destination::Address(addr) => write!(f, "{addr}"),
-            Destination::Name(name, port) => write!(f, "{name}:{port}"),
-            Destination::Lookup(name) => write!(f, "lookup of {name}"),
-        }
-    }
-}
-
-/// A refused connection or name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeniedEvent {
-    pub sandbox: String,
-    pub destination: Destination,
-    pub denied_by: DeniedBy,
 }
 
 /// A sandbox's traffic so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetCounters {
+pub struct NetworkCounters {
     /// Bytes from the world (and exposed-port clients) to the sandbox.
     pub bytes_in: u64,
     /// Bytes from the sandbox out.
@@ -115,8 +113,6 @@ pub struct NetCounters {
     pub connections_denied: u64,
     pub dns_queries: u64,
     pub dns_denied: u64,
-    /// Denied events nobody read in time.
-    pub events_dropped: u64,
 }
 
 #[derive(Default)]
@@ -127,12 +123,16 @@ struct Counters {
     connections_denied: AtomicU64,
     dns_queries: AtomicU64,
     dns_denied: AtomicU64,
-    events_dropped: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
+
+/// Called (once, from a loop thread, never blocking) when the engine
+/// stops serving a sandbox it was attached to: its loop failed, or
+/// panicked while handling one of its sockets.
+pub type FailureHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// What every thread knows of one sandbox.
 struct Shared {
@@ -141,10 +141,15 @@ struct Shared {
     fakes: Mutex<FakeIps>,
     upstream: Option<SocketAddr>,
     counters: Counters,
-    events: Sender<DeniedEvent>,
-    /// Why the loop could not take the sandbox's sockets, if it could not
-    /// (its connections are then refused).
+    events: Arc<EventBus<NetworkDenied>>,
+    /// Why the engine stopped serving the sandbox, if it did (its
+    /// connections are then refused).
     failed: std::sync::OnceLock<String>,
+    on_failure: Option<FailureHook>,
+    /// Fault injection for tests: the loop panics on the sandbox's next
+    /// connection.
+    #[cfg(feature = "testing")]
+    panic_on_connect: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -162,13 +167,20 @@ impl Shared {
             Destination::Lookup(_) => add(&self.counters.dns_denied, 1),
             _ => add(&self.counters.connections_denied, 1),
         }
-        let event = DeniedEvent {
-            sandbox: self.id.clone(),
+        self.events.publish(NetworkDenied {
+            sandbox_id: self.id.clone(),
             destination,
             denied_by,
-        };
-        if self.events.try_send(event).is_err() {
-            add(&self.counters.events_dropped, 1);
+            at: std::time::SystemTime::now(),
+        });
+    }
+
+    /// The engine stopped serving this sandbox: say why, once.
+    fn fail(&self, why: String) {
+        if self.failed.set(why.clone()).is_ok() {
+            if let Some(hook) = &self.on_failure {
+                hook(&why);
+            }
         }
     }
 }
@@ -180,7 +192,8 @@ enum Msg {
     Attach {
         id: u64,
         shared: Arc<Shared>,
-        sockets: HostSockets,
+        /// `None`: only exposed ports are served (the network is off).
+        sockets: Option<HostSockets>,
         netns: NetNamespace,
         rate: Option<u64>,
     },
@@ -206,6 +219,7 @@ enum Msg {
     },
     /// Addresses for a connection dialled by name.
     Resolved {
+        sb: Key,
         conn: Key,
         result: Result<Vec<SocketAddr>, DeniedBy>,
     },
@@ -222,10 +236,19 @@ struct LoopHandle {
 
 impl LoopHandle {
     fn send(&self, msg: Msg) -> Result<(), Error> {
-        self.inbox.send(msg).map_err(|_| Error::RuntimeShutDown)?;
-        self.wake
-            .write(1)
-            .map_err(|e| Error::setup("wake a sandlot-net loop", e))?;
+        self.try_send(msg).map_err(|_| Error::NetworkSetup {
+            step: "reach a sandlot-net loop",
+            errno: None,
+            detail: "the loop has ended".into(),
+        })
+    }
+
+    /// Sends `msg`, or gives it back when the loop has ended.
+    fn try_send(&self, msg: Msg) -> Result<(), Msg> {
+        self.inbox.send(msg).map_err(|e| e.into_inner())?;
+        // An eventfd write fails only when its counter would overflow, and
+        // then the loop has a wake-up pending anyway.
+        let _ = self.wake.write(1);
         Ok(())
     }
 }
@@ -239,9 +262,8 @@ pub struct NetEngine {
 struct Inner {
     loops: Vec<LoopHandle>,
     jobs: Option<Sender<worker::Job>>,
-    events: Receiver<DeniedEvent>,
-    event_sender: Sender<DeniedEvent>,
-    config: EngineConfig,
+    events: Arc<EventBus<NetworkDenied>>,
+    config: NetworkConfig,
     default_upstream: Option<SocketAddr>,
     next_loop: std::sync::atomic::AtomicUsize,
     next_id: AtomicU64,
@@ -268,16 +290,30 @@ impl Drop for Inner {
 }
 
 impl NetEngine {
-    /// Starts the loops and lookup threads.
-    pub fn start(config: EngineConfig) -> Result<NetEngine, Error> {
-        if config.loops == 0 || config.lookup_threads == 0 || config.max_connections == 0 {
+    /// Starts the loops and lookup threads, with a bus of its own for
+    /// denied connections and names ([`NetEngine::events`]).
+    pub fn start(config: NetworkConfig) -> Result<NetEngine, Error> {
+        NetEngine::start_with(config, Arc::default())
+    }
+
+    /// Starts the engine publishing what it denies on `events` (the
+    /// runtime's bus).
+    pub(crate) fn start_with(
+        config: NetworkConfig,
+        events: Arc<EventBus<NetworkDenied>>,
+    ) -> Result<NetEngine, Error> {
+        if config.loops == 0
+            || config.lookup_threads == 0
+            || config.lookups_per_sandbox == 0
+            || config.max_connections == 0
+        {
             return Err(Error::invalid(
                 "network engine",
-                "loops, lookup threads and max connections must be at least 1",
+                "loops, lookup threads, lookups per sandbox and max connections must be at least 1",
             ));
         }
-        let (event_sender, events) = bounded(config.event_capacity.max(1));
-        let (jobs, job_queue) = bounded::<worker::Job>(config.max_pending_dns.max(16) * 4);
+        // Every sandbox's lookups in flight fit, whatever the mix.
+        let (jobs, job_queue) = bounded::<worker::Job>(config.lookup_threads * 64);
         let mut threads = Vec::new();
         let mut loops = Vec::new();
         let mut inboxes = Vec::new();
@@ -321,7 +357,6 @@ impl NetEngine {
                 loops,
                 jobs: Some(jobs),
                 events,
-                event_sender,
                 config,
                 default_upstream,
                 next_loop: Default::default(),
@@ -331,9 +366,10 @@ impl NetEngine {
         })
     }
 
-    /// Denied connections and names of every sandbox, as they happen.
-    pub fn events(&self) -> Receiver<DeniedEvent> {
-        self.inner.events.clone()
+    /// Denied connections and names of every sandbox, from now on
+    /// (bounded: see [`Subscription`]).
+    pub fn events(&self) -> Subscription<NetworkDenied> {
+        self.inner.events.subscribe()
     }
 
     /// Starts serving a sandbox's network: its sockets inside `netns`
@@ -345,48 +381,88 @@ impl NetEngine {
         netns: &NetNamespace,
         sockets: HostSockets,
         network: &Network,
+        on_failure: Option<FailureHook>,
     ) -> Result<SandboxNet, Error> {
-        network.validate().map_err(rule_error)?;
+        network.validate()?;
         if !network.is_on() {
             return Err(Error::invalid(
                 "network",
                 "the network is off: nothing to serve",
             ));
         }
+        self.serve(id, netns, Some(sockets), network, on_failure)
+    }
+
+    /// Serves only exposed ports of a sandbox whose network is off (its
+    /// own namespace, `lo` only): nothing is steered, nothing leaves.
+    /// `network` gives the bandwidth, if any.
+    pub fn attach_ports_only(
+        &self,
+        id: &str,
+        netns: &NetNamespace,
+        network: &Network,
+        on_failure: Option<FailureHook>,
+    ) -> Result<SandboxNet, Error> {
+        network.validate()?;
+        self.serve(id, netns, None, network, on_failure)
+    }
+
+    fn serve(
+        &self,
+        id: &str,
+        netns: &NetNamespace,
+        sockets: Option<HostSockets>,
+        network: &Network,
+        on_failure: Option<FailureHook>,
+    ) -> Result<SandboxNet, Error> {
         let shared = Arc::new(Shared {
             id: id.to_string(),
-            policy: RwLock::new(Arc::new(network.policy())),
+            policy: RwLock::new(Arc::new(Policy::of(network))),
             fakes: Mutex::new(FakeIps::default()),
             upstream: network.upstream().or(self.inner.default_upstream),
             counters: Counters::default(),
-            events: self.inner.event_sender.clone(),
+            events: self.inner.events.clone(),
             failed: std::sync::OnceLock::new(),
+            on_failure,
+            #[cfg(feature = "testing")]
+            panic_on_connect: Default::default(),
         });
-        let index = self.inner.next_loop.fetch_add(1, Ordering::Relaxed) % self.inner.loops.len();
-        let handle = self.inner.loops[index].clone();
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        handle.send(Msg::Attach {
+        let mut msg = Msg::Attach {
             id,
             shared: shared.clone(),
             sockets,
             netns: netns.try_clone()?,
             rate: network.rate(),
-        })?;
-        Ok(SandboxNet {
-            engine: self.inner.clone(),
-            handle,
-            id,
-            shared,
+        };
+        // Round robin over the loops; a loop that ended (failed) is
+        // skipped.
+        let loops = &self.inner.loops;
+        let first = self.inner.next_loop.fetch_add(1, Ordering::Relaxed);
+        for i in 0..loops.len() {
+            let handle = &loops[(first + i) % loops.len()];
+            match handle.try_send(msg) {
+                Ok(()) => {
+                    return Ok(SandboxNet {
+                        engine: self.inner.clone(),
+                        handle: handle.clone(),
+                        id,
+                        shared,
+                    })
+                }
+                Err(back) => msg = back,
+            }
+        }
+        Err(Error::NetworkSetup {
+            step: "hand the sandbox to a sandlot-net loop",
+            errno: None,
+            detail: "every loop has ended".into(),
         })
     }
 
-    pub fn config(&self) -> &EngineConfig {
+    pub fn config(&self) -> &NetworkConfig {
         &self.inner.config
     }
-}
-
-fn rule_error(e: RuleError) -> Error {
-    Error::invalid("network", e.to_string())
 }
 
 /// One sandbox's network service. Dropping it closes everything of the
@@ -404,7 +480,7 @@ impl SandboxNet {
     /// Replaces the rules (and bandwidth); new connections and lookups
     /// follow them, open connections keep going.
     pub fn set_network(&self, network: &Network) -> Result<(), Error> {
-        network.validate().map_err(rule_error)?;
+        network.validate()?;
         if !network.is_on() {
             return Err(Error::invalid(
                 "network",
@@ -415,7 +491,7 @@ impl SandboxNet {
             .shared
             .policy
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = Arc::new(network.policy());
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(Policy::of(network));
         self.handle.send(Msg::SetRate {
             id: self.id,
             rate: network.rate(),
@@ -456,18 +532,24 @@ impl SandboxNet {
         self.shared.failed.get().map(String::as_str)
     }
 
+    /// Tests only: the loop serving this sandbox panics while it handles
+    /// the sandbox's next connection.
+    #[cfg(feature = "testing")]
+    pub fn panic_on_next_connection(&self) {
+        self.shared.panic_on_connect.store(true, Ordering::SeqCst);
+    }
+
     /// The sandbox's traffic so far.
-    pub fn counters(&self) -> NetCounters {
+    pub fn counters(&self) -> NetworkCounters {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        NetCounters {
+        NetworkCounters {
             bytes_in: get(&c.bytes_in),
             bytes_out: get(&c.bytes_out),
             connections_allowed: get(&c.connections_allowed),
             connections_denied: get(&c.connections_denied),
             dns_queries: get(&c.dns_queries),
             dns_denied: get(&c.dns_denied),
-            events_dropped: get(&c.events_dropped),
         }
     }
 }

@@ -22,7 +22,7 @@ use nix::sys::socket::{
 use super::relay::{Conn, Flow, Ready, Stage};
 use super::slab::{Key, Slab};
 use super::worker::{Job, ReplyTo};
-use super::{add, Destination, EngineConfig, Msg, Shared};
+use super::{add, Destination, Msg, NetworkConfig, Shared};
 use crate::engine::error::Error;
 use crate::kernel::net::{HostSockets, NetNamespace};
 use crate::services::net::bucket::Bucket;
@@ -68,7 +68,8 @@ struct DnsTcp {
 /// What a loop keeps of one sandbox.
 struct Sb {
     shared: Arc<Shared>,
-    sockets: HostSockets,
+    /// `None` when only exposed ports are served (the network is off).
+    sockets: Option<HostSockets>,
     netns: NetNamespace,
     sources: Vec<Key>,
     conns: HashSet<Key>,
@@ -77,7 +78,10 @@ struct Sb {
     inn: Option<Bucket>,
     throttled: Vec<Key>,
     refill_armed: bool,
-    pending_dns: usize,
+    /// Jobs of this sandbox on the lookup threads now, and those waiting
+    /// for one of its turns (the per-sandbox lookup budget).
+    lookups: usize,
+    waiting: VecDeque<Job>,
     dns_tcp: usize,
 }
 
@@ -93,7 +97,7 @@ pub struct Reactor {
     wake: Arc<EventFd>,
     inbox: Receiver<Msg>,
     jobs: Sender<Job>,
-    config: EngineConfig,
+    config: NetworkConfig,
     home: NetNamespace,
     sandboxes: Slab<Sb>,
     /// The handles' ids of the sandboxes.
@@ -127,7 +131,7 @@ impl Reactor {
         wake: Arc<EventFd>,
         inbox: Receiver<Msg>,
         jobs: Sender<Job>,
-        config: EngineConfig,
+        config: NetworkConfig,
     ) -> Result<Reactor, Error> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)
             .map_err(|e| Error::setup("epoll for a sandlot-net loop", e))?;
@@ -173,18 +177,122 @@ impl Reactor {
             let n = match self.epoll.wait(&mut events, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
-                Err(_) => return,
+                Err(e) => {
+                    // Nothing more can be served: every sandbox of this
+                    // loop is told, none is left waiting silently.
+                    self.end(&format!("sandlot-net-{}: epoll_wait: {e}", self.index));
+                    return;
+                }
             };
             for event in &events[..n] {
-                if !self.dispatch(event.data(), event.events()) {
-                    self.close_all();
+                let (token, flags) = (event.data(), event.events());
+                let blame = self.blame(token);
+                if !self.guarded(blame, |r| r.dispatch(token, flags)) {
                     return;
                 }
             }
             for key in std::mem::take(&mut self.again) {
-                self.on_source(key);
+                let blame = self.blame(key.token(SOURCE));
+                if !self.guarded(blame, |r| r.on_source(key)) {
+                    return;
+                }
             }
-            self.fire_timers();
+            let now = Instant::now();
+            while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                self.timers.pop();
+                let blame = match timer {
+                    Timer::Refill(i, g) => Some(key_of((i, g))),
+                    Timer::Deadline(i, g) => self.conns.get(key_of((i, g))).map(|c| c.sb),
+                };
+                if !self.guarded(blame, |r| {
+                    r.fire(timer, now);
+                    true
+                }) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs `f`; a panic in it fails the sandbox it was serving (`blame`)
+    /// and the loop goes on, or, when no one sandbox can be blamed, ends
+    /// the loop after failing all of them. False when the loop must end.
+    fn guarded(&mut self, blame: Option<Key>, f: impl FnOnce(&mut Self) -> bool) -> bool {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut *self))) {
+            Ok(true) => true,
+            Ok(false) => {
+                self.close_all();
+                false
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                let why = format!("sandlot-net-{} panicked: {what}", self.index);
+                match blame.filter(|sb| self.sandboxes.get(*sb).is_some()) {
+                    Some(sb) => {
+                        self.fail_sandbox(sb, &why);
+                        true
+                    }
+                    None => {
+                        self.end(&why);
+                        false
+                    }
+                }
+            }
+        }
+    }
+
+    /// The sandbox whose socket `token` names, if any.
+    fn blame(&self, token: u64) -> Option<Key> {
+        let (key, tag) = Key::from_token(token);
+        match tag {
+            CLIENT | UPSTREAM => self.conns.get(key).map(|c| c.sb),
+            SOURCE => match self.sources.get(key)? {
+                Source::Wake => None,
+                Source::Proxy(sb) | Source::DnsUdp(sb) | Source::DnsTcpListener(sb) => Some(*sb),
+                Source::DnsTcp(c) => Some(c.sb),
+                Source::Expose { sb, .. } => Some(*sb),
+            },
+            _ => None,
+        }
+    }
+
+    /// Stops serving one sandbox and says why (its hook fails it).
+    fn fail_sandbox(&mut self, sb: Key, why: &str) {
+        if let Some(s) = self.sandboxes.get(sb) {
+            s.shared.fail(why.to_string());
+        }
+        self.ids.retain(|_, key| *key != sb);
+        self.detach(sb);
+    }
+
+    /// The loop ends for good: every sandbox it serves, and every one
+    /// still on its way in, is failed; callers waiting on it get answers.
+    fn end(&mut self, why: &str) {
+        for sb in self.sandboxes.keys() {
+            self.fail_sandbox(sb, why);
+        }
+        while let Ok(msg) = self.inbox.try_recv() {
+            match msg {
+                Msg::Attach { shared, .. } => shared.fail(why.to_string()),
+                Msg::Detach { reply, .. } => {
+                    let _ = reply.send(());
+                }
+                Msg::Expose { reply, .. } => {
+                    let _ = reply.send(Err(Error::NetworkSetup {
+                        step: "expose a port",
+                        errno: None,
+                        detail: why.to_string(),
+                    }));
+                }
+                _ => {}
+            }
         }
     }
 
@@ -302,7 +410,10 @@ impl Reactor {
                 self.refill(sb);
             }
             Msg::DnsDone { sb, to, bytes } => self.dns_done(sb, to, bytes),
-            Msg::Resolved { conn, result } => self.resolved(conn, result),
+            Msg::Resolved { sb, conn, result } => {
+                self.lookup_done(sb);
+                self.resolved(conn, result);
+            }
             Msg::Shutdown => return false,
         }
         true
@@ -315,11 +426,9 @@ impl Reactor {
     fn register(&mut self, source: Source) -> Result<Key, Error> {
         let key = self.sources.insert(source);
         let fd = match self.sources.get(key) {
-            Some(Source::Proxy(sb)) => self.sandboxes.get(*sb).map(|s| s.sockets.proxy.as_fd()),
-            Some(Source::DnsUdp(sb)) => self.sandboxes.get(*sb).map(|s| s.sockets.dns_udp.as_fd()),
-            Some(Source::DnsTcpListener(sb)) => {
-                self.sandboxes.get(*sb).map(|s| s.sockets.dns_tcp.as_fd())
-            }
+            Some(Source::Proxy(sb)) => self.host_sockets(*sb).map(|s| s.proxy.as_fd()),
+            Some(Source::DnsUdp(sb)) => self.host_sockets(*sb).map(|s| s.dns_udp.as_fd()),
+            Some(Source::DnsTcpListener(sb)) => self.host_sockets(*sb).map(|s| s.dns_tcp.as_fd()),
             Some(Source::DnsTcp(c)) => Some(c.stream.as_fd()),
             Some(Source::Expose { listener, .. }) => Some(listener.as_fd()),
             Some(Source::Wake) | None => None,
@@ -338,13 +447,19 @@ impl Reactor {
         Ok(key)
     }
 
+    /// The host's sockets in a sandbox's namespace, if it has them.
+    fn host_sockets(&self, sb: Key) -> Option<&HostSockets> {
+        self.sandboxes.get(sb).and_then(|s| s.sockets.as_ref())
+    }
+
     fn attach(
         &mut self,
         shared: Arc<Shared>,
-        sockets: HostSockets,
+        sockets: Option<HostSockets>,
         netns: NetNamespace,
         rate: Option<u64>,
     ) -> Result<Key, Error> {
+        let steered = sockets.is_some();
         let now = Instant::now();
         let sb = self.sandboxes.insert(Sb {
             shared,
@@ -356,14 +471,20 @@ impl Reactor {
             inn: rate.map(|r| Bucket::new(r, now)),
             throttled: Vec::new(),
             refill_armed: false,
-            pending_dns: 0,
+            lookups: 0,
+            waiting: VecDeque::new(),
             dns_tcp: 0,
         });
-        for source in [
-            Source::Proxy(sb),
-            Source::DnsUdp(sb),
-            Source::DnsTcpListener(sb),
-        ] {
+        let sources = if steered {
+            vec![
+                Source::Proxy(sb),
+                Source::DnsUdp(sb),
+                Source::DnsTcpListener(sb),
+            ]
+        } else {
+            Vec::new()
+        };
+        for source in sources {
             match self.register(source) {
                 Ok(key) => {
                     if let Some(s) = self.sandboxes.get_mut(sb) {
@@ -391,9 +512,11 @@ impl Reactor {
         for key in s.sources {
             self.unwatch(key);
         }
-        let _ = self.epoll.delete(s.sockets.proxy.as_fd());
-        let _ = self.epoll.delete(s.sockets.dns_udp.as_fd());
-        let _ = self.epoll.delete(s.sockets.dns_tcp.as_fd());
+        if let Some(sockets) = &s.sockets {
+            let _ = self.epoll.delete(sockets.proxy.as_fd());
+            let _ = self.epoll.delete(sockets.dns_udp.as_fd());
+            let _ = self.epoll.delete(sockets.dns_tcp.as_fd());
+        }
         // The sockets, buckets and namespace descriptor close as `s`
         // drops here.
     }
@@ -460,10 +583,10 @@ impl Reactor {
 
     fn accept_proxy(&mut self, sb: Key, source: Key) {
         for _ in 0..BATCH {
-            let Some(s) = self.sandboxes.get(sb) else {
+            let Some(sockets) = self.host_sockets(sb) else {
                 return;
             };
-            match s.sockets.proxy.accept() {
+            match sockets.proxy.accept() {
                 Ok((stream, _)) => self.admit(sb, stream),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return,
@@ -479,6 +602,13 @@ impl Reactor {
             return;
         };
         let shared = s.shared.clone();
+        #[cfg(feature = "testing")]
+        if shared
+            .panic_on_connect
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            panic!("injected by a test");
+        }
         let conns = s.conns.len();
         let Ok(local) = client.local_addr() else {
             return;
@@ -557,16 +687,13 @@ impl Reactor {
             Some(name) => {
                 let job = Job::Resolve {
                     loop_index: self.index,
+                    sb,
                     conn,
                     shared: shared.clone(),
                     name,
                     port: dest.port(),
                 };
-                if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
-                    self.jobs.try_send(job)
-                {
-                    self.fail(conn, Some(DeniedBy::Busy("lookups")));
-                }
+                self.submit_lookup(sb, job);
             }
             None => self.dial(conn),
         }
@@ -863,38 +990,31 @@ impl Reactor {
         }
     }
 
-    fn fire_timers(&mut self) {
-        let now = Instant::now();
-        while let Some(Reverse((at, timer))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            match timer {
-                Timer::Refill(i, g) => {
-                    let sb = key_of((i, g));
-                    if let Some(s) = self.sandboxes.get_mut(sb) {
-                        s.refill_armed = false;
-                    }
-                    self.refill(sb);
+    fn fire(&mut self, timer: Timer, now: Instant) {
+        match timer {
+            Timer::Refill(i, g) => {
+                let sb = key_of((i, g));
+                if let Some(s) = self.sandboxes.get_mut(sb) {
+                    s.refill_armed = false;
                 }
-                Timer::Deadline(i, g) => {
-                    let key = key_of((i, g));
-                    let Some(conn) = self.conns.get_mut(key) else {
-                        continue;
-                    };
-                    let inspect_due = conn.inspect && conn.inspect_by.is_some_and(|by| by <= now);
-                    let connect_due = conn.stage == Stage::Connecting
-                        && conn.deadline.is_some_and(|by| by <= now);
-                    if inspect_due {
-                        self.fail(key, Some(DeniedBy::UnreadableServerName));
-                    } else if connect_due {
-                        conn.deadline = None;
-                        if let Some(old) = conn.upstream.take() {
-                            let _ = self.epoll.delete(old.as_fd());
-                        }
-                        self.dial(key);
+                self.refill(sb);
+            }
+            Timer::Deadline(i, g) => {
+                let key = key_of((i, g));
+                let Some(conn) = self.conns.get_mut(key) else {
+                    return;
+                };
+                let inspect_due = conn.inspect && conn.inspect_by.is_some_and(|by| by <= now);
+                let connect_due =
+                    conn.stage == Stage::Connecting && conn.deadline.is_some_and(|by| by <= now);
+                if inspect_due {
+                    self.fail(key, Some(DeniedBy::UnreadableServerName));
+                } else if connect_due {
+                    conn.deadline = None;
+                    if let Some(old) = conn.upstream.take() {
+                        let _ = self.epoll.delete(old.as_fd());
                     }
+                    self.dial(key);
                 }
             }
         }
@@ -960,10 +1080,10 @@ impl Reactor {
 
     fn dns_udp(&mut self, sb: Key, source: Key) {
         for _ in 0..BATCH {
-            let Some(s) = self.sandboxes.get(sb) else {
+            let Some(sockets) = self.host_sockets(sb) else {
                 return;
             };
-            let fd = s.sockets.dns_udp.as_raw_fd();
+            let fd = sockets.dns_udp.as_raw_fd();
             let mut iov = [IoSliceMut::new(&mut self.scratch)];
             let mut cmsg = nix::cmsg_space!(libc::in6_pktinfo);
             let (n, client, local) = match socket::recvmsg::<SockaddrStorage>(
@@ -1019,13 +1139,13 @@ impl Reactor {
                 self.dns_done_inner(sb, to, bytes, false);
             }
             Plan::Forward(question) => {
-                if s.pending_dns >= self.config.max_pending_dns {
-                    return self.dns_servfail(sb, &query, to);
+                // A DNS-over-TCP client stays open until every query it
+                // sent is answered (or refused).
+                if let ReplyTo::Tcp(key) = &to {
+                    if let Some(Source::DnsTcp(c)) = self.sources.get_mut(*key) {
+                        c.pending += 1;
+                    }
                 }
-                let tcp = match &to {
-                    ReplyTo::Tcp(key) => Some(*key),
-                    ReplyTo::Udp { .. } => None,
-                };
                 let job = Job::Dns {
                     loop_index: self.index,
                     sb,
@@ -1033,47 +1153,68 @@ impl Reactor {
                     question,
                     to,
                 };
-                match self.jobs.try_send(job) {
-                    Ok(()) => {
-                        s.pending_dns += 1;
-                        if let Some(Source::DnsTcp(c)) = tcp.and_then(|k| self.sources.get_mut(k)) {
-                            c.pending += 1;
-                        }
-                    }
-                    Err(
-                        TrySendError::Full(Job::Dns { to, .. })
-                        | TrySendError::Disconnected(Job::Dns { to, .. }),
-                    ) => self.dns_servfail(sb, &query, to),
-                    Err(_) => {}
-                }
+                self.submit_lookup(sb, job);
             }
         }
     }
 
-    fn dns_servfail(&mut self, sb: Key, query: &[u8], to: ReplyTo) {
-        if query.len() >= 12 {
-            let mut answer = query[..12].to_vec();
-            answer[2] |= 0x80;
-            answer[3] = (answer[3] & 0xf0) | 0x02;
-            answer[4..12].fill(0);
-            self.dns_done_inner(sb, to, answer, false);
+    /// Hands `job` to a lookup thread if the sandbox has a turn free (at
+    /// most `lookups_per_sandbox` of its jobs run at once, so one sandbox
+    /// whose upstream never answers cannot hold every thread); else it
+    /// waits in the sandbox's own queue, and past `max_pending_dns` there
+    /// it is refused.
+    fn submit_lookup(&mut self, sb: Key, job: Job) {
+        let Some(s) = self.sandboxes.get_mut(sb) else {
+            return;
+        };
+        if s.lookups < self.config.lookups_per_sandbox {
+            match self.jobs.try_send(job) {
+                Ok(()) => s.lookups += 1,
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
+                    self.refuse_lookup(sb, job)
+                }
+            }
+        } else if s.waiting.len() < self.config.max_pending_dns {
+            s.waiting.push_back(job);
+        } else {
+            self.refuse_lookup(sb, job);
+        }
+    }
+
+    /// One of `sb`'s lookups finished: its turn goes to the next waiting.
+    fn lookup_done(&mut self, sb: Key) {
+        let Some(s) = self.sandboxes.get_mut(sb) else {
+            return;
+        };
+        s.lookups = s.lookups.saturating_sub(1);
+        if let Some(job) = s.waiting.pop_front() {
+            self.submit_lookup(sb, job);
+        }
+    }
+
+    /// Too many lookups at once: a query answers SERVFAIL, a connection
+    /// by name is refused.
+    fn refuse_lookup(&mut self, sb: Key, job: Job) {
+        match job {
+            Job::Dns { question, to, .. } => {
+                self.dns_done_inner(sb, to, dns::servfail(&question), true)
+            }
+            Job::Resolve { conn, .. } => self.fail(conn, Some(DeniedBy::Busy("lookups"))),
         }
     }
 
     fn dns_done(&mut self, sb: Key, to: ReplyTo, bytes: Vec<u8>) {
-        if let Some(s) = self.sandboxes.get_mut(sb) {
-            s.pending_dns = s.pending_dns.saturating_sub(1);
-        }
+        self.lookup_done(sb);
         self.dns_done_inner(sb, to, bytes, true);
     }
 
     fn dns_done_inner(&mut self, sb: Key, to: ReplyTo, bytes: Vec<u8>, was_pending: bool) {
         match to {
             ReplyTo::Udp { client, local } => {
-                let Some(s) = self.sandboxes.get(sb) else {
+                let Some(sockets) = self.host_sockets(sb) else {
                     return;
                 };
-                send_from(s.sockets.dns_udp.as_raw_fd(), &bytes, client, local);
+                send_from(sockets.dns_udp.as_raw_fd(), &bytes, client, local);
             }
             ReplyTo::Tcp(key) => {
                 let Some(Source::DnsTcp(c)) = self.sources.get_mut(key) else {
@@ -1101,7 +1242,10 @@ impl Reactor {
             let Some(s) = self.sandboxes.get(sb) else {
                 return;
             };
-            let stream = match s.sockets.dns_tcp.accept() {
+            let Some(sockets) = s.sockets.as_ref() else {
+                return;
+            };
+            let stream = match sockets.dns_tcp.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return,

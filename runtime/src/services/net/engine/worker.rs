@@ -36,6 +36,7 @@ pub enum Job {
     /// Resolve a name a connection was made to.
     Resolve {
         loop_index: usize,
+        sb: Key,
         conn: Key,
         shared: Arc<Shared>,
         name: String,
@@ -77,13 +78,14 @@ pub fn run(jobs: Receiver<Job>, loops: Vec<LoopHandle>) {
             }
             Job::Resolve {
                 loop_index,
+                sb,
                 conn,
                 shared,
                 name,
                 port,
             } => {
                 let result = resolve(&shared, &name, port);
-                let _ = loops[loop_index].send(Msg::Resolved { conn, result });
+                let _ = loops[loop_index].send(Msg::Resolved { sb, conn, result });
             }
         }
     }
