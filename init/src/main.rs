@@ -168,7 +168,9 @@ impl Init {
                 Ok(())
             }
             // Go is the runtime child's sync point, not for init.
-            Incoming::Request(Request::Go, _) | Incoming::Malformed | Incoming::Nothing => Ok(()),
+            Incoming::Request(Request::Go | Request::Persist, _)
+            | Incoming::Malformed
+            | Incoming::Nothing => Ok(()),
             Incoming::BadSpawn(id) => self.send(&Event::SpawnFailed {
                 id,
                 errno: libc::EINVAL,

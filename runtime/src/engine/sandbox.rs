@@ -748,7 +748,7 @@ impl SandboxShared {
                     self.ctx.reactor.finish_outputs(&outputs);
                 }
             }
-            Event::Ready { .. } | Event::SetupFailed { .. } => {}
+            Event::Ready { .. } | Event::SetupFailed { .. } | Event::Persisted { .. } => {}
         }
     }
 
