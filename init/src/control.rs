@@ -67,6 +67,10 @@ impl Control {
                 Incoming::BadSpawn(spawn.id)
             }
             Ok(request @ Request::Spawn(_)) => Incoming::Request(request, got.fds),
+            // The listening socket a persistent sandbox accepts on.
+            Ok(Request::Persist) if got.fds.len() == 1 => {
+                Incoming::Request(Request::Persist, got.fds)
+            }
             Ok(request) if got.fds.is_empty() => Incoming::Request(request, Vec::new()),
             Ok(_) => Incoming::Malformed,
             Err(_) => reject(bytes),
@@ -77,6 +81,12 @@ impl Control {
     /// the host is gone.
     pub fn send(&self, event: &Event) -> io::Result<()> {
         sys::send(self.sock.as_fd(), &event.encode())
+    }
+
+    /// Sends one encoded event if the kernel takes it now (`Ok(false)`:
+    /// the socket is full). An error means the host is gone.
+    pub fn try_send(&self, encoded: &[u8]) -> io::Result<bool> {
+        sys::try_send(self.sock.as_fd(), encoded)
     }
 }
 

@@ -135,6 +135,14 @@ pub fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets `O_NONBLOCK` (the listening socket: accepting must never wait).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL only reads the status flags of a descriptor we borrow.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: F_SETFL only changes the status flags of a descriptor we borrow.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
 /// A close-on-exec, non-blocking pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
@@ -262,6 +270,79 @@ pub fn send(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
         })
     })
     .map(drop)
+}
+
+/// Sends one datagram if the kernel takes it now: `Ok(false)` when the
+/// socket's buffer is full (a persistent sandbox queues the event rather
+/// than let one slow connection stall the others).
+pub fn try_send(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<bool> {
+    let sent = retry(|| {
+        // SAFETY: send reads buf.len() bytes from buf. MSG_NOSIGNAL: a gone
+        // peer is an error, not a SIGPIPE.
+        cvt_size(unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        })
+    });
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `fd` is a listening `SOCK_SEQPACKET` socket (what
+/// `Request::Persist` must carry).
+pub fn is_listening_seqpacket(fd: BorrowedFd<'_>) -> bool {
+    let option = |name: c_int| -> Option<c_int> {
+        let mut value: c_int = 0;
+        let mut len = mem::size_of::<c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`, a live c_int.
+        let ret = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut c_int).cast(),
+                &mut len,
+            )
+        };
+        (ret == 0).then_some(value)
+    };
+    option(libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET) && option(libc::SO_ACCEPTCONN) == Some(1)
+}
+
+/// Accepts one pending connection without blocking (close-on-exec);
+/// `Ok(None)` when none is pending.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    let accepted = retry(|| {
+        // SAFETY: no peer address is requested (both pointers null).
+        cvt(unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        })
+    });
+    match accepted {
+        // SAFETY: accept4 returned a new descriptor nothing else owns.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Clears the parent-death signal the runtime's child armed: a persistent
+/// sandbox outlives the process that created it.
+pub fn clear_parent_death_signal() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only changes a process attribute.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong) }).map(drop)
 }
 
 // ---------------------------------------------------------------------------
