@@ -17,6 +17,7 @@
 #![deny(unsafe_code)]
 
 mod control;
+mod monitor;
 mod reaper;
 mod spawn;
 #[allow(unsafe_code)]
@@ -33,6 +34,10 @@ use control::{Control, Incoming};
 use reaper::{Commands, ConnKey, Scope, PRIMARY};
 
 fn main() -> ExitCode {
+    // The same binary watches persistent sandboxes from outside.
+    if monitor::invoked() {
+        return monitor::main();
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err((step, e)) => {
