@@ -164,13 +164,13 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Opens a file of the sandbox's directory; never creates it (made with
+/// the directory: missing means the sandbox is gone, and creating it would
+/// put a file back into a directory its remover is emptying).
 fn open_rw(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
 }
@@ -407,6 +407,8 @@ fn end(args: &Args, why: &str, detail: &str, init: Option<&OwnedFd>) {
     for dir in &args.cgroups {
         remove_cgroup(dir);
     }
+    // The record first: whoever takes the lock next finds it gone.
+    let _ = fs::remove_file(args.dir.join(RECORD));
     let _ = fs::remove_dir_all(&args.dir);
     drop(lock);
 }

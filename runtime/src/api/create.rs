@@ -9,10 +9,11 @@ use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sandlot_rootfs::{Store, Template};
 
+use crate::api::persist;
 use crate::engine::control;
 use crate::engine::error::{Error, Result};
 use crate::engine::lifecycle::{Reason, State};
@@ -70,7 +71,7 @@ fn new_id() -> Result<String> {
 }
 
 /// The sandbox's root as its init sees it, for host-side file access.
-fn open_root(pid: i32) -> Result<OwnedFd> {
+pub(crate) fn open_root(pid: i32) -> Result<OwnedFd> {
     let path = format!("/proc/{pid}/root");
     let root = fs::File::options()
         .read(true)
@@ -113,6 +114,7 @@ pub(crate) fn create(
     crate::engine::options::validate_timeout(options.timeout)?;
     options.limits.validate()?;
     let id = new_id()?;
+    let now = SystemTime::now();
     let shared = SandboxShared::new(
         NewSandbox {
             hostname: options.hostname.clone().unwrap_or_else(|| id.clone()),
@@ -122,9 +124,13 @@ pub(crate) fn create(
             metadata: options.metadata.clone(),
             env: options.env.clone(),
             timeout: options.timeout,
+            idle_timeout: options.idle_timeout,
+            on_timeout: options.on_timeout,
             limits: options.limits.clone(),
             exec_limits: options.exec_limits,
             pause_clock: options.pause_clock,
+            created_at: now,
+            end_at: now + options.timeout,
         },
         ctx.clone(),
     );
@@ -156,18 +162,30 @@ pub(crate) fn create(
     }
     let _ = shared.transition(State::Starting, Reason::Created);
 
-    match start(factory, ctx, &shared, template, &options) {
-        Ok(()) => {
-            // 16. The template's start command, and its readiness check.
-            template::run_start(&shared)?;
-            Ok(shared)
-        }
-        Err(e) => {
-            let _ = shared.transition(State::Error, Reason::SetupFailed(e.to_string()));
-            shared.forget();
-            Err(e)
-        }
+    // 2b. (persistent) Its directory in the state dir, naming this process
+    //     as its creator and listing the cgroup dirs about to be made.
+    let started = match &ctx.state {
+        Some(state) => persist::begin(factory, state, &shared, &options, &template),
+        None => Ok(()),
     }
+    .and_then(|()| start(factory, ctx, &shared, template, &options));
+    if let Err(e) = started {
+        let why = Reason::SetupFailed(e.to_string());
+        let _ = shared.transition(State::Error, why.clone());
+        shared.forget(why);
+        return Err(e);
+    }
+    // 16. The template's start command, and its readiness check.
+    template::run_start(&shared)?;
+    // 17. (persistent) Outlive this process: init listens for other
+    //     processes and stops dying with us, the record names init, a
+    //     monitor takes over the clocks.
+    if ctx.state.is_some() {
+        persist::outlive_creator(factory, ctx, &shared).inspect_err(|e| {
+            let _ = shared.destroy(Reason::SetupFailed(e.to_string()));
+        })?;
+    }
+    Ok(shared)
 }
 
 /// Steps 3–15: from the spawner job to a Running sandbox with a deadline.
@@ -208,7 +226,11 @@ fn start(
     //    and the v1 `tasks` files go to the spawner for step 9. If this
     //    fails the launch is dropped: the spawner abandons it before any
     //    clone.
-    let cgroup = match factory.cgroups.create(&shared.id, limits) {
+    let name = match ctx.state {
+        Some(_) => persist::cgroup_name(&shared.id),
+        None => shared.id.clone(),
+    };
+    let cgroup = match factory.cgroups.create(&name, limits) {
         Ok(cgroup) => cgroup,
         Err(e) => {
             let _ = pending.wait();
@@ -247,7 +269,7 @@ fn start(
         rw: launched.rw,
         cgroup: Arc::new(cgroup),
         tokens,
-        lease: launched.lease,
+        lease: Some(launched.lease),
     })?;
     if let Err(state) = shared.transition(State::Running, Reason::Started) {
         // Destroyed while starting (runtime shutdown): already torn down.

@@ -3,19 +3,21 @@
 //! `create` runs the parent sequence (`create.rs`); `list`, `connect` and
 //! `events` read the engine's table and buses.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use sandlot_rootfs::Store;
 
 use crate::api::create::{self, Factory};
+use crate::api::persist;
 use crate::api::sandbox::Sandbox;
 use crate::engine::error::{Error, Result};
 use crate::engine::lifecycle::{LifecycleEvent, Reason, ResourceEvent, State, Subscription};
 use crate::engine::options::SandboxOptions;
+use crate::engine::persist::{Found, StateDir, TombstonePolicy};
 use crate::engine::reactor::Reactor;
 use crate::engine::reaper::{Reaper, Teardowns};
 use crate::engine::sandbox::{RuntimeCtx, SandboxInfo};
@@ -40,6 +42,8 @@ pub struct RuntimeBuilder {
     ready_timeout: Duration,
     template_linger: Duration,
     cgroups: CgroupConfig,
+    state_dir: Option<PathBuf>,
+    tombstones: TombstonePolicy,
 }
 
 impl Default for RuntimeBuilder {
@@ -53,6 +57,8 @@ impl Default for RuntimeBuilder {
             ready_timeout: Duration::from_secs(10),
             template_linger: Duration::from_secs(10),
             cgroups: CgroupConfig::default(),
+            state_dir: None,
+            tombstones: TombstonePolicy::default(),
         }
     }
 }
@@ -123,6 +129,30 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Sandboxes that outlive this process: each gets a record in
+    /// `state_dir` (made root-only if it is not), its init stops dying with
+    /// its creator, and a small monitor process enforces its lifetime and
+    /// idle timeout while no process of sandlot runs. Every runtime on the
+    /// same state dir — in this process or any other, at once or later —
+    /// sees them all ([`Runtime::list`]) and takes any over
+    /// ([`Runtime::connect`]); building one removes what sandboxes that
+    /// ended while nobody watched left behind. Dropping a persistent
+    /// runtime leaves its sandboxes running (see [`Runtime::shutdown`]).
+    /// The CLI's state dir is `/run/sandlot`.
+    pub fn persistent(mut self, state_dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(state_dir.into());
+        self
+    }
+
+    /// How long ended sandboxes are remembered — their reason and last
+    /// info, for [`Runtime::inspect`] and `list` with
+    /// [`ListFilter::ended`] — and how many at most. Default 10 minutes,
+    /// 1000. In the state dir when persistent.
+    pub fn tombstones(mut self, keep_for: Duration, max: usize) -> Self {
+        self.tombstones = TombstonePolicy { keep_for, max };
+        self
+    }
+
     pub fn build(self) -> Result<Runtime> {
         let euid = nix::unistd::geteuid().as_raw();
         if euid != 0 {
@@ -154,7 +184,14 @@ impl RuntimeBuilder {
         let caps = CapPlan::sandbox_default()?;
         let seccomp = SeccompCache::native()?;
         let default_seccomp = seccomp.get(&SeccompProfile::default())?;
-        let cgroups = Cgroups::new(&self.cgroups, &unique_runtime_name())?;
+        let state = match &self.state_dir {
+            Some(dir) => Some(Arc::new(StateDir::open(dir, self.tombstones)?)),
+            None => None,
+        };
+        let cgroups = match state {
+            Some(_) => Cgroups::persistent(&self.cgroups)?,
+            None => Cgroups::new(&self.cgroups, &unique_runtime_name())?,
+        };
         cgroups.remove_leftovers();
 
         let reactor = Reactor::new()?;
@@ -163,6 +200,8 @@ impl RuntimeBuilder {
             Reaper::start()?,
             Teardowns::start()?,
             self.id_range,
+            state,
+            self.tombstones,
         ));
         let reactor_thread = {
             let reactor = reactor.clone();
@@ -202,7 +241,8 @@ impl RuntimeBuilder {
                 reactor_thread: Mutex::new(Some(reactor_thread)),
                 shut_down: AtomicBool::new(false),
             }),
-        })
+        }
+        .swept())
     }
 }
 
@@ -211,6 +251,7 @@ impl RuntimeBuilder {
 pub struct ListFilter {
     states: Vec<State>,
     metadata: Vec<(String, String)>,
+    ended: bool,
 }
 
 impl ListFilter {
@@ -227,6 +268,13 @@ impl ListFilter {
     /// Only sandboxes whose metadata has `key` = `value` (several: all).
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.push((key.into(), value.into()));
+        self
+    }
+
+    /// Ended sandboxes too, from the runtime's tombstones (state
+    /// Destroyed, with their end reason).
+    pub fn ended(mut self) -> Self {
+        self.ended = true;
         self
     }
 
@@ -305,36 +353,165 @@ impl Runtime {
         create::create(&self.inner.factory, &self.inner.ctx, options).map(Sandbox::new)
     }
 
-    /// A handle to a live sandbox of this runtime.
+    /// A handle to a live sandbox. A persistent runtime also takes over
+    /// one that another process (or an earlier runtime) made — under 5 ms
+    /// (`sandlot-bench persist`); its lifetime is never shortened or reset
+    /// by connecting. `SandboxNotFound` when there is no such live sandbox
+    /// (see [`Runtime::inspect`] for why one ended).
     pub fn connect(&self, id: &str) -> Result<Sandbox> {
-        self.inner
-            .ctx
-            .get(id)
-            .map(Sandbox::new)
-            .ok_or_else(|| Error::SandboxNotFound(id.to_string()))
+        let inner = &self.inner;
+        if let Some(shared) = inner.ctx.get(id) {
+            return Ok(Sandbox::new(shared));
+        }
+        match &inner.ctx.state {
+            Some(state) => persist::adopt(&inner.factory, &inner.ctx, state, id).map(Sandbox::new),
+            None => Err(Error::SandboxNotFound(id.to_string())),
+        }
     }
 
-    /// The sandboxes that match `filter`, oldest first. Never waits for a
-    /// teardown.
+    /// The sandboxes that match `filter`, oldest first: this runtime's,
+    /// and on a persistent runtime every live sandbox of the state dir
+    /// (without taking them over). Never waits for a teardown.
     pub fn list(&self, filter: &ListFilter) -> Vec<SandboxInfo> {
-        let mut infos: Vec<SandboxInfo> = self
-            .inner
-            .ctx
+        let ctx = &self.inner.ctx;
+        let mut infos: Vec<SandboxInfo> = ctx
             .sandboxes()
             .into_iter()
             .map(|shared| shared.info())
-            .filter(|info| filter.matches(info))
             .collect();
+        if let Some(state) = &ctx.state {
+            for id in state.ids() {
+                if infos.iter().any(|i| i.id == id) {
+                    continue;
+                }
+                if let Found::Live(record) = state.scan(&id) {
+                    infos.extend(persist::info_from_files(state, &record));
+                }
+            }
+        }
+        if filter.ended {
+            let live: Vec<String> = infos.iter().map(|i| i.id.clone()).collect();
+            infos.extend(
+                ctx.all_tombstones()
+                    .into_iter()
+                    .filter(|t| !live.contains(&t.info.id))
+                    .map(|t| t.info),
+            );
+        }
+        infos.retain(|info| filter.matches(info));
         infos.sort_by_key(|info| info.created_at);
         infos
     }
 
+    /// One sandbox, live or ended within the tombstone policy (then with
+    /// state Destroyed and its end reason). Does not take a persistent
+    /// sandbox over. `SandboxNotFound` otherwise.
+    pub fn inspect(&self, id: &str) -> Result<SandboxInfo> {
+        let ctx = &self.inner.ctx;
+        if let Some(shared) = ctx.get(id) {
+            return Ok(shared.info());
+        }
+        if let Some(state) = &ctx.state {
+            if persist::plausible_id(id) {
+                if let Found::Live(record) = state.scan(id) {
+                    if let Some(info) = persist::info_from_files(state, &record) {
+                        return Ok(info);
+                    }
+                }
+            }
+        }
+        ctx.tombstone(id)
+            .map(|t| t.info)
+            .ok_or_else(|| Error::SandboxNotFound(id.to_string()))
+    }
+
+    /// Destroys every sandbox (a persistent runtime: of the whole state
+    /// dir) that has had no activity for longer than `threshold` and has
+    /// no command in flight, with reason `IdleTimeout`.
+    pub fn cleanup_inactive(&self, threshold: Duration) -> CleanupReport {
+        let ctx = &self.inner.ctx;
+        let now = SystemTime::now();
+        let idle_since = |last: SystemTime| now.duration_since(last).unwrap_or_default();
+        let mut candidates: Vec<String> = Vec::new();
+        for shared in ctx.sandboxes() {
+            let (last, busy) = match (&ctx.state, shared.files()) {
+                (Some(state), Some(_)) => {
+                    persist::activity(state, &shared.id).unwrap_or((now, true))
+                }
+                _ => (shared.last_activity(), shared.commands_in_flight() > 0),
+            };
+            if shared.state().is_live() && !busy && idle_since(last) > threshold {
+                candidates.push(shared.id.clone());
+            }
+        }
+        if let Some(state) = &ctx.state {
+            for id in state.ids() {
+                if candidates.contains(&id) || ctx.get(&id).is_some() {
+                    continue;
+                }
+                let Some((last, busy)) = persist::activity(state, &id) else {
+                    continue;
+                };
+                if !busy && idle_since(last) > threshold {
+                    candidates.push(id);
+                }
+            }
+        }
+        let mut report = CleanupReport::default();
+        for id in candidates {
+            let ended = self
+                .connect(&id)
+                .and_then(|sandbox| sandbox.shared.destroy(Reason::IdleTimeout));
+            match ended {
+                Ok(()) => report.destroyed.push(id),
+                // Ended meanwhile by someone else: not a failure.
+                Err(Error::SandboxNotFound(_)) => {}
+                Err(e) => report.failed.push((id, e)),
+            }
+        }
+        report
+    }
+
+    /// The state dir of a persistent runtime.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.inner.ctx.state.as_deref().map(StateDir::root)
+    }
+
+    /// Removes what sandboxes of the state dir that ended while nobody
+    /// watched left behind, starts a monitor for any live one without,
+    /// and forgets old tombstones (done by `build`).
+    fn swept(self) -> Runtime {
+        if let Some(state) = &self.inner.ctx.state {
+            state.sweep_staging();
+            for id in state.ids() {
+                if let Found::Live(record) = state.scan(&id) {
+                    persist::ensure_monitor(&self.inner.ctx, state, &record);
+                }
+            }
+            state.prune_tombstones();
+        }
+        self
+    }
+
     /// Destroys every sandbox and stops the runtime's threads. Idempotent;
     /// also runs when the last clone of the runtime is dropped. A create
-    /// racing it fails with `RuntimeShutDown` and leaves nothing.
+    /// racing it fails with `RuntimeShutDown` and leaves nothing. A
+    /// persistent runtime destroys none: it lets go of its sandboxes (their
+    /// handles then fail with `RuntimeShutDown`), which live on for the
+    /// next process; commands it started run on without anyone to read
+    /// their output.
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }
+}
+
+/// What [`Runtime::cleanup_inactive`] did.
+#[derive(Debug, Default)]
+pub struct CleanupReport {
+    /// Ids of the sandboxes it destroyed.
+    pub destroyed: Vec<String>,
+    /// Those it could not, and why.
+    pub failed: Vec<(String, Error)>,
 }
 
 impl RuntimeInner {
@@ -347,7 +524,11 @@ impl RuntimeInner {
         // tears it down).
         let sandboxes = self.ctx.close();
         for sandbox in sandboxes {
-            let _ = sandbox.destroy(Reason::HostShutdown);
+            if sandbox.is_persisted() {
+                sandbox.detach();
+            } else {
+                let _ = sandbox.destroy(Reason::HostShutdown);
+            }
         }
         self.ctx.reaper.stop();
         self.ctx.teardowns.stop();

@@ -62,8 +62,7 @@ impl Sandbox {
     /// [`SandboxOptions::metadata`](crate::SandboxOptions::metadata)).
     pub fn set_metadata(&self, metadata: BTreeMap<String, String>) -> Result<()> {
         crate::engine::options::validate_metadata(&metadata)?;
-        self.shared.set_metadata(metadata);
-        Ok(())
+        self.shared.set_metadata(metadata)
     }
 
     /// A snapshot: state, metadata, times, init's pid, commands in flight.
@@ -86,6 +85,16 @@ impl Sandbox {
     /// When the timeout will kill this sandbox.
     pub fn end_at(&self) -> SystemTime {
         self.shared.end_at()
+    }
+
+    /// Activity, as far as the idle timeout is concerned (see
+    /// [`SandboxOptions`](crate::SandboxOptions)): for a client that keeps a
+    /// sandbox it is not using right now.
+    pub fn touch(&self) {
+        self.shared.touch();
+        if let Some(files) = self.shared.files() {
+            files.touch();
+        }
     }
 
     /// Sets the remaining lifetime to `timeout` from now (longer or shorter).
