@@ -5,14 +5,13 @@
 //! this thread does step 7; everything else runs here, on the caller's
 //! thread.
 
-use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use sandlot_rootfs::{Store, Template};
+use sandlot_rootfs::Template;
 
+use crate::api::factory::{open_root, Factory};
 use crate::api::persist;
 use crate::engine::control;
 use crate::engine::error::{Error, Result};
@@ -20,65 +19,15 @@ use crate::engine::lifecycle::{Reason, State};
 use crate::engine::options::SandboxOptions;
 use crate::engine::reactor::Handler;
 use crate::engine::sandbox::{Live, NewSandbox, RuntimeCtx, SandboxShared};
-use crate::kernel::caps::CapPlan;
-use crate::kernel::cgroups::Cgroups;
-use crate::kernel::seccomp::{CompiledSeccomp, SeccompCache};
-use crate::kernel::spawn::{self, CreateJob, Launched, Rlimit, Spawner};
+use crate::kernel::spawn::{self, CreateJob, Launched, Rlimit};
 use crate::kernel::userns;
 use crate::services::{quota, template};
 use crate::sys::process;
-
-/// What creating a sandbox needs besides the runtime context: the
-/// spawner, the cgroup parent, the templates, the compiled policies.
-pub(crate) struct Factory {
-    pub spawner: Spawner,
-    pub cgroups: Cgroups,
-    pub store: Store,
-    /// Built (or checked) once at start; every other template is read from
-    /// the store at create time, so an import is seen at once.
-    pub base: Arc<Template>,
-    pub caps: CapPlan,
-    pub seccomp: SeccompCache,
-    pub default_seccomp: CompiledSeccomp,
-    pub max_sandboxes: Option<usize>,
-    pub memory_overcommit: Option<f64>,
-    pub ready_timeout: Duration,
-}
-
-impl Factory {
-    pub fn template(&self, name: &str) -> Result<Arc<Template>> {
-        if name == sandlot_rootfs::BASE_NAME {
-            return Ok(self.base.clone());
-        }
-        match self.store.get(name) {
-            Ok(template) => Ok(Arc::new(template)),
-            Err(sandlot_rootfs::Error::NotFound(_))
-            | Err(sandlot_rootfs::Error::InvalidName { .. }) => {
-                Err(Error::TemplateNotFound(name.to_string()))
-            }
-            Err(source) => Err(Error::Template {
-                name: name.to_string(),
-                source,
-            }),
-        }
-    }
-}
 
 fn new_id() -> Result<String> {
     let mut bytes = [0u8; 8];
     process::random_bytes(&mut bytes).map_err(|e| Error::setup("getrandom", e))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The sandbox's root as its init sees it, for host-side file access.
-pub(crate) fn open_root(pid: i32) -> Result<OwnedFd> {
-    let path = format!("/proc/{pid}/root");
-    let root = fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(&path)
-        .map_err(|e| Error::io(format!("open {path}"), e))?;
-    Ok(root.into())
 }
 
 /// Kills and reaps a child whose setup did not complete.

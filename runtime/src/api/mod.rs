@@ -2,6 +2,7 @@
 //! sequence, the public [`Sandbox`](crate::Sandbox) handle and [`Pool`](pool::Pool).
 
 pub(crate) mod create;
+pub(crate) mod factory;
 pub(crate) mod persist;
 pub mod pool;
 pub mod runtime;

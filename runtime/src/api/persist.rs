@@ -14,7 +14,7 @@ use sandlot_proto::monitor::{Lifecycle, OnTimeout};
 use sandlot_proto::Request;
 use sandlot_rootfs::Template;
 
-use crate::api::create::{open_root, Factory};
+use crate::api::factory::{open_root, Factory};
 use crate::engine::error::{Error, Result};
 use crate::engine::lifecycle::{Reason, State};
 use crate::engine::options::{SandboxOptions, TimeoutAction};

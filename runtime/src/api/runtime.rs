@@ -11,7 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use sandlot_rootfs::Store;
 
-use crate::api::create::{self, Factory};
+use crate::api::create;
+use crate::api::factory::Factory;
 use crate::api::persist;
 use crate::api::sandbox::Sandbox;
 use crate::engine::error::{Error, Result};

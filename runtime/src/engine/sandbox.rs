@@ -26,6 +26,7 @@ use crate::engine::control::{self, Incoming};
 use crate::engine::error::{Error, Result};
 use crate::engine::exec::{ExecTable, Execution};
 use crate::engine::extensions::Extensions;
+pub use crate::engine::lifecycle::SandboxInfo;
 use crate::engine::lifecycle::{EventBus, LifecycleEvent, Reason, ResourceEvent, State};
 use crate::engine::oom::{Next, OomWatch};
 use crate::engine::options::TimeoutAction;
@@ -286,28 +287,6 @@ impl Drop for ActivityGuard {
     fn drop(&mut self) {
         self.sandbox.activity_ended();
     }
-}
-
-/// A snapshot of a sandbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SandboxInfo {
-    pub id: String,
-    pub template: String,
-    pub state: State,
-    pub metadata: BTreeMap<String, String>,
-    pub hostname: String,
-    pub created_at: SystemTime,
-    /// When the sandbox's timeout kills it.
-    pub end_at: SystemTime,
-    /// init's pid on the host, while it runs.
-    pub init_pid: Option<i32>,
-    pub commands_in_flight: usize,
-    /// Why it ended, once it has.
-    pub end_reason: Option<Reason>,
-    pub limits: Limits,
-    pub idle_timeout: Option<Duration>,
-    /// When it ended, once it has.
-    pub ended_at: Option<SystemTime>,
 }
 
 /// How long a spawn request may wait for init's answer while the sandbox

@@ -4,6 +4,7 @@
 //! module imports nothing else of the engine.
 
 mod events;
+mod info;
 mod process;
 mod state;
 
@@ -12,5 +13,6 @@ pub use events::{
     AlertKind, LifecycleEvent, OomEvent, Reason, ResourceAlert, ResourceEvent, ResourceKind,
     Subscription, SUBSCRIPTION_CAPACITY,
 };
+pub use info::SandboxInfo;
 pub use process::{CommandExit, ExitReason, OutputStream, ProcessEvent, Signal};
 pub use state::State;

@@ -32,8 +32,7 @@ use sandlot_proto::monitor::{
 use serde::Deserialize;
 
 use crate::engine::error::{Error, Result};
-use crate::engine::lifecycle::{Reason, State};
-use crate::engine::sandbox::SandboxInfo;
+use crate::engine::lifecycle::{Reason, SandboxInfo, State};
 use crate::engine::sync::lock;
 use crate::kernel::procs::ProcId;
 use crate::sys::fd;
