@@ -98,3 +98,97 @@ fn sandboxes_outlive_a_killed_creator_and_another_process_adopts_them() {
         "descriptors of the test process leaked"
     );
 }
+
+#[test]
+fn a_deadline_holds_while_no_sandlot_process_runs() {
+    let state = StateDir::new("deadline");
+    let lifetime = Duration::from_millis(1500);
+    let host = PersistHost::start(HOST, &state, 1, Some(lifetime));
+    let (id, init) = host.sandboxes[0].clone();
+    let created = std::time::Instant::now();
+    host.kill();
+    assert!(process_exists(init), "init died with its creator");
+    // Nothing of the sandbox runs a second after its deadline, with no
+    // process of sandlot but its monitor alive meanwhile.
+    std::thread::sleep((lifetime + Duration::from_secs(1)).saturating_sub(created.elapsed()));
+    assert!(
+        !process_exists(init),
+        "init outlived its deadline by a second"
+    );
+    assert!(cgroup_dirs_containing(&id).is_empty(), "cgroups left");
+    assert!(state.sandbox_dirs().is_empty(), "state files left");
+    assert!(
+        eventually(Duration::from_secs(2), || state.monitors().is_empty()),
+        "the monitor outlived its sandbox"
+    );
+    // The next process to open the state dir finds nothing to clean, and
+    // the reason.
+    let rt = state.runtime();
+    assert!(rt.list(&ListFilter::all()).is_empty());
+    let info = rt.inspect(&id).expect("its tombstone");
+    assert_eq!(info.end_reason, Some(Reason::Timeout));
+    assert_eq!(info.metadata["index"], "0");
+    assert!(matches!(
+        rt.connect(&id),
+        Err(sandlot::Error::SandboxNotFound(_))
+    ));
+}
+
+#[test]
+fn a_stale_record_whose_pid_was_reused_is_cleaned_and_that_process_untouched() {
+    let state = StateDir::new("stale");
+    let rt = state.runtime();
+    let sandbox = rt.create(sandlot_tests::options()).expect("create");
+    let id = sandbox.id().to_string();
+    let init = sandbox.info().init_pid.unwrap();
+    drop(sandbox);
+    drop(rt); // lets go of it: it lives on
+    assert!(process_exists(init));
+    // Its monitor and its init die without anyone noticing (SIGKILL).
+    assert!(eventually(Duration::from_secs(2), || state
+        .monitors()
+        .len()
+        == 1));
+    for pid in state.monitors().into_iter().chain([init]) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
+    }
+    assert!(eventually(Duration::from_secs(5), || !process_exists(init)));
+    // An unrelated process now has what could be init's pid: the record is
+    // made to name it (its start time stays the dead init's).
+    let mut unrelated = std::process::Command::new("sleep")
+        .arg("100")
+        .spawn()
+        .unwrap();
+    let path = state.path.join("sandboxes").join(&id).join("record.json");
+    let mut record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    record["init"]["pid"] = serde_json::json!(unrelated.id());
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&record).unwrap()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+
+    let rt = state.runtime();
+    assert!(
+        rt.list(&ListFilter::all()).is_empty(),
+        "a dead record was listed as live"
+    );
+    assert!(matches!(
+        rt.connect(&id),
+        Err(sandlot::Error::SandboxNotFound(_))
+    ));
+    assert!(
+        state.sandbox_dirs().is_empty(),
+        "the stale record was not removed"
+    );
+    assert!(
+        cgroup_dirs_containing(&id).is_empty(),
+        "its cgroups were not removed"
+    );
+    assert_eq!(rt.inspect(&id).unwrap().end_reason, Some(Reason::InitDied));
+    assert!(
+        unrelated.try_wait().unwrap().is_none(),
+        "the process that got the pid was touched"
+    );
+    unrelated.kill().unwrap();
+    unrelated.wait().unwrap();
+}

@@ -16,7 +16,7 @@ use crate::services::files::Files;
 use crate::services::health::{self, Health};
 use crate::services::metrics::{self, Metrics};
 use crate::services::monitor::{MonitorTarget, Target};
-use crate::services::{pause, template};
+use crate::services::{pause, stop, template};
 
 /// A handle to a sandbox. Cheap to clone; dropping it does not destroy the
 /// sandbox (its timeout or `kill` does).
@@ -106,6 +106,14 @@ impl Sandbox {
     /// thread) returns once the first one's teardown is done.
     pub fn kill(&self) -> Result<()> {
         self.shared.destroy(Reason::Killed)
+    }
+
+    /// Ends the sandbox gracefully: state Stopping (an event: an owner can
+    /// still save files), no new commands, SIGTERM to every process, up to
+    /// `grace` for them to end, then SIGKILL and the usual teardown, reason
+    /// `Stopped`. Returns when it is gone.
+    pub fn stop(&self, grace: Duration) -> Result<()> {
+        stop::stop(&self.shared, grace)
     }
 
     /// The sandbox's commands: `run`, `spawn`, `list`, `kill_all`.

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod net;
 pub(crate) mod pause;
 pub(crate) mod quota;
+pub(crate) mod stop;
 pub(crate) mod template;
 pub(crate) mod users;
 pub mod watch;
