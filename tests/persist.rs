@@ -192,3 +192,181 @@ fn a_stale_record_whose_pid_was_reused_is_cleaned_and_that_process_untouched() {
     unrelated.kill().unwrap();
     unrelated.wait().unwrap();
 }
+
+/// Waits for the end of `id`, as `inspect` reports it.
+fn end_of(rt: &sandlot::Runtime, id: &str, within: Duration) -> Option<Reason> {
+    let mut reason = None;
+    eventually(within, || {
+        reason = rt
+            .inspect(id)
+            .ok()
+            .filter(|i| i.state == State::Destroyed)
+            .and_then(|i| i.end_reason);
+        reason.is_some()
+    });
+    reason
+}
+
+/// The idle timeout of a sandbox of `rt`: it fires with no activity, not
+/// while a command runs, not while files are written, and `touch` and
+/// `info` are activity and not activity respectively.
+fn idle_timeout_behaves(rt: &sandlot::Runtime) {
+    let idle = Duration::from_millis(800);
+    let options = || sandlot_tests::options().idle_timeout(idle);
+
+    // A command that runs longer than the idle timeout keeps it alive; the
+    // clock starts again when it ends.
+    let busy = rt.create(options()).unwrap();
+    let out = busy
+        .commands()
+        .run("sleep 1.6; echo done", sandlot::RunOptions::default())
+        .unwrap();
+    assert_eq!(out.stdout_str(), "done\n");
+    assert!(busy.is_alive(), "idle timeout fired while a command ran");
+
+    // Files written every 200 ms keep it alive for 2 s.
+    let writing = rt.create(options()).unwrap();
+    for i in 0..10 {
+        writing.files().write("/tmp/beat", format!("{i}")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        writing.is_alive(),
+        "idle timeout fired while files were written"
+    );
+
+    // Only info() and is_alive(): not activity.
+    let watched = rt.create(options()).unwrap();
+    let touched = rt.create(options()).unwrap();
+    for _ in 0..10 {
+        let _ = watched.info();
+        let _ = watched.is_alive();
+        touched.touch();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(touched.is_alive(), "touch() is activity");
+    assert_eq!(
+        end_of(rt, watched.id(), Duration::from_secs(3)),
+        Some(Reason::IdleTimeout),
+        "info() and is_alive() kept it alive"
+    );
+    for sandbox in [&busy, &writing, &touched] {
+        assert_eq!(
+            end_of(rt, sandbox.id(), Duration::from_secs(4)),
+            Some(Reason::IdleTimeout),
+            "{} did not time out once idle",
+            sandbox.id()
+        );
+    }
+}
+
+#[test]
+fn the_idle_timeout_fires_only_without_activity() {
+    let rt = sandlot_tests::runtime();
+    idle_timeout_behaves(&rt);
+}
+
+#[test]
+fn the_idle_timeout_of_a_persistent_sandbox_fires_only_without_activity() {
+    let state = StateDir::new("idle");
+    let rt = state.runtime();
+    idle_timeout_behaves(&rt);
+    // With no sandlot process at all: its monitor ends it.
+    let id = rt
+        .create(sandlot_tests::options().idle_timeout(Duration::from_millis(500)))
+        .unwrap()
+        .id()
+        .to_string();
+    drop(rt);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        state.sandbox_dirs().is_empty(),
+        "the monitor did not end an idle sandbox"
+    );
+    let rt = state.runtime();
+    assert_eq!(
+        rt.inspect(&id).unwrap().end_reason,
+        Some(Reason::IdleTimeout)
+    );
+}
+
+#[test]
+fn stop_lets_a_trap_run_kills_what_ignores_sigterm_and_refuses_new_commands() {
+    for persistent in [false, true] {
+        let state = StateDir::new(if persistent { "stop-p" } else { "stop" });
+        let rt = if persistent {
+            state.runtime()
+        } else {
+            sandlot_tests::runtime()
+        };
+        let events = rt.events();
+        let sandbox = rt.create(sandlot_tests::options()).unwrap();
+        let trapping = sandbox
+            .commands()
+            .spawn(
+                "trap 'echo saved; exit 3' TERM; echo ready; while :; do sleep 0.05; done",
+                sandlot::RunOptions::default(),
+            )
+            .unwrap();
+        let stubborn = sandbox
+            .commands()
+            .spawn(
+                "trap '' TERM; echo ready; exec sleep 100",
+                sandlot::RunOptions::default(),
+            )
+            .unwrap();
+        for handle in [&trapping, &stubborn] {
+            match handle
+                .events()
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap()
+            {
+                sandlot::ProcessEvent::Stdout(b) => assert_eq!(b, b"ready\n"),
+                other => panic!("expected ready, got {other:?}"),
+            }
+        }
+        let grace = Duration::from_millis(1200);
+        let stopper = {
+            let sandbox = sandbox.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                sandbox.stop(grace).unwrap();
+                started.elapsed()
+            })
+        };
+        // Stopping is announced; new commands are refused meanwhile.
+        let stopping = loop {
+            let event = events.recv_timeout(Duration::from_secs(5)).unwrap();
+            if event.to == State::Stopping {
+                break event;
+            }
+        };
+        assert_eq!(stopping.reason, Reason::Stopped);
+        match sandbox
+            .commands()
+            .run("true", sandlot::RunOptions::default())
+        {
+            Err(sandlot::Error::SandboxNotRunning { state, .. }) => {
+                assert_eq!(state, State::Stopping)
+            }
+            other => panic!("a command started during stop: {other:?}"),
+        }
+        // The trap ran (its output and its exit code).
+        let trapped = trapping.wait().unwrap();
+        assert_eq!(trapped.stdout_str(), "saved\n");
+        assert_eq!(trapped.exit.code, Some(3));
+        // What ignored SIGTERM died at the end of the grace.
+        let took = stopper.join().unwrap();
+        assert!(
+            took >= grace,
+            "stop returned after {took:?}, before the grace"
+        );
+        let ignored = stubborn.wait().unwrap();
+        assert_ne!(ignored.exit.code, Some(0));
+        assert_eq!(sandbox.end_reason(), Some(Reason::Stopped));
+        assert_eq!(
+            rt.inspect(sandbox.id()).unwrap().end_reason,
+            Some(Reason::Stopped)
+        );
+    }
+}

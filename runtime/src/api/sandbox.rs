@@ -92,9 +92,6 @@ impl Sandbox {
     /// sandbox it is not using right now.
     pub fn touch(&self) {
         self.shared.touch();
-        if let Some(files) = self.shared.files() {
-            files.touch();
-        }
     }
 
     /// Sets the remaining lifetime to `timeout` from now (longer or shorter).
