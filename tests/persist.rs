@@ -370,3 +370,103 @@ fn stop_lets_a_trap_run_kills_what_ignores_sigterm_and_refuses_new_commands() {
         );
     }
 }
+
+/// The pid of init of `sandbox`.
+fn init_of(sandbox: &sandlot::Sandbox) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(sandbox.info().init_pid.expect("init runs"))
+}
+
+#[test]
+fn tombstones_give_the_reason_of_every_kind_of_end() {
+    let failing = sandlot_tests::persist::FailingTemplate::new("tombstones");
+    for persistent in [false, true] {
+        let state = StateDir::new(if persistent { "tomb-p" } else { "tomb" });
+        let rt = if persistent {
+            state.runtime()
+        } else {
+            sandlot_tests::runtime()
+        };
+        let events = rt.events();
+        let new = |options: sandlot::SandboxOptions| rt.create(options).unwrap();
+        let base = sandlot_tests::options;
+        let mut ends: Vec<(String, Reason)> = Vec::new();
+
+        let timed = new(base().timeout(Duration::from_millis(300)));
+        ends.push((timed.id().into(), Reason::Timeout));
+        let idle = new(base().idle_timeout(Duration::from_millis(300)));
+        ends.push((idle.id().into(), Reason::IdleTimeout));
+        let stopped = new(base());
+        stopped.stop(Duration::ZERO).unwrap();
+        ends.push((stopped.id().into(), Reason::Stopped));
+        let killed = new(base());
+        killed.kill().unwrap();
+        ends.push((killed.id().into(), Reason::Killed));
+        let died = new(base());
+        nix::sys::signal::kill(init_of(&died), nix::sys::signal::SIGKILL).unwrap();
+        ends.push((died.id().into(), Reason::InitDied));
+
+        // The OOM killer picks init (its score raised to the maximum) when
+        // four shells together outgrow the memory limit: each holds a
+        // quarter of it, init's score counts the whole limit.
+        let oom = new(base().limits(sandlot::Limits {
+            memory: 64 << 20,
+            ..sandlot::Limits::default()
+        }));
+        let hog = oom
+            .commands()
+            .spawn(
+                "sleep 0.3; for i in 1 2 3 4; do (a=xxxxxxxx; while :; do a=\"$a$a\"; done) & done; wait",
+                sandlot::RunOptions::default(),
+            )
+            .unwrap();
+        std::fs::write(format!("/proc/{}/oom_score_adj", init_of(&oom)), "1000").unwrap();
+        ends.push((oom.id().into(), Reason::Oom));
+
+        // A start command that fails: the create fails, the end is kept.
+        let started = rt.create(sandlot::SandboxOptions::template(&failing.name));
+        assert!(
+            matches!(started, Err(sandlot::Error::StartFailed { .. })),
+            "{started:?}"
+        );
+        let failed_id = loop {
+            let event = events.recv_timeout(Duration::from_secs(10)).unwrap();
+            if event.to == State::Destroyed && matches!(event.reason, Reason::SetupFailed(_)) {
+                break event.sandbox_id;
+            }
+        };
+
+        for (id, want) in &ends {
+            assert_eq!(
+                end_of(&rt, id, Duration::from_secs(10)).as_ref(),
+                Some(want),
+                "persistent {persistent}: {id}"
+            );
+        }
+        let _ = hog.wait();
+        match end_of(&rt, &failed_id, Duration::from_secs(5)) {
+            Some(Reason::SetupFailed(why)) => assert!(why.contains("start command"), "{why}"),
+            other => panic!("persistent {persistent}: start failure ended as {other:?}"),
+        }
+        // Listing with ended sandboxes shows them all, with reasons.
+        let listed = rt.list(&ListFilter::all().ended());
+        for (id, want) in &ends {
+            let info = listed.iter().find(|i| &i.id == id).expect("listed");
+            assert_eq!(info.end_reason.as_ref(), Some(want));
+        }
+
+        // The host shutting down ends the sandboxes of a runtime without
+        // a state dir, and says so; a persistent one lets them live on.
+        let last = new(base());
+        drop(rt);
+        if persistent {
+            let rt = state.runtime();
+            assert!(
+                rt.connect(last.id()).is_ok(),
+                "a persistent sandbox ended with its runtime"
+            );
+        } else {
+            assert_eq!(last.info().state, State::Destroyed);
+            assert_eq!(last.end_reason(), Some(Reason::HostShutdown));
+        }
+    }
+}

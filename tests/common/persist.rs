@@ -158,3 +158,48 @@ impl Drop for PersistHost {
         let _ = self.child.wait();
     }
 }
+
+/// Imports a busybox template whose start command fails (`exit 3` before
+/// it is ready): every create of it fails with `StartFailed`. Removed when
+/// the guard drops.
+pub struct FailingTemplate {
+    runtime: Runtime,
+    pub name: String,
+    _dir: crate::oci::TempDir,
+}
+
+impl FailingTemplate {
+    pub fn new(tag: &str) -> FailingTemplate {
+        let runtime = crate::runtime();
+        let dir = crate::oci::TempDir::new(&format!("failing-{tag}"));
+        let image = crate::oci::layout(
+            &dir.0,
+            &[crate::oci::Layer::default().busybox().dir("tmp")],
+            serde_json::json!({ "Env": ["PATH=/bin"] }),
+        );
+        let name = format!("failing-{tag}-{}", std::process::id());
+        let settings = sandlot::Settings {
+            start: Some(sandlot::StartCommand {
+                command: "echo cannot start; exit 3".into(),
+                ready: Some(sandlot::Readiness::File("/tmp/never".into())),
+                ready_timeout_secs: 10,
+            }),
+            ..sandlot::Settings::default()
+        };
+        runtime
+            .templates()
+            .import_oci_with(&name, image, settings)
+            .expect("import the failing template");
+        FailingTemplate {
+            runtime,
+            name,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for FailingTemplate {
+    fn drop(&mut self) {
+        let _ = self.runtime.templates().remove(&self.name);
+    }
+}
