@@ -12,93 +12,6 @@ use sandlot_tests::{cgroup_dirs_containing, eventually, process_exists, sh};
 
 const HOST: &str = env!("CARGO_BIN_EXE_sandlot-test-persist-host");
 
-fn open_fds() -> Vec<String> {
-    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .flatten()
-        .map(|e| {
-            let target = std::fs::read_link(e.path()).unwrap_or_default();
-            format!(
-                "{} -> {}",
-                e.file_name().to_string_lossy(),
-                target.display()
-            )
-        })
-        .collect();
-    fds.sort();
-    fds
-}
-
-#[test]
-fn sandboxes_outlive_a_killed_creator_and_another_process_adopts_them() {
-    let state = StateDir::new("outlive");
-    let host = PersistHost::start(HOST, &state, 3, None);
-    let made = host.sandboxes.clone();
-    host.kill();
-    for (id, pid) in &made {
-        assert!(process_exists(*pid), "init of {id} died with its creator");
-    }
-    assert_eq!(state.monitors().len(), 3, "one monitor per sandbox");
-
-    // The init binary's memfd stays loaded for the process's life: load it
-    // before counting.
-    drop(state.runtime());
-    let fds_before = open_fds();
-    let rt = state.runtime();
-    let mut listed: Vec<String> = rt
-        .list(&ListFilter::all())
-        .into_iter()
-        .map(|i| i.id)
-        .collect();
-    listed.sort();
-    let mut ids: Vec<String> = made.iter().map(|(id, _)| id.clone()).collect();
-    ids.sort();
-    assert_eq!(
-        listed, ids,
-        "list shows every live sandbox of the state dir"
-    );
-    for (index, (id, pid)) in made.iter().enumerate() {
-        let sandbox = rt.connect(id).expect("adopt");
-        assert_eq!(sandbox.info().init_pid, Some(*pid));
-        assert_eq!(sandbox.metadata()["index"], index.to_string());
-        assert_eq!(sh(&sandbox, "cat /tmp/index"), index.to_string());
-        assert_eq!(
-            sandbox.files().read("/tmp/index").unwrap(),
-            index.to_string().as_bytes()
-        );
-        // The creator's command still runs in it.
-        assert!(sh(&sandbox, "ps -eo comm").contains("sleep"));
-        sandbox.kill().expect("kill");
-        assert_eq!(sandbox.end_reason(), Some(Reason::Killed));
-        assert!(
-            eventually(Duration::from_secs(5), || !process_exists(*pid)),
-            "init {pid} outlived kill"
-        );
-        assert!(
-            cgroup_dirs_containing(id).is_empty(),
-            "cgroups of {id} left"
-        );
-    }
-    assert!(
-        state.sandbox_dirs().is_empty(),
-        "state files left: {:?}",
-        state.sandbox_dirs()
-    );
-    assert!(
-        eventually(Duration::from_secs(5), || state.monitors().is_empty()),
-        "monitors left"
-    );
-    let info = rt.inspect(&made[0].0).expect("a tombstone");
-    assert_eq!(info.state, State::Destroyed);
-    assert_eq!(info.end_reason, Some(Reason::Killed));
-    drop(rt);
-    assert_eq!(
-        open_fds(),
-        fds_before,
-        "descriptors of the test process leaked"
-    );
-}
-
 #[test]
 fn a_deadline_holds_while_no_sandlot_process_runs() {
     let state = StateDir::new("deadline");
@@ -469,4 +382,138 @@ fn tombstones_give_the_reason_of_every_kind_of_end() {
             assert_eq!(last.end_reason(), Some(Reason::HostShutdown));
         }
     }
+}
+
+#[test]
+fn two_processes_run_commands_in_one_sandbox_and_a_kill_from_one_ends_it_for_both() {
+    let state = StateDir::new("two");
+    let mut host = PersistHost::start_with(HOST, &state, 1, None, true);
+    let (id, init) = host.sandboxes[0].clone();
+    let mut lines = host.lines.take().unwrap();
+    let rt = state.runtime();
+    let sandbox = rt.connect(&id).unwrap();
+    // Both run commands at once, each with its own ids and output.
+    let mut theirs = Vec::new();
+    for i in 0..50 {
+        assert_eq!(
+            sh(&sandbox, &format!("echo mine {i}")),
+            format!("mine {i}\n")
+        );
+        if i % 10 == 0 {
+            theirs.push(lines.next().unwrap().unwrap());
+        }
+    }
+    assert!(theirs.iter().all(|l| l.starts_with("ran ")), "{theirs:?}");
+    // A kill from this process ends it for the other one too, with the
+    // reason, and nothing of it is left.
+    sandbox.kill().unwrap();
+    let ended = lines
+        .find_map(|l| l.ok().filter(|l| l.starts_with("ended")))
+        .expect("the other process saw the end");
+    assert_eq!(ended, "ended destroyed killed");
+    assert!(host
+        .wait(Duration::from_secs(5))
+        .is_some_and(|s| s.success()));
+    assert!(!process_exists(init));
+    assert!(cgroup_dirs_containing(&id).is_empty());
+    assert!(state.sandbox_dirs().is_empty());
+}
+
+/// Whether the sandbox's cgroup2 dir says it is frozen.
+fn frozen(id: &str) -> bool {
+    cgroup_dirs_containing(id).iter().any(|dir| {
+        std::fs::read_to_string(dir.join("cgroup.events")).is_ok_and(|e| e.contains("frozen 1"))
+            || std::fs::read_to_string(dir.join("freezer.state"))
+                .is_ok_and(|s| s.trim() == "FROZEN")
+    })
+}
+
+#[test]
+fn a_timeout_can_pause_instead_and_resume_gives_the_whole_timeout_again() {
+    let timeout = Duration::from_millis(1500);
+    let options = || {
+        sandlot_tests::options()
+            .timeout(timeout)
+            .on_timeout(sandlot::TimeoutAction::Pause)
+    };
+    // A runtime without a state dir: the reaper pauses it.
+    let rt = sandlot_tests::runtime();
+    let events = rt.events();
+    let sandbox = rt.create(options()).unwrap();
+    let paused = loop {
+        let event = events.recv_timeout(Duration::from_secs(5)).unwrap();
+        if event.to == State::Paused {
+            break event;
+        }
+    };
+    assert_eq!(paused.reason, Reason::Timeout);
+    assert!(sandbox.is_alive());
+    assert!(eventually(Duration::from_secs(2), || frozen(sandbox.id())));
+    sandbox.resume().unwrap();
+    let left = sandbox
+        .end_at()
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(left > timeout / 2, "resumed with {left:?} left");
+    assert_eq!(sh(&sandbox, "echo back"), "back\n");
+    sandbox.kill().unwrap();
+
+    // A persistent one, with no sandlot process alive: its monitor pauses
+    // it; a process that connects later finds it paused, refuses commands
+    // at once, and resumes it.
+    let state = StateDir::new("autopause");
+    let rt = state.runtime();
+    let id = rt.create(options()).unwrap().id().to_string();
+    let end_at = rt.inspect(&id).unwrap().end_at;
+    drop(rt);
+    assert!(
+        eventually(Duration::from_secs(4), || frozen(&id)),
+        "the monitor did not pause it at its timeout"
+    );
+    let rt = state.runtime();
+    let sandbox = rt.connect(&id).unwrap();
+    assert_eq!(sandbox.state(), State::Paused);
+    assert_eq!(sandbox.end_at(), end_at, "connect moved the end");
+    let started = std::time::Instant::now();
+    match sandbox
+        .commands()
+        .run("true", sandlot::RunOptions::default())
+    {
+        Err(sandlot::Error::SandboxNotRunning { state, .. }) => assert_eq!(state, State::Paused),
+        other => panic!("a command in a paused sandbox: {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the refusal waited"
+    );
+    sandbox.resume().unwrap();
+    assert!(
+        eventually(Duration::from_millis(500), || !frozen(&id)),
+        "still frozen"
+    );
+    assert_eq!(sh(&sandbox, "echo back"), "back\n");
+    assert!(sandbox.end_at() > end_at, "resume gave no new lifetime");
+    sandbox.kill().unwrap();
+}
+
+#[test]
+fn connecting_never_moves_the_end_of_a_sandbox() {
+    let state = StateDir::new("connect-end");
+    let rt = state.runtime();
+    let sandbox = rt
+        .create(sandlot_tests::options().timeout(Duration::from_secs(600)))
+        .unwrap();
+    sandbox.set_timeout(Duration::from_secs(30)).unwrap();
+    let end_at = sandbox.end_at();
+    let id = sandbox.id().to_string();
+    drop(sandbox);
+    drop(rt);
+    for _ in 0..3 {
+        let rt = state.runtime();
+        let sandbox = rt.connect(&id).unwrap();
+        assert_eq!(sandbox.end_at(), end_at);
+        assert_eq!(rt.inspect(&id).unwrap().end_at, end_at);
+    }
+    let rt = state.runtime();
+    rt.connect(&id).unwrap().kill().unwrap();
 }

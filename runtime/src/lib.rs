@@ -43,7 +43,7 @@ mod sys;
 mod tools;
 
 pub use api::pool::{Acquire, Pool, PoolConfig, PoolStats, MIN_REMAINING, POOL_METADATA_KEY};
-pub use api::runtime::{ListFilter, Runtime, RuntimeBuilder};
+pub use api::runtime::{CleanupReport, ListFilter, Runtime, RuntimeBuilder};
 pub use api::sandbox::Sandbox;
 pub use engine::error::{Error, Result};
 pub use engine::lifecycle::{
@@ -51,7 +51,7 @@ pub use engine::lifecycle::{
     Reason, ResourceAlert, ResourceEvent, ResourceKind, Signal, State, Subscription,
     SUBSCRIPTION_CAPACITY,
 };
-pub use engine::options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use engine::options::{Explicit, SandboxOptions, TimeoutAction, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use engine::output::ProcessEvents;
 pub use engine::sandbox::SandboxInfo;
 pub use kernel::cgroups::CgroupConfig;

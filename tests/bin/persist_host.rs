@@ -3,6 +3,11 @@
 //! `index=<i>`, a file /tmp/index holding `<i>`, an idle `sleep`), prints
 //! `<id> <init pid>` for each, then `ready`, and waits to be killed.
 //!
+//! With `SANDLOT_TEST_EXEC_LOOP` set it then runs `echo ok` in its
+//! sandboxes over and over, printing `ran <n>` every 10 commands, until a
+//! command fails; then it prints `ended <state> <reason>` of that sandbox
+//! and exits 0.
+//!
 //! usage: sandlot-test-persist-host DATA_DIR STATE_DIR COUNT [TIMEOUT_MS]
 
 use std::io::Write;
@@ -26,6 +31,7 @@ fn main() {
         .build()
         .expect("runtime");
     let mut out = std::io::stdout().lock();
+    let mut sandboxes = Vec::new();
     for i in 0..count {
         let mut options = SandboxOptions::template(&template).metadata("index", i.to_string());
         if let Some(timeout) = timeout {
@@ -43,9 +49,33 @@ fn main() {
             .expect("spawn sleep");
         let pid = sandbox.info().init_pid.expect("init pid");
         writeln!(out, "{} {pid}", sandbox.id()).unwrap();
+        sandboxes.push(sandbox);
     }
     writeln!(out, "ready").unwrap();
     out.flush().unwrap();
+    if std::env::var_os("SANDLOT_TEST_EXEC_LOOP").is_some() {
+        let mut n = 0u64;
+        loop {
+            for sandbox in &sandboxes {
+                let ran = sandbox.commands().run("echo ok", RunOptions::default());
+                match ran {
+                    Ok(out) if out.stdout_str() == "ok\n" => {}
+                    _ => {
+                        let info = sandbox.info();
+                        let reason = info.end_reason.map(|r| r.to_string()).unwrap_or_default();
+                        writeln!(out, "ended {} {reason}", info.state).unwrap();
+                        out.flush().unwrap();
+                        std::process::exit(0);
+                    }
+                }
+                n += 1;
+                if n % 10 == 0 {
+                    writeln!(out, "ran {n}").unwrap();
+                    out.flush().unwrap();
+                }
+            }
+        }
+    }
     drop(out);
     loop {
         std::thread::park();

@@ -107,6 +107,8 @@ pub struct PersistHost {
     child: Child,
     /// (id, init pid) of each sandbox it made.
     pub sandboxes: Vec<(String, i32)>,
+    /// What it prints after `ready` (the exec loop's lines).
+    pub lines: Option<std::io::Lines<BufReader<std::process::ChildStdout>>>,
 }
 
 impl PersistHost {
@@ -117,7 +119,22 @@ impl PersistHost {
         count: usize,
         timeout: Option<Duration>,
     ) -> PersistHost {
+        PersistHost::start_with(bin, state, count, timeout, false)
+    }
+
+    /// With `exec_loop`, it runs commands in its sandboxes until one fails
+    /// (see the binary's docs); its lines are in [`PersistHost::lines`].
+    pub fn start_with(
+        bin: &str,
+        state: &StateDir,
+        count: usize,
+        timeout: Option<Duration>,
+        exec_loop: bool,
+    ) -> PersistHost {
         let mut cmd = Command::new(bin);
+        if exec_loop {
+            cmd.env("SANDLOT_TEST_EXEC_LOOP", "1");
+        }
         cmd.arg(data_dir())
             .arg(&state.path)
             .arg(count.to_string())
@@ -127,7 +144,8 @@ impl PersistHost {
         }
         let mut child = cmd.spawn().expect("start the persist host");
         let mut sandboxes = Vec::new();
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.by_ref() {
             let line = line.expect("read the persist host's output");
             if line == "ready" {
                 break;
@@ -142,7 +160,25 @@ impl PersistHost {
             count,
             "the persist host made too few sandboxes"
         );
-        PersistHost { child, sandboxes }
+        PersistHost {
+            child,
+            sandboxes,
+            lines: Some(lines),
+        }
+    }
+
+    /// Waits for it to exit by itself.
+    pub fn wait(mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// SIGKILL, and reap it.

@@ -317,7 +317,10 @@ impl SandboxShared {
     pub fn new(spec: NewSandbox, ctx: Arc<RuntimeCtx>) -> Arc<SandboxShared> {
         let now = SystemTime::now();
         let started = Instant::now();
-        let left = spec.end_at.duration_since(now).unwrap_or_default();
+        // Whole milliseconds: what a state dir records, so that a sandbox
+        // read back from one ends at the very same time.
+        let end_at = from_ms(to_ms(spec.end_at));
+        let left = end_at.duration_since(now).unwrap_or_default();
         Arc::new_cyclic(|me| SandboxShared {
             id: spec.id,
             template_name: spec.template_name,
@@ -342,7 +345,7 @@ impl SandboxShared {
                 state: State::Pending,
                 end_reason: None,
                 deadline: started + left,
-                end_at: spec.end_at,
+                end_at,
                 clock_stopped: None,
                 paused_at: None,
                 last_activity: now,
@@ -568,7 +571,7 @@ impl SandboxShared {
                 left = self.timeout;
             }
             status.deadline = Instant::now() + left;
-            status.end_at = SystemTime::now() + left;
+            status.end_at = from_ms(to_ms(SystemTime::now() + left));
             paused_for
         };
         self.arm_deadline();
@@ -603,7 +606,7 @@ impl SandboxShared {
                 });
             }
             status.deadline = Instant::now() + timeout;
-            status.end_at = SystemTime::now() + timeout;
+            status.end_at = from_ms(to_ms(SystemTime::now() + timeout));
             if status.clock_stopped.is_some() {
                 // Paused with the clock stopped: all of it is left.
                 status.clock_stopped = Some(timeout);

@@ -326,8 +326,16 @@ impl Cgroups {
             inner.dirs.push(d);
             let d = inner.dirs.last().expect("just pushed");
             v2::enable(&d.path, &needed)?;
-            let has_freeze = files::exists_at(d.fd(), "cgroup.freeze");
-            let has_kill = files::exists_at(d.fd(), "cgroup.kill");
+            // The root cgroup has neither file (it can be neither frozen
+            // nor killed) — a persistent runtime's parent may be the root:
+            // there the kernel's version says what every other cgroup has.
+            let is_root = !files::exists_at(d.fd(), "cgroup.type");
+            let version = crate::kernel::version::parse(&crate::kernel::version::release());
+            let at_least = |v: (u32, u32)| version.is_some_and(|k| k >= v);
+            let has_freeze =
+                files::exists_at(d.fd(), "cgroup.freeze") || (is_root && at_least((5, 2)));
+            let has_kill =
+                files::exists_at(d.fd(), "cgroup.kill") || (is_root && at_least((5, 14)));
             inner.swap_max = files::exists_at(d.fd(), "memory.swap.max");
             inner.layout.apply_v2_probe(has_freeze, has_kill);
         }
