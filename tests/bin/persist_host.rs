@@ -69,7 +69,7 @@ fn main() {
                     }
                 }
                 n += 1;
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     writeln!(out, "ran {n}").unwrap();
                     out.flush().unwrap();
                 }
