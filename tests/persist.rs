@@ -517,3 +517,162 @@ fn connecting_never_moves_the_end_of_a_sandbox() {
     let rt = state.runtime();
     rt.connect(&id).unwrap().kill().unwrap();
 }
+
+#[test]
+fn a_session_pool_keeps_one_sandbox_per_key_and_replaces_dead_and_expiring_ones() {
+    let rt = sandlot_tests::runtime();
+    let pool = sandlot::SessionPool::new(
+        &rt,
+        sandlot::SessionPoolConfig::new(sandlot_tests::options())
+            .name("test")
+            .max_sessions(2),
+    )
+    .unwrap();
+    let a = pool.get("alice").unwrap();
+    assert_eq!(
+        pool.get("alice").unwrap().id(),
+        a.id(),
+        "created on first use only"
+    );
+    assert_eq!(a.metadata()[sandlot::SESSION_METADATA_KEY], "alice");
+    let b = pool.get("bob").unwrap();
+    assert_ne!(a.id(), b.id());
+    // Dead: recreated on the next get.
+    a.kill().unwrap();
+    let a2 = pool.get("alice").unwrap();
+    assert_ne!(a2.id(), a.id());
+    assert_eq!(sh(&a2, "echo hi"), "hi\n");
+    // Bounded: a third key evicts the least recently used (bob).
+    let c = pool.get("carol").unwrap();
+    assert_eq!(pool.len(), 2);
+    assert_eq!(b.end_reason(), Some(Reason::Killed), "bob was not evicted");
+    assert!(a2.is_alive() && c.is_alive());
+    // Cleanup drops dead sessions.
+    c.kill().unwrap();
+    assert_eq!(pool.cleanup(), 1);
+    assert_eq!(pool.len(), 1);
+    pool.shutdown();
+    assert!(!a2.is_alive());
+
+    // About to expire: replaced rather than handed out.
+    let short = sandlot::SessionPool::new(
+        &rt,
+        sandlot::SessionPoolConfig::new(sandlot_tests::options().timeout(Duration::from_secs(2)))
+            .min_remaining(Duration::from_millis(1500)),
+    )
+    .unwrap();
+    let first = short.get("k").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let second = short.get("k").unwrap();
+    assert_ne!(
+        first.id(),
+        second.id(),
+        "an expiring sandbox was handed out"
+    );
+    assert!(!first.is_alive());
+    short.shutdown();
+}
+
+#[test]
+fn session_pools_and_warm_pools_work_on_a_persistent_runtime() {
+    let state = StateDir::new("pools");
+    let config = || sandlot::SessionPoolConfig::new(sandlot_tests::options()).name("chat");
+    let id = {
+        let rt = state.runtime();
+        let pool = sandlot::SessionPool::new(&rt, config()).unwrap();
+        let sandbox = pool.get("user-1").unwrap();
+        sandbox.files().write("/tmp/history", "hello").unwrap();
+        sandbox.id().to_string()
+        // pool and runtime dropped: the session lives on
+    };
+    // A later process (here: a later runtime) finds the session again.
+    let rt = state.runtime();
+    let pool = sandlot::SessionPool::new(&rt, config()).unwrap();
+    let again = pool.get("user-1").unwrap();
+    assert_eq!(again.id(), id);
+    assert_eq!(again.files().read("/tmp/history").unwrap(), b"hello");
+    pool.shutdown();
+    assert!(rt.list(&ListFilter::all()).is_empty());
+
+    let warm = sandlot::Pool::new(
+        &rt,
+        sandlot::PoolConfig::new(sandlot_tests::options()).warm(2),
+    )
+    .unwrap();
+    let taken = warm.acquire().unwrap();
+    assert_eq!(sh(&taken, "echo pooled"), "pooled\n");
+    taken.kill().unwrap();
+    warm.shutdown();
+    assert!(
+        eventually(Duration::from_secs(5), || state.sandbox_dirs().is_empty()),
+        "the pool left sandboxes: {:?}",
+        state.sandbox_dirs()
+    );
+}
+
+#[test]
+fn create_with_retry_falls_back_reports_every_attempt_and_never_retries_bad_options() {
+    let failing = sandlot_tests::persist::FailingTemplate::new("retry");
+    let rt = sandlot_tests::runtime();
+    let policy = sandlot::RetryPolicy::default()
+        .attempts(2)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .fallback_template(sandlot_tests::template());
+    let events = rt.events();
+    let sandbox = rt
+        .create_with_retry(sandlot::SandboxOptions::template(&failing.name), &policy)
+        .expect("the fallback template works");
+    assert_eq!(sandbox.info().template, sandlot_tests::template());
+    let failed_starts = events
+        .try_iter()
+        .filter(|e| e.to == State::Destroyed && matches!(e.reason, Reason::SetupFailed(_)))
+        .count();
+    assert_eq!(failed_starts, 2, "the failing template was tried twice");
+    sandbox.kill().unwrap();
+
+    // Everything fails: every attempt's error, in order.
+    let policy = sandlot::RetryPolicy::default()
+        .attempts(2)
+        .backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .fallback_template("no-such-template");
+    match rt.create_with_retry(sandlot::SandboxOptions::template(&failing.name), &policy) {
+        Err(sandlot::Error::AllAttemptsFailed(attempts)) => {
+            assert_eq!(attempts.len(), 3, "{attempts:?}");
+            assert!(matches!(
+                attempts[0].error,
+                sandlot::Error::StartFailed { .. }
+            ));
+            assert!(matches!(
+                attempts[1].error,
+                sandlot::Error::StartFailed { .. }
+            ));
+            assert!(matches!(
+                attempts[2].error,
+                sandlot::Error::TemplateNotFound(_)
+            ));
+            assert_eq!(attempts[2].template, "no-such-template");
+        }
+        other => panic!("expected every attempt to fail, got {other:?}"),
+    }
+
+    // Invalid options: one attempt, no retry.
+    let started = std::time::Instant::now();
+    match rt.create_with_retry(
+        sandlot_tests::options().timeout(Duration::ZERO),
+        &sandlot::RetryPolicy::default().backoff(Duration::from_secs(5), Duration::from_secs(5)),
+    ) {
+        Err(sandlot::Error::AllAttemptsFailed(attempts)) => {
+            assert_eq!(attempts.len(), 1);
+            assert!(matches!(
+                attempts[0].error,
+                sandlot::Error::InvalidOptions { .. }
+            ));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bad options were retried"
+    );
+    assert!(rt.list(&ListFilter::all()).is_empty());
+}

@@ -43,9 +43,13 @@ mod sys;
 mod tools;
 
 pub use api::pool::{Acquire, Pool, PoolConfig, PoolStats, MIN_REMAINING, POOL_METADATA_KEY};
+pub use api::retry::RetryPolicy;
 pub use api::runtime::{CleanupReport, ListFilter, Runtime, RuntimeBuilder};
 pub use api::sandbox::Sandbox;
-pub use engine::error::{Error, Result};
+pub use api::session::{
+    SessionPool, SessionPoolConfig, SESSION_METADATA_KEY, SESSION_POOL_METADATA_KEY,
+};
+pub use engine::error::{Attempt, Error, Result};
 pub use engine::lifecycle::{
     AlertKind, CommandExit, ExitReason, LifecycleEvent, OomEvent, OutputStream, ProcessEvent,
     Reason, ResourceAlert, ResourceEvent, ResourceKind, Signal, State, Subscription,
@@ -112,6 +116,7 @@ const _: () = {
     shareable::<Sandbox>();
     shareable::<CommandHandle>();
     shareable::<Pool>();
+    shareable::<SessionPool>();
     shareable::<Command>();
     shareable::<ProcessEvents>();
     shareable::<ResourceMonitor>();

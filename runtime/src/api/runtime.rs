@@ -14,6 +14,7 @@ use sandlot_rootfs::Store;
 use crate::api::create;
 use crate::api::factory::Factory;
 use crate::api::persist;
+use crate::api::retry::{self, RetryPolicy};
 use crate::api::sandbox::Sandbox;
 use crate::engine::error::{Error, Result};
 use crate::engine::lifecycle::{LifecycleEvent, Reason, ResourceEvent, State, Subscription};
@@ -352,6 +353,21 @@ impl Runtime {
             return Err(Error::RuntimeShutDown);
         }
         create::create(&self.inner.factory, &self.inner.ctx, options).map(Sandbox::new)
+    }
+
+    /// Creates a sandbox the way the reference advises doing it reliably:
+    /// errors that can pass on another try (the machine busy, a transient
+    /// setup failure, a start command too slow) are retried with
+    /// exponential backoff and jitter, then each fallback template is
+    /// tried; the new sandbox is checked with a trivial command before it
+    /// is returned. Invalid options fail at once. When every try failed,
+    /// [`Error::AllAttemptsFailed`] lists each one's error.
+    pub fn create_with_retry(
+        &self,
+        options: SandboxOptions,
+        policy: &RetryPolicy,
+    ) -> Result<Sandbox> {
+        retry::create_with_retry(|options| self.create(options), options, policy)
     }
 
     /// A handle to a live sandbox. A persistent runtime also takes over
