@@ -10,6 +10,13 @@ use sandlot_tests::{cgroup_dirs_containing, eventually, process_exists, sh};
 
 const HOST: &str = env!("CARGO_BIN_EXE_sandlot-test-persist-host");
 
+/// The tests here count what the whole process holds: one at a time.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn open_fds() -> Vec<String> {
     let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
         .unwrap()
@@ -29,6 +36,7 @@ fn open_fds() -> Vec<String> {
 
 #[test]
 fn sandboxes_outlive_a_killed_creator_and_another_process_adopts_them() {
+    let _alone = alone();
     let state = StateDir::new("outlive");
     let host = PersistHost::start(HOST, &state, 3, None);
     let made = host.sandboxes.clone();
@@ -95,4 +103,119 @@ fn sandboxes_outlive_a_killed_creator_and_another_process_adopts_them() {
         fds_before,
         "descriptors of the test process leaked"
     );
+}
+
+/// Children of this process (any thread's).
+fn children() -> Vec<i32> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        kids.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    kids.sort();
+    kids
+}
+
+#[test]
+fn many_threads_create_exec_and_kill_on_a_persistent_runtime_without_deadlock_or_leak() {
+    let _alone = alone();
+    const THREADS: usize = 8;
+    const CYCLES: usize = 100;
+    let state = StateDir::new("stress");
+    drop(state.runtime());
+    let fds_before = open_fds();
+    let kids_before = children();
+    let rt = state.runtime();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A watchdog: a deadlock fails the test instead of hanging it.
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(600),
+                    "no progress for 10 minutes: deadlock"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    let observers: Vec<_> = (0..2)
+        .map(|_| {
+            let rt = rt.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut looks = 0u64;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    for info in rt.list(&ListFilter::all()) {
+                        if let Ok(sandbox) = rt.connect(&info.id) {
+                            let _ = sandbox.metrics();
+                            let _ = sandbox.info();
+                        }
+                    }
+                    looks += 1;
+                }
+                looks
+            })
+        })
+        .collect();
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let rt = rt.clone();
+            std::thread::spawn(move || {
+                let mut ids = Vec::new();
+                for i in 0..CYCLES {
+                    let sandbox = rt
+                        .create(sandlot_tests::options().metadata("worker", t.to_string()))
+                        .expect("create");
+                    let line = format!("{t}-{i}");
+                    sandbox.files().write("/tmp/line", &line).expect("write");
+                    assert_eq!(sh(&sandbox, "cat /tmp/line"), line);
+                    sandbox.kill().expect("kill");
+                    ids.push(sandbox.id().to_string());
+                }
+                ids
+            })
+        })
+        .collect();
+    let ids: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a worker failed"))
+        .collect();
+    assert_eq!(ids.len(), THREADS * CYCLES);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let looks: u64 = observers.into_iter().map(|o| o.join().unwrap()).sum();
+    watchdog.join().unwrap();
+    assert!(looks > 0);
+    drop(rt);
+
+    // Nothing left: records, cgroups, monitors, processes, descriptors.
+    assert!(
+        state.sandbox_dirs().is_empty(),
+        "records left: {:?}",
+        state.sandbox_dirs()
+    );
+    let cgroups_left: Vec<_> = cgroup_dirs_containing("sandlot-persistent-")
+        .into_iter()
+        .filter(|d| {
+            ids.iter()
+                .any(|id| d.to_string_lossy().ends_with(id.as_str()))
+        })
+        .collect();
+    assert!(cgroups_left.is_empty(), "cgroups left: {cgroups_left:?}");
+    assert!(
+        eventually(Duration::from_secs(10), || state.monitors().is_empty()),
+        "monitors left: {:?}",
+        state.monitors()
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || children() == kids_before),
+        "processes left: {:?}",
+        children()
+    );
+    assert_eq!(open_fds(), fds_before, "descriptors leaked");
 }
