@@ -5,6 +5,8 @@
 //!     cargo run --release -p sandlot-bench -- peers [--rounds N]
 //!     cargo run --release -p sandlot-bench -- density [--count N]
 //!     cargo run --release -p sandlot-bench -- throughput [--cycles N] [--threads N]
+//!     cargo run --release -p sandlot-bench -- persist [--iterations N]
+//!     cargo run --release -p sandlot-bench -- cycles [--count N] [--persistent]
 //!
 //! `core`: medians and p10–p90 of create → Running, run `true` in a running
 //! sandbox (exec round trip), destroy, the whole create → run → destroy
@@ -15,6 +17,10 @@
 //! `cargo build --release -p sandlot-cli -p sandlot-bench`).
 //! `density`: N idle sandboxes at once. `throughput`: create + destroy
 //! cycles on every core, in windows, to show any creeping cost.
+//! `persist`: create with a state dir vs without, reattach, `sandlot exec`
+//! from a fresh process vs `crun exec`, a monitor's memory. `cycles`:
+//! create/exec/destroy N times with the census before and after
+//! (`scripts/persist-cycles.sh`).
 //! Micro benchmarks: `cargo bench -p sandlot-bench` (criterion).
 
 mod compare;
@@ -22,6 +28,7 @@ mod density;
 mod machine;
 mod memory;
 mod peers;
+mod persist;
 mod pool;
 mod startup;
 mod stats;
@@ -140,10 +147,15 @@ fn main() {
             arg(&args, "--cycles", 10_000),
             arg(&args, "--threads", 2),
         ),
+        Some("persist") => persist::run(arg(&args, "--iterations", 200)),
+        Some("cycles") => persist::cycles(
+            arg(&args, "--count", 10_000),
+            args.iter().any(|a| a == "--persistent"),
+        ),
         Some(other) => {
             eprintln!(
                 "unknown benchmark {other:?}; try: core [--iterations N] [--gap-ms N] | startup [--iterations N] | peers [--rounds N] | \
-                 density [--count N] | throughput [--cycles N] [--threads N]"
+                 density [--count N] | throughput [--cycles N] [--threads N] | persist [--iterations N] | cycles [--count N] [--persistent]"
             );
             std::process::exit(2);
         }

@@ -106,7 +106,7 @@ pub(crate) fn outlive_creator(
     let init = ProcId::of(live.pid).ok_or_else(|| shared.not_running())?;
     let record = {
         let _lock = files.lock()?;
-        let mut record = files.read_record()?;
+        let mut record = files.current_record()?;
         record.init = Some(init);
         files.write_record(&record)?;
         shared.save_lifecycle()?;
@@ -130,22 +130,29 @@ pub(crate) fn ensure_monitor(ctx: &RuntimeCtx, state: &StateDir, record: &Record
     }
 }
 
-/// Starts the sandbox's monitor; its first process is reaped on a
-/// teardown thread (it exits as soon as the monitor runs). A monitor that
-/// cannot start is started by the next process that opens the state dir.
+/// Starts the sandbox's monitor, off the caller's path: on a teardown
+/// thread, which then reaps the monitor's first process (it exits as soon
+/// as the monitor runs). A runtime's shutdown finishes the queued starts
+/// before it returns, so only a creator killed within the millisecond this
+/// takes leaves a sandbox without a monitor — started then by the next
+/// process that opens the state dir.
 fn start_monitor(ctx: &RuntimeCtx, files: &SandboxFiles, record: &Record) {
     let Some(init) = record.init else {
         return;
     };
-    let started = monitor::start(MonitorSpec {
-        dir: &files.dir,
-        init,
-        cgroups: &record.cgroups,
-        drain: None,
+    let dir = files.dir.clone();
+    let cgroups = record.cgroups.clone();
+    ctx.teardowns.run(move || {
+        let started = monitor::start(MonitorSpec {
+            dir: &dir,
+            init,
+            cgroups: &cgroups,
+            drain: None,
+        });
+        if let Ok(starting) = started {
+            starting.wait();
+        }
     });
-    if let Ok(starting) = started {
-        ctx.teardowns.run(move || starting.wait());
-    }
 }
 
 /// A listening SEQPACKET socket bound at `path`, root-only.

@@ -461,7 +461,7 @@ impl SandboxShared {
             if !files.exists() {
                 return Err(self.not_running());
             }
-            let mut record = files.read_record()?;
+            let mut record = files.current_record()?;
             record.metadata = metadata.clone();
             files.write_record(&record)?;
         }

@@ -206,7 +206,14 @@ impl StateDir {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        SandboxFiles::open(self, &record.id)
+        let files = SandboxFiles::open(self, &record.id)?;
+        let dir = &files.dir;
+        *lock(&files.seen) = (
+            Version::of(&dir.join(RECORD)),
+            Version::of(&dir.join(LIFECYCLE)),
+        );
+        *lock(&files.record) = Some(record.clone());
+        Ok(files)
     }
 
     /// Looks at one sandbox's directory: live, or ended now (its tombstone
@@ -412,6 +419,8 @@ pub(crate) struct SandboxFiles {
     activity: File,
     /// The versions of the record and lifecycle files last read here.
     seen: Mutex<(Option<Version>, Option<Version>)>,
+    /// The record as last read or written here.
+    record: Mutex<Option<Record>>,
 }
 
 impl SandboxFiles {
@@ -424,6 +433,7 @@ impl SandboxFiles {
             dir,
             activity,
             seen: Mutex::new((None, None)),
+            record: Mutex::new(None),
         })
     }
 
@@ -441,13 +451,25 @@ impl SandboxFiles {
         let version = Version::of(&self.dir.join(RECORD));
         let record = read_record(&self.dir)?;
         lock(&self.seen).0 = version;
+        *lock(&self.record) = Some(record.clone());
         Ok(record)
+    }
+
+    /// The record: as last read or written here if no other process has
+    /// replaced it since (one `stat`), else read again.
+    pub fn current_record(&self) -> Result<Record> {
+        let cached = lock(&self.record).clone();
+        match cached {
+            Some(record) if !self.changed().0 => Ok(record),
+            _ => self.read_record(),
+        }
     }
 
     /// Replaces the record; the caller holds the lock.
     pub fn write_record(&self, record: &Record) -> Result<()> {
         files::replace(&self.dir, RECORD, &record_json(record)?)?;
         lock(&self.seen).0 = Version::of(&self.dir.join(RECORD));
+        *lock(&self.record) = Some(record.clone());
         Ok(())
     }
 
