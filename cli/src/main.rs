@@ -197,8 +197,9 @@ enum TemplateCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let creates = matches!(cli.command, Command::Create(_));
     let managed = |f: &mut dyn FnMut(&Runtime) -> Result<ExitCode, Error>| {
-        manage::runtime(&cli.data_dir, &cli.state_dir).and_then(|rt| f(&rt))
+        manage::runtime(&cli.data_dir, &cli.state_dir, creates).and_then(|rt| f(&rt))
     };
     let result = match cli.command {
         Command::Run(args) => run(&cli.data_dir, *args),

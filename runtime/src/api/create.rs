@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use sandlot_rootfs::Template;
 
-use crate::api::factory::{open_root, Factory};
+use crate::api::factory::{open_root, Factory, Makers};
 use crate::api::persist;
 use crate::engine::control;
 use crate::engine::error::{Error, Result};
@@ -56,6 +56,7 @@ pub(crate) fn create(
 ) -> Result<Arc<SandboxShared>> {
     // 1. Validate the options, resolve the template, and let its settings
     //    fill in what the caller left unset.
+    let makers = factory.makers()?;
     options.validate()?;
     let template = factory.template(&options.template)?;
     let options = template::with_defaults(options, &template.settings);
@@ -117,7 +118,7 @@ pub(crate) fn create(
         Some(state) => persist::begin(factory, state, &shared, &options, &template),
         None => Ok(()),
     }
-    .and_then(|()| start(factory, ctx, &shared, template, &options));
+    .and_then(|()| start(factory, makers, ctx, &shared, template, &options));
     if let Err(e) = started {
         let why = Reason::SetupFailed(e.to_string());
         let _ = shared.transition(State::Error, why.clone());
@@ -140,6 +141,7 @@ pub(crate) fn create(
 /// Steps 3–15: from the spawner job to a Running sandbox with a deadline.
 fn start(
     factory: &Factory,
+    makers: &Makers,
     ctx: &Arc<RuntimeCtx>,
     shared: &Arc<SandboxShared>,
     template: Arc<Template>,
@@ -147,8 +149,8 @@ fn start(
 ) -> Result<()> {
     let limits = &options.limits;
     let seccomp = match &options.seccomp {
-        None => factory.default_seccomp.clone(),
-        Some(profile) => factory.seccomp.get(profile)?,
+        None => makers.default_seccomp.clone(),
+        Some(profile) => makers.seccomp.get(profile)?,
     };
     let mut rlimits: Vec<Rlimit> = vec![
         (libc::RLIMIT_CORE, 0, 0),
@@ -161,13 +163,13 @@ fn start(
     // 3. Hand the job to the spawner thread, which does steps 4–6 (attach
     //    the template's idmapped layers, assemble the root, make the
     //    control socket) meanwhile.
-    let mut pending = factory.spawner.submit(CreateJob {
+    let mut pending = makers.spawner.submit(CreateJob {
         id: shared.id.clone(),
         hostname: shared.hostname.clone(),
         template,
         disk_bytes: limits.disk,
         rlimits,
-        caps: factory.caps,
+        caps: makers.caps,
         seccomp,
     })?;
 

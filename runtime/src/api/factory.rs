@@ -16,27 +16,44 @@ use crate::kernel::cgroups::Cgroups;
 use crate::kernel::seccomp::{CompiledSeccomp, SeccompCache};
 use crate::kernel::spawn::Spawner;
 
-/// What creating a sandbox needs besides the runtime context: the
-/// spawner, the cgroup parent, the templates, the compiled policies.
+/// What creating (and adopting) a sandbox needs besides the runtime
+/// context: the cgroups, the templates, and what only creating needs.
 pub(crate) struct Factory {
-    pub spawner: Spawner,
+    /// `None` on an attach-only runtime, which never creates.
+    pub makers: Option<Makers>,
     pub cgroups: Cgroups,
     pub store: Store,
+    pub max_sandboxes: Option<usize>,
+    pub memory_overcommit: Option<f64>,
+    pub ready_timeout: Duration,
+}
+
+/// What only creating a sandbox needs: the spawner thread, the base
+/// template, the capability plan and the compiled seccomp policies.
+pub(crate) struct Makers {
+    pub spawner: Spawner,
     /// Built (or checked) once at start; every other template is read from
     /// the store at create time, so an import is seen at once.
     pub base: Arc<Template>,
     pub caps: CapPlan,
     pub seccomp: SeccompCache,
     pub default_seccomp: CompiledSeccomp,
-    pub max_sandboxes: Option<usize>,
-    pub memory_overcommit: Option<f64>,
-    pub ready_timeout: Duration,
 }
 
 impl Factory {
+    /// What creating needs; an attach-only runtime has none of it.
+    pub fn makers(&self) -> Result<&Makers> {
+        self.makers.as_ref().ok_or_else(|| Error::Unsupported {
+            feature: "create",
+            reason: "this runtime was built attach_only: it takes over sandboxes of its state \
+                     dir but makes none"
+                .into(),
+        })
+    }
+
     pub fn template(&self, name: &str) -> Result<Arc<Template>> {
         if name == sandlot_rootfs::BASE_NAME {
-            return Ok(self.base.clone());
+            return Ok(self.makers()?.base.clone());
         }
         match self.store.get(name) {
             Ok(template) => Ok(Arc::new(template)),

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use sandlot_rootfs::Store;
 
 use crate::api::create;
-use crate::api::factory::Factory;
+use crate::api::factory::{Factory, Makers};
 use crate::api::persist;
 use crate::api::retry::{self, RetryPolicy};
 use crate::api::sandbox::Sandbox;
@@ -46,6 +46,7 @@ pub struct RuntimeBuilder {
     cgroups: CgroupConfig,
     state_dir: Option<PathBuf>,
     tombstones: TombstonePolicy,
+    attach_only: bool,
 }
 
 impl Default for RuntimeBuilder {
@@ -61,6 +62,7 @@ impl Default for RuntimeBuilder {
             cgroups: CgroupConfig::default(),
             state_dir: None,
             tombstones: TombstonePolicy::default(),
+            attach_only: false,
         }
     }
 }
@@ -146,6 +148,16 @@ impl RuntimeBuilder {
         self
     }
 
+    /// A persistent runtime that only takes over, lists and ends sandboxes
+    /// of its state dir and creates none (`create` fails with
+    /// `Unsupported`): without the spawner thread, the base template and
+    /// the compiled seccomp policies it builds in a fraction of the time —
+    /// what the CLI's `exec`, `ls`, `kill` … use. Needs `persistent`.
+    pub fn attach_only(mut self) -> Self {
+        self.attach_only = true;
+        self
+    }
+
     /// How long ended sandboxes are remembered — their reason and last
     /// info, for [`Runtime::inspect`] and `list` with
     /// [`ListFilter::ended`] — and how many at most. Default 10 minutes,
@@ -164,28 +176,43 @@ impl RuntimeBuilder {
         if let Some(ratio) = self.memory_overcommit {
             quota::validate_ratio(ratio)?;
         }
+        if self.attach_only && self.state_dir.is_none() {
+            return Err(Error::invalid(
+                "attach_only",
+                "a runtime that creates nothing needs a state dir to take sandboxes from",
+            ));
+        }
         // The spawner sets up its namespaces while this thread writes the
         // init memfd and makes the cgroups (both ~1 ms on a one-shot run).
-        let spawner = Spawner::start(SpawnerConfig {
-            scratch_dir: self.scratch_dir.clone(),
-            range: self.id_range,
-            template_linger: self.template_linger,
-        })?;
-        let init_fd = init_binary::init_fd()?;
+        let spawner = match self.attach_only {
+            true => None,
+            false => Some(Spawner::start(SpawnerConfig {
+                scratch_dir: self.scratch_dir.clone(),
+                range: self.id_range,
+                template_linger: self.template_linger,
+            })?),
+        };
         let store = Store::open(&self.data_dir).map_err(|source| Error::Template {
             name: sandlot_rootfs::BASE_NAME.into(),
             source,
         })?;
-        let base = store
-            .get(sandlot_rootfs::BASE_NAME)
-            .map_err(|source| Error::Template {
-                name: sandlot_rootfs::BASE_NAME.into(),
-                source,
-            })?;
-
-        let caps = CapPlan::sandbox_default()?;
-        let seccomp = SeccompCache::native()?;
-        let default_seccomp = seccomp.get(&SeccompProfile::default())?;
+        let creating = match spawner {
+            Some(spawner) => {
+                let init_fd = init_binary::init_fd()?;
+                let base =
+                    store
+                        .get(sandlot_rootfs::BASE_NAME)
+                        .map_err(|source| Error::Template {
+                            name: sandlot_rootfs::BASE_NAME.into(),
+                            source,
+                        })?;
+                let caps = CapPlan::sandbox_default()?;
+                let seccomp = SeccompCache::native()?;
+                let default_seccomp = seccomp.get(&SeccompProfile::default())?;
+                Some((spawner, init_fd, base, caps, seccomp, default_seccomp))
+            }
+            None => None,
+        };
         let state = match &self.state_dir {
             Some(dir) => Some(Arc::new(StateDir::open(dir, self.tombstones)?)),
             None => None,
@@ -218,24 +245,32 @@ impl RuntimeBuilder {
             ctx.reaper.stop();
             ctx.teardowns.stop();
         };
-        let spawner = match spawner.ready(crate::sys::fd::borrow(init_fd)) {
-            Ok(spawner) => spawner,
-            Err(e) => {
-                stop_threads(&ctx, reactor_thread);
-                return Err(e.into());
+        let makers = match creating {
+            None => None,
+            Some((spawner, init_fd, base, caps, seccomp, default_seccomp)) => {
+                let spawner = match spawner.ready(crate::sys::fd::borrow(init_fd)) {
+                    Ok(spawner) => spawner,
+                    Err(e) => {
+                        stop_threads(&ctx, reactor_thread);
+                        return Err(e.into());
+                    }
+                };
+                Some(Makers {
+                    spawner,
+                    base: Arc::new(base),
+                    caps,
+                    seccomp,
+                    default_seccomp,
+                })
             }
         };
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 ctx,
                 factory: Factory {
-                    spawner,
+                    makers,
                     cgroups,
                     store,
-                    base: Arc::new(base),
-                    caps,
-                    seccomp,
-                    default_seccomp,
                     max_sandboxes: self.max_sandboxes,
                     memory_overcommit: self.memory_overcommit,
                     ready_timeout: self.ready_timeout,
@@ -553,7 +588,9 @@ impl RuntimeInner {
         if let Some(thread) = lock(&self.reactor_thread).take() {
             let _ = thread.join();
         }
-        self.factory.spawner.stop();
+        if let Some(makers) = &self.factory.makers {
+            makers.spawner.stop();
+        }
     }
 }
 
