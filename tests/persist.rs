@@ -291,7 +291,7 @@ fn init_of(sandbox: &sandlot::Sandbox) -> nix::unistd::Pid {
 
 #[test]
 fn tombstones_give_the_reason_of_every_kind_of_end() {
-    let failing = sandlot_tests::persist::FailingTemplate::new("tombstones");
+    let failing = sandlot_tests::persist::BusyboxTemplate::failing("tombstones");
     for persistent in [false, true] {
         let state = StateDir::new(if persistent { "tomb-p" } else { "tomb" });
         let rt = if persistent {
@@ -612,7 +612,7 @@ fn session_pools_and_warm_pools_work_on_a_persistent_runtime() {
 
 #[test]
 fn create_with_retry_falls_back_reports_every_attempt_and_never_retries_bad_options() {
-    let failing = sandlot_tests::persist::FailingTemplate::new("retry");
+    let failing = sandlot_tests::persist::BusyboxTemplate::failing("retry");
     let rt = sandlot_tests::runtime();
     let policy = sandlot::RetryPolicy::default()
         .attempts(2)
@@ -675,4 +675,44 @@ fn create_with_retry_falls_back_reports_every_attempt_and_never_retries_bad_opti
         "bad options were retried"
     );
     assert!(rt.list(&ListFilter::all()).is_empty());
+}
+
+#[test]
+fn a_start_command_that_logs_outlives_its_creator_and_is_not_activity() {
+    let logging = sandlot_tests::persist::BusyboxTemplate::new(
+        "logging",
+        sandlot::StartCommand {
+            command: "i=0; while :; do echo log line $i; echo $i >/tmp/count; \
+                      i=$((i+1)); usleep 2000; done & touch /tmp/ready; wait"
+                .into(),
+            ready: Some(sandlot::Readiness::File("/tmp/ready".into())),
+            ready_timeout_secs: 10,
+        },
+    );
+    let state = StateDir::new("start-log");
+    let rt = state.runtime();
+    let sandbox = rt
+        .create(sandlot::SandboxOptions::template(&logging.name))
+        .unwrap();
+    // A server-like start command is not activity: Running, not Active.
+    assert_eq!(sandbox.state(), State::Running);
+    let id = sandbox.id().to_string();
+    drop(sandbox);
+    drop(rt); // its creator lets go: nobody in it reads the output any more
+    std::thread::sleep(Duration::from_millis(1500));
+    let rt = state.runtime();
+    let sandbox = rt.connect(&id).unwrap();
+    let count = || {
+        sh(&sandbox, "cat /tmp/count")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let first = count();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        count() > first,
+        "the start command stopped once its creator was gone (its output had nowhere to go)"
+    );
+    sandbox.kill().unwrap();
 }

@@ -9,6 +9,7 @@
 //!   destroy N times and print the census before and after (what
 //!   `scripts/persist-cycles.sh` runs, 10,000 by default).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -290,7 +291,10 @@ fn count_dir(path: &str) -> usize {
     std::fs::read_dir(path).map_or(0, |d| d.count())
 }
 
-fn census(dir: &Path, cgroup_marks: &[String]) -> Census {
+/// `cgroup_marks`: name fragments of this process's runtime dirs;
+/// `ours`: ids of the persistent sandboxes it made (their dirs are
+/// `sandlot-persistent-<id>`, whoever else's live on the machine).
+fn census(dir: &Path, cgroup_marks: &[String], ours: &HashSet<String>) -> Census {
     let mut children = 0;
     let mut mounts = 0;
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
@@ -314,7 +318,10 @@ fn census(dir: &Path, cgroup_marks: &[String]) -> Census {
                     continue;
                 }
                 let name = e.file_name().to_string_lossy().into_owned();
-                if cgroup_marks.iter().any(|m| name.contains(m.as_str())) {
+                let persistent_ours = name
+                    .strip_prefix("sandlot-persistent-")
+                    .is_some_and(|id| ours.contains(id));
+                if persistent_ours || cgroup_marks.iter().any(|m| name.contains(m.as_str())) {
                     cgroup_dirs += 1;
                 }
                 next.push(e.path());
@@ -348,11 +355,9 @@ pub fn cycles(count: usize, persistent_mode: bool) {
         .unwrap()
         .kill()
         .unwrap();
-    let marks = vec![
-        format!("sandlot-{}-", std::process::id()),
-        "sandlot-persistent-".to_string(),
-    ];
-    let before = census(&dir, &marks);
+    let marks = vec![format!("sandlot-{}-", std::process::id())];
+    let mut ours = HashSet::new();
+    let before = census(&dir, &marks, &ours);
     println!(
         "{count} create/exec/destroy cycles ({})",
         if persistent_mode {
@@ -368,6 +373,7 @@ pub fn cycles(count: usize, persistent_mode: bool) {
     for i in 1..=count {
         let t = Instant::now();
         let sandbox = rt.create(SandboxOptions::default()).expect("create");
+        ours.insert(sandbox.id().to_string());
         let out = sandbox
             .commands()
             .run(["/bin/true"], RunOptions::default())
@@ -382,7 +388,7 @@ pub fn cycles(count: usize, persistent_mode: bool) {
     }
     println!("{count} cycles in {:.1} s", started.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_millis(500));
-    let after = census(&dir, &marks);
+    let after = census(&dir, &marks, &ours);
     println!("census after:  {after:?}");
     drop(rt);
     remove_state(&dir);

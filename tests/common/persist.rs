@@ -195,46 +195,60 @@ impl Drop for PersistHost {
     }
 }
 
-/// Imports a busybox template whose start command fails (`exit 3` before
-/// it is ready): every create of it fails with `StartFailed`. Removed when
-/// the guard drops.
-pub struct FailingTemplate {
+/// A busybox template with a start command, imported for one test and
+/// removed when the guard drops.
+pub struct BusyboxTemplate {
     runtime: Runtime,
     pub name: String,
     _dir: crate::oci::TempDir,
 }
 
-impl FailingTemplate {
-    pub fn new(tag: &str) -> FailingTemplate {
+impl BusyboxTemplate {
+    pub fn new(tag: &str, start: sandlot::StartCommand) -> BusyboxTemplate {
         let runtime = crate::runtime();
-        let dir = crate::oci::TempDir::new(&format!("failing-{tag}"));
+        let dir = crate::oci::TempDir::new(&format!("busybox-{tag}"));
         let image = crate::oci::layout(
             &dir.0,
-            &[crate::oci::Layer::default().busybox().dir("tmp")],
+            &[crate::oci::Layer::default()
+                .busybox()
+                .dir("tmp")
+                .dir("root")
+                .dir("etc")
+                .file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+                .file("etc/group", "root:x:0:\n")],
             serde_json::json!({ "Env": ["PATH=/bin"] }),
         );
-        let name = format!("failing-{tag}-{}", std::process::id());
+        let name = format!("busybox-{tag}-{}", std::process::id());
         let settings = sandlot::Settings {
-            start: Some(sandlot::StartCommand {
-                command: "echo cannot start; exit 3".into(),
-                ready: Some(sandlot::Readiness::File("/tmp/never".into())),
-                ready_timeout_secs: 10,
-            }),
+            start: Some(start),
             ..sandlot::Settings::default()
         };
         runtime
             .templates()
             .import_oci_with(&name, image, settings)
-            .expect("import the failing template");
-        FailingTemplate {
+            .expect("import the busybox template");
+        BusyboxTemplate {
             runtime,
             name,
             _dir: dir,
         }
     }
+
+    /// Its start command fails (`exit 3` before it is ready): every create
+    /// of it fails with `StartFailed`.
+    pub fn failing(tag: &str) -> BusyboxTemplate {
+        BusyboxTemplate::new(
+            tag,
+            sandlot::StartCommand {
+                command: "echo cannot start; exit 3".into(),
+                ready: Some(sandlot::Readiness::File("/tmp/never".into())),
+                ready_timeout_secs: 10,
+            },
+        )
+    }
 }
 
-impl Drop for FailingTemplate {
+impl Drop for BusyboxTemplate {
     fn drop(&mut self) {
         let _ = self.runtime.templates().remove(&self.name);
     }

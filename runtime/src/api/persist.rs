@@ -26,6 +26,7 @@ use crate::engine::sandbox::{Live, NewSandbox, RuntimeCtx, SandboxInfo, SandboxS
 use crate::kernel::cgroups::PERSISTENT_PREFIX;
 use crate::kernel::monitor::{self, MonitorSpec};
 use crate::kernel::procs::ProcId;
+use crate::services::template;
 
 /// The name of a persistent sandbox's cgroup dirs.
 pub(crate) fn cgroup_name(id: &str) -> String {
@@ -113,7 +114,7 @@ pub(crate) fn outlive_creator(
         record
     };
     shared.mark_persisted();
-    start_monitor(ctx, files, &record);
+    start_monitor(ctx, files, &record, template::take_start_output(shared));
     Ok(())
 }
 
@@ -125,7 +126,7 @@ pub(crate) fn ensure_monitor(ctx: &RuntimeCtx, state: &StateDir, record: &Record
     }
     if let Ok(files) = SandboxFiles::open(state, &record.id) {
         if !files.monitored() {
-            start_monitor(ctx, &files, record);
+            start_monitor(ctx, &files, record, None);
         }
     }
 }
@@ -136,7 +137,7 @@ pub(crate) fn ensure_monitor(ctx: &RuntimeCtx, state: &StateDir, record: &Record
 /// before it returns, so only a creator killed within the millisecond this
 /// takes leaves a sandbox without a monitor — started then by the next
 /// process that opens the state dir.
-fn start_monitor(ctx: &RuntimeCtx, files: &SandboxFiles, record: &Record) {
+fn start_monitor(ctx: &RuntimeCtx, files: &SandboxFiles, record: &Record, drain: Option<OwnedFd>) {
     let Some(init) = record.init else {
         return;
     };
@@ -147,7 +148,7 @@ fn start_monitor(ctx: &RuntimeCtx, files: &SandboxFiles, record: &Record) {
             dir: &dir,
             init,
             cgroups: &cgroups,
-            drain: None,
+            drain,
         });
         if let Ok(starting) = started {
             starting.wait();
@@ -302,7 +303,7 @@ pub(crate) fn adopt(
     }
     if let Some(files) = shared.files() {
         if !files.monitored() {
-            start_monitor(ctx, files, &record);
+            start_monitor(ctx, files, &record, None);
         }
     }
     Ok(shared)

@@ -328,7 +328,7 @@ impl SandboxShared {
             metadata: Mutex::new(spec.metadata),
             env: spec.env,
             hostname: spec.hostname,
-            created_at: spec.created_at,
+            created_at: from_ms(to_ms(spec.created_at)),
             started,
             limits: spec.limits,
             exec_limits: spec.exec_limits,

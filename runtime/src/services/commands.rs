@@ -475,7 +475,7 @@ impl Command {
 
     /// Starts it and returns at once.
     pub fn spawn(self) -> Result<CommandHandle> {
-        spawn(&self.sandbox, self.cmd, self.options, None)
+        spawn(&self.sandbox, self.cmd, self.options, Extra::default())
     }
 }
 
@@ -507,7 +507,7 @@ impl Commands<'_> {
     /// Starts a command and returns at once with a handle to it. Its stdin
     /// is `/dev/null` unless `options.stdin` says otherwise.
     pub fn spawn(&self, cmd: impl Into<Cmd>, options: RunOptions) -> Result<CommandHandle> {
-        spawn(self.sandbox, cmd.into(), options, None)
+        spawn(self.sandbox, cmd.into(), options, Extra::default())
     }
 
     /// The commands in flight.
@@ -551,7 +551,16 @@ pub(crate) fn run(
 ) -> Result<CommandResult> {
     // Collected whole: what is past the cap need not even cross the queue.
     let cap = collection_cap(sandbox);
-    spawn(sandbox, cmd, options, Some(cap))?.wait()
+    spawn(
+        sandbox,
+        cmd,
+        options,
+        Extra {
+            budget: Some(cap),
+            ..Extra::default()
+        },
+    )?
+    .wait()
 }
 
 /// The environment of a command: template, then the user's identity,
@@ -636,16 +645,56 @@ fn check_text(option: &'static str, text: &str) -> Result<Vec<u8>> {
     Ok(text.as_bytes().to_vec())
 }
 
+/// What only the runtime's own commands ask of [`spawn`].
+#[derive(Default)]
+struct Extra<'a> {
+    /// Bytes per stream the io thread forwards (the rest is read and
+    /// dropped); `None` is the sandbox's `max_output_bytes`.
+    budget: Option<u64>,
+    /// stdout and stderr on one pipe (its events come as stdout), a second
+    /// read end of it put here.
+    merged: Option<&'a mut Option<OwnedFd>>,
+    /// Not activity: the sandbox stays Running while it runs, and it does
+    /// not count against `max_concurrent`.
+    background: bool,
+}
+
+/// Starts a template's start command: in the background — a server that
+/// runs for the sandbox's whole life is not activity (it would keep the
+/// idle timeout from ever passing) — and, with `keep_output`, with stdout
+/// and stderr on one pipe whose second read end is returned: once a
+/// persistent sandbox's creator is gone, its monitor reads (and discards)
+/// what the command writes, so it never blocks on a full pipe or dies of a
+/// closed one.
+pub(crate) fn spawn_start_command(
+    sandbox: &Arc<SandboxShared>,
+    cmd: Cmd,
+    keep_output: bool,
+) -> Result<(CommandHandle, Option<OwnedFd>)> {
+    let mut reader = None;
+    let extra = Extra {
+        merged: keep_output.then_some(&mut reader),
+        background: true,
+        ..Extra::default()
+    };
+    let handle = spawn(sandbox, cmd, RunOptions::default(), extra)?;
+    Ok((handle, reader))
+}
+
 /// Starts a command: resolve who and where, create the pipes, register
 /// the execution, send the request with the child ends, wait for init's
-/// answer. `budget`: bytes per stream the io thread forwards (the rest is
-/// read and dropped); `None` is the sandbox's `max_output_bytes`.
+/// answer (see [`Extra`] for what the runtime's own commands add).
 fn spawn(
     sandbox: &Arc<SandboxShared>,
     cmd: Cmd,
     options: RunOptions,
-    budget: Option<u64>,
+    extra: Extra<'_>,
 ) -> Result<CommandHandle> {
+    let Extra {
+        budget,
+        merged,
+        background,
+    } = extra;
     sandbox.check_accepts_commands()?;
     let argv = match cmd {
         Cmd::Shell(line) => vec![sandbox.template.config.shell.clone(), "-c".into(), line],
@@ -700,14 +749,31 @@ fn spawn(
 
     let stdin = if with_stdin { Some(pipe()?) } else { None };
     let (stdout_r, stdout_w) = pipe()?;
-    let (stderr_r, stderr_w) = pipe()?;
     set_nonblocking(&stdout_r)?;
-    set_nonblocking(&stderr_r)?;
+    let stderr = match merged {
+        Some(keep) => {
+            *keep = Some(
+                stdout_r
+                    .try_clone()
+                    .map_err(|e| Error::io("duplicate an output pipe", e))?,
+            );
+            None
+        }
+        None => {
+            let (stderr_r, stderr_w) = pipe()?;
+            set_nonblocking(&stderr_r)?;
+            Some((stderr_r, stderr_w))
+        }
+    };
+    let stderr_w = match &stderr {
+        Some((_, w)) => w,
+        None => &stdout_w,
+    };
     let owner = (
         sandbox.ctx.range.to_host(user.uid),
         sandbox.ctx.range.to_host(user.gid),
     );
-    for end in stdin.iter().map(|(r, _)| r).chain([&stdout_w, &stderr_w]) {
+    for end in stdin.iter().map(|(r, _)| r).chain([&stdout_w, stderr_w]) {
         give_pipe(end, owner)?;
     }
 
@@ -733,16 +799,20 @@ fn spawn(
         truncated: truncated.clone(),
         oom_before: sandbox.oom_seen(),
         exited: None,
-        background: false,
+        background,
     })?;
     request.id = id;
 
     let budget = budget.or(exec.max_output_bytes).unwrap_or(u64::MAX);
     let [stdout_truncated, stderr_truncated] = truncated;
-    let outputs = [
-        (stdout_r, OutputStream::Stdout, stdout_truncated),
-        (stderr_r, OutputStream::Stderr, stderr_truncated),
-    ];
+    let mut outputs = vec![(stdout_r, OutputStream::Stdout, stdout_truncated)];
+    let stderr_w = match stderr {
+        Some((stderr_r, stderr_w)) => {
+            outputs.push((stderr_r, OutputStream::Stderr, stderr_truncated));
+            Some(stderr_w)
+        }
+        None => None,
+    };
     for (fd, stream, truncated) in outputs {
         let output = Output::new(id, stream, events_tx.clone(), fd, budget, truncated);
         if let Err(e) = sandbox.watch_output(id, output) {
@@ -760,7 +830,7 @@ fn spawn(
         fds.push(read_end.as_fd());
     }
     fds.push(stdout_w.as_fd());
-    fds.push(stderr_w.as_fd());
+    fds.push(stderr_w.as_ref().unwrap_or(&stdout_w).as_fd());
     if let Err(e) = sandbox.send_request_with_fds(&Request::Spawn(request), &fds) {
         sandbox.abandon_execution(id);
         return Err(e);
