@@ -716,3 +716,57 @@ fn a_start_command_that_logs_outlives_its_creator_and_is_not_activity() {
     );
     sandbox.kill().unwrap();
 }
+
+#[test]
+fn cleanup_inactive_destroys_only_what_is_idle_longer_than_the_threshold() {
+    for persistent in [false, true] {
+        let state = StateDir::new(if persistent { "cleanup-p" } else { "cleanup" });
+        let rt = if persistent {
+            state.runtime()
+        } else {
+            sandlot_tests::runtime()
+        };
+        let idle = rt.create(sandlot_tests::options()).unwrap();
+        let busy = rt.create(sandlot_tests::options()).unwrap();
+        let touched = rt.create(sandlot_tests::options()).unwrap();
+        let running = busy
+            .commands()
+            .spawn("sleep 3", sandlot::RunOptions::default())
+            .unwrap();
+        // A persistent sandbox this runtime never touched (made by another).
+        let other = if persistent {
+            let elsewhere = state.runtime();
+            let id = elsewhere
+                .create(sandlot_tests::options())
+                .unwrap()
+                .id()
+                .to_string();
+            drop(elsewhere);
+            Some(id)
+        } else {
+            None
+        };
+        for _ in 0..6 {
+            touched.touch();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let report = rt.cleanup_inactive(Duration::from_millis(700));
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        let mut destroyed = report.destroyed.clone();
+        destroyed.sort();
+        let mut want: Vec<String> = [idle.id().to_string()].into_iter().chain(other).collect();
+        want.sort();
+        assert_eq!(destroyed, want, "persistent {persistent}");
+        assert_eq!(idle.end_reason(), Some(Reason::IdleTimeout));
+        assert!(busy.is_alive() && touched.is_alive());
+        for id in &want {
+            assert_eq!(
+                rt.inspect(id).unwrap().end_reason,
+                Some(Reason::IdleTimeout)
+            );
+        }
+        drop(running);
+        busy.kill().unwrap();
+        touched.kill().unwrap();
+    }
+}
