@@ -770,3 +770,42 @@ fn cleanup_inactive_destroys_only_what_is_idle_longer_than_the_threshold() {
         touched.kill().unwrap();
     }
 }
+
+#[test]
+fn the_state_dir_and_control_sockets_are_root_only() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let state = StateDir::new("modes");
+    // Made too open by someone else: made root-only.
+    std::fs::create_dir_all(&state.path).unwrap();
+    std::fs::set_permissions(&state.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let rt = state.runtime();
+    let sandbox = rt.create(sandlot_tests::options()).unwrap();
+    let dir = state.path.join("sandboxes").join(sandbox.id());
+    for (path, mode) in [
+        (state.path.clone(), 0o700),
+        (state.path.join("sandboxes"), 0o700),
+        (state.path.join("tombstones"), 0o700),
+        (dir.clone(), 0o700),
+        (dir.join("control"), 0o600),
+        (dir.join("record.json"), 0o600),
+        (dir.join("lifecycle"), 0o600),
+    ] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, mode, "{}", path.display());
+        assert_eq!(meta.uid(), 0, "{}", path.display());
+    }
+    // Nothing of it is visible inside.
+    let out = sandbox
+        .commands()
+        .run(
+            format!("ls {} 2>&1; echo $?", state.path.display()),
+            sandlot::RunOptions::default(),
+        )
+        .unwrap();
+    assert!(
+        out.stdout_str().trim().ends_with('2') || out.stdout_str().contains("No such"),
+        "{}",
+        out.stdout_str()
+    );
+    sandbox.kill().unwrap();
+}

@@ -16,7 +16,7 @@ use sandlot_rootfs::Template;
 
 use crate::api::factory::{open_root, Factory};
 use crate::engine::error::{Error, Result};
-use crate::engine::lifecycle::{Reason, State};
+use crate::engine::lifecycle::State;
 use crate::engine::options::{SandboxOptions, TimeoutAction};
 use crate::engine::persist::{
     from_ms, read_record, to_ms, Found, Record, SandboxFiles, StateDir, RECORD_VERSION,
@@ -394,11 +394,4 @@ pub(crate) fn activity(state: &StateDir, id: &str) -> Option<(SystemTime, bool)>
     let last = file.metadata().and_then(|m| m.modified()).ok()?;
     let free = crate::sys::fd::flock(file.as_fd(), libc::LOCK_EX | libc::LOCK_NB).unwrap_or(false);
     Some((last, !free))
-}
-
-/// Whether a sandbox's record says it ended for this reason (for a
-/// `connect` that lost the race with its end).
-#[allow(dead_code)]
-pub(crate) fn ended(state: &StateDir, id: &str) -> Option<Reason> {
-    state.tombstone(id).and_then(|t| t.info.end_reason)
 }

@@ -28,7 +28,7 @@ use crate::kernel::caps::CapPlan;
 use crate::kernel::cgroups::{unique_runtime_name, CgroupConfig, Cgroups};
 use crate::kernel::init_binary;
 use crate::kernel::seccomp::{SeccompCache, SeccompProfile};
-use crate::kernel::spawn::{Spawner, SpawnerConfig};
+use crate::kernel::spawn::{Spawner, SpawnerConfig, StartingSpawner};
 use crate::kernel::userns::IdRange;
 use crate::services::monitor::{MonitorTarget, Target};
 use crate::services::quota;
@@ -183,35 +183,16 @@ impl RuntimeBuilder {
             ));
         }
         // The spawner sets up its namespaces while this thread writes the
-        // init memfd and makes the cgroups (both ~1 ms on a one-shot run).
-        let spawner = match self.attach_only {
-            true => None,
-            false => Some(Spawner::start(SpawnerConfig {
-                scratch_dir: self.scratch_dir.clone(),
-                range: self.id_range,
-                template_linger: self.template_linger,
-            })?),
-        };
+        // init memfd, reads the base template, compiles seccomp and makes
+        // the cgroups (each ~1 ms on a one-shot run). An attach-only
+        // runtime needs none of it.
         let store = Store::open(&self.data_dir).map_err(|source| Error::Template {
             name: sandlot_rootfs::BASE_NAME.into(),
             source,
         })?;
-        let creating = match spawner {
-            Some(spawner) => {
-                let init_fd = init_binary::init_fd()?;
-                let base =
-                    store
-                        .get(sandlot_rootfs::BASE_NAME)
-                        .map_err(|source| Error::Template {
-                            name: sandlot_rootfs::BASE_NAME.into(),
-                            source,
-                        })?;
-                let caps = CapPlan::sandbox_default()?;
-                let seccomp = SeccompCache::native()?;
-                let default_seccomp = seccomp.get(&SeccompProfile::default())?;
-                Some((spawner, init_fd, base, caps, seccomp, default_seccomp))
-            }
-            None => None,
+        let makers = match self.attach_only {
+            true => None,
+            false => Some(StartingMakers::start(&self, &store)?),
         };
         let state = match &self.state_dir {
             Some(dir) => Some(Arc::new(StateDir::open(dir, self.tombstones)?)),
@@ -245,23 +226,11 @@ impl RuntimeBuilder {
             ctx.reaper.stop();
             ctx.teardowns.stop();
         };
-        let makers = match creating {
-            None => None,
-            Some((spawner, init_fd, base, caps, seccomp, default_seccomp)) => {
-                let spawner = match spawner.ready(crate::sys::fd::borrow(init_fd)) {
-                    Ok(spawner) => spawner,
-                    Err(e) => {
-                        stop_threads(&ctx, reactor_thread);
-                        return Err(e.into());
-                    }
-                };
-                Some(Makers {
-                    spawner,
-                    base: Arc::new(base),
-                    caps,
-                    seccomp,
-                    default_seccomp,
-                })
+        let makers = match makers.map(StartingMakers::ready).transpose() {
+            Ok(makers) => makers,
+            Err(e) => {
+                stop_threads(&ctx, reactor_thread);
+                return Err(e);
             }
         };
         Ok(Runtime {
@@ -280,6 +249,56 @@ impl RuntimeBuilder {
             }),
         }
         .swept())
+    }
+}
+
+/// What creating needs, being set up: the spawner thread sets up its
+/// namespaces and scratch space while the caller's thread does the rest.
+struct StartingMakers {
+    spawner: StartingSpawner,
+    init_fd: std::os::fd::RawFd,
+    base: sandlot_rootfs::Template,
+    caps: CapPlan,
+    seccomp: SeccompCache,
+    default_seccomp: crate::kernel::seccomp::CompiledSeccomp,
+}
+
+impl StartingMakers {
+    fn start(builder: &RuntimeBuilder, store: &Store) -> Result<StartingMakers> {
+        let spawner = Spawner::start(SpawnerConfig {
+            scratch_dir: builder.scratch_dir.clone(),
+            range: builder.id_range,
+            template_linger: builder.template_linger,
+        })?;
+        let init_fd = init_binary::init_fd()?;
+        let base = store
+            .get(sandlot_rootfs::BASE_NAME)
+            .map_err(|source| Error::Template {
+                name: sandlot_rootfs::BASE_NAME.into(),
+                source,
+            })?;
+        let caps = CapPlan::sandbox_default()?;
+        let seccomp = SeccompCache::native()?;
+        let default_seccomp = seccomp.get(&SeccompProfile::default())?;
+        Ok(StartingMakers {
+            spawner,
+            init_fd,
+            base,
+            caps,
+            seccomp,
+            default_seccomp,
+        })
+    }
+
+    /// Hands the spawner the init memfd and waits until it is ready.
+    fn ready(self) -> Result<Makers> {
+        Ok(Makers {
+            spawner: self.spawner.ready(crate::sys::fd::borrow(self.init_fd))?,
+            base: Arc::new(self.base),
+            caps: self.caps,
+            seccomp: self.seccomp,
+            default_seccomp: self.default_seccomp,
+        })
     }
 }
 

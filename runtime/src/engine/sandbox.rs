@@ -770,7 +770,7 @@ impl SandboxShared {
         reactor.remove_watch(live.tokens[1], live.pidfd.as_fd());
         self.unwatch_oom();
         self.ext.release_all();
-        self.end_executions(&live);
+        self.end_executions();
         if let Some(files) = self.files.get() {
             files.set_busy(false);
         }
@@ -1359,7 +1359,7 @@ impl SandboxShared {
         self.ext.release_all();
 
         // 4. Executions in flight end with what they wrote, then their exit.
-        self.end_executions(live);
+        self.end_executions();
 
         // 5. The cgroup dirs, now that no task is left in them.
         let removed = live.cgroup.remove();
@@ -1398,7 +1398,7 @@ impl SandboxShared {
 
     /// Executions in flight end with what is in their pipes, then an exit
     /// that says the sandbox is gone.
-    fn end_executions(&self, _live: &Live) {
+    fn end_executions(&self) {
         let reactor = &self.ctx.reactor;
         let executions: Vec<Execution> = {
             let mut execs = lock(&self.execs);
