@@ -223,8 +223,12 @@ impl StateDir {
         let Ok(record) = read_record(&dir) else {
             return Found::Busy;
         };
-        if record.owner().is_alive() && record.version == RECORD_VERSION {
-            return Found::Live(Box::new(record));
+        match (record.owner().is_alive(), record.version == RECORD_VERSION) {
+            (true, true) => return Found::Live(Box::new(record)),
+            // Alive, but written by another version of sandlot: not ours
+            // to take over, and certainly not to end.
+            (true, false) => return Found::Busy,
+            (false, _) => {}
         }
         let Ok(Some(_lock)) = RecordLock::try_take(&dir.join(LOCK)) else {
             return Found::Busy;
@@ -233,8 +237,12 @@ impl StateDir {
         let Ok(record) = read_record(&dir) else {
             return Found::Ended;
         };
-        if record.owner().is_alive() && record.version == RECORD_VERSION {
-            return Found::Live(Box::new(record));
+        if record.owner().is_alive() {
+            return if record.version == RECORD_VERSION {
+                Found::Live(Box::new(record))
+            } else {
+                Found::Busy
+            };
         }
         let reason = if record.init.is_none() {
             Reason::SetupFailed("its creator ended before the sandbox was ready".into())
