@@ -12,7 +12,7 @@ use crate::engine::options::SandboxOptions;
 use crate::services::commands::RunOptions;
 use crate::sys::process;
 
-/// How [`Runtime::create_with_retry`] tries.
+/// How [`Runtime::create_with_retry`](crate::Runtime::create_with_retry) tries.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Tries per template (at least 1).
