@@ -19,7 +19,13 @@ if [ "$(id -u)" -ne 0 ]; then
     echo "persist-cycles: sandboxes need root" >&2
     exit 1
 fi
-cargo build --profile "$PROFILE" -p sandlot-bench -q
+build_log=$(mktemp)
+if ! cargo build --profile "$PROFILE" -p sandlot-bench -q 2>"$build_log"; then
+    cat "$build_log" >&2
+    rm -f "$build_log"
+    exit 1
+fi
+rm -f "$build_log"
 dir=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
 BENCH=target/$dir/sandlot-bench
 export SANDLOT_DATA_DIR=${SANDLOT_DATA_DIR:-$PWD/target/sandlot-test-data}

@@ -161,7 +161,8 @@ impl RuntimeBuilder {
     /// How long ended sandboxes are remembered — their reason and last
     /// info, for [`Runtime::inspect`] and `list` with
     /// [`ListFilter::ended`] — and how many at most. Default 10 minutes,
-    /// 1000. In the state dir when persistent.
+    /// 1000. In the state dir when persistent (pruned every 64 ends or 30
+    /// s, so the count may pass `max` by that much meanwhile).
     pub fn tombstones(mut self, keep_for: Duration, max: usize) -> Self {
         self.tombstones = TombstonePolicy { keep_for, max };
         self

@@ -106,7 +106,17 @@ pub(crate) struct StateDir {
     sandboxes: PathBuf,
     tombstones: PathBuf,
     policy: TombstonePolicy,
+    /// Tombstones written since the last prune, and when that was: a prune
+    /// reads the whole directory, so it runs every [`PRUNE_EVERY`] writes
+    /// or [`PRUNE_AFTER`], not at each.
+    pruned: Mutex<(u32, std::time::Instant)>,
 }
+
+/// Tombstones written between two prunes (the count may exceed the
+/// policy's by this much meanwhile).
+const PRUNE_EVERY: u32 = 64;
+/// The longest between two prunes while tombstones are written.
+const PRUNE_AFTER: Duration = Duration::from_secs(30);
 
 /// A tombstone file as `contract::tombstone` writes it.
 #[derive(Deserialize)]
@@ -137,6 +147,7 @@ impl StateDir {
             tombstones: root.join(TOMBSTONES),
             root: root.to_owned(),
             policy,
+            pruned: Mutex::new((0, std::time::Instant::now())),
         };
         for path in [&dir.root, &dir.sandboxes, &dir.tombstones] {
             match fs::DirBuilder::new().mode(0o700).create(path) {
@@ -293,7 +304,14 @@ impl StateDir {
             &record,
         );
         files::replace(&self.tombstones, &format!("{id}.json"), text.as_bytes())?;
-        self.prune_tombstones();
+        let due = {
+            let mut pruned = lock(&self.pruned);
+            pruned.0 += 1;
+            pruned.0 >= PRUNE_EVERY || pruned.1.elapsed() >= PRUNE_AFTER
+        };
+        if due {
+            self.prune_tombstones();
+        }
         Ok(())
     }
 
@@ -329,6 +347,7 @@ impl StateDir {
     /// Removes tombstones older than the policy's time, then the oldest
     /// beyond its count (by file time: no need to parse them).
     pub fn prune_tombstones(&self) {
+        *lock(&self.pruned) = (0, std::time::Instant::now());
         let Ok(entries) = fs::read_dir(&self.tombstones) else {
             return;
         };
