@@ -530,6 +530,8 @@ impl SandboxShared {
     /// What is due at `now`: the lifetime's end, the idle timeout, or
     /// nothing yet (never while the clock is stopped by a pause).
     fn due(&self, now: Instant) -> Due {
+        // The lock order is `execs` → `status`.
+        let execs = lock(&self.execs);
         let status = lock(&self.status);
         if status.clock_stopped.is_some() || !status.state.is_live() {
             return Due::Nothing;
@@ -542,7 +544,7 @@ impl SandboxShared {
             .filter(|idle| status.last_activity_at + *idle <= now);
         // A command in flight is activity for as long as it runs; a sandbox
         // being stopped ends anyway.
-        let busy = lock(&self.execs).active > 0 || status.state == State::Stopping;
+        let busy = execs.active > 0 || status.state == State::Stopping;
         if idle.is_some() && !busy {
             return Due::Idle;
         }
@@ -903,8 +905,13 @@ impl SandboxShared {
     /// the sandbox Active. Past `max_concurrent` of them in flight:
     /// `QuotaExceeded`.
     pub fn register_execution(&self, execution: Execution) -> Result<u64> {
+        // Take in what another process changed first (refreshing takes
+        // `execs` itself), then decide under the lock.
+        self.refresh();
         let mut execs = lock(&self.execs);
-        self.check_accepts_commands()?;
+        if !self.state().accepts_commands() {
+            return Err(self.not_running());
+        }
         let counts = !execution.background;
         if let Some(max) = self.exec_limits.max_concurrent {
             let in_flight = execs.commands();
