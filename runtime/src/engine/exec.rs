@@ -54,9 +54,23 @@ pub(crate) struct Execution {
     pub oom_before: u64,
     /// init reported the exit; the `Exit` event waits for the outputs.
     pub exited: Option<(Status, Usage)>,
-    /// A long-lived helper (a code context's interpreter, waiting between
-    /// cells): not activity, not counted against `max_concurrent`.
-    pub background: bool,
+    /// What it is to the sandbox: activity or not, counted, listed.
+    pub role: Role,
+}
+
+/// What an execution is to its sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A command: activity while it runs, counted against
+    /// `max_concurrent`, listed.
+    Command,
+    /// A template's start command: listed among the commands, but a server
+    /// that lives as long as its sandbox is neither activity (it would keep
+    /// the idle timeout from ever passing) nor counted.
+    Service,
+    /// sandlot's own helper (a code context's interpreter, waiting between
+    /// cells): neither activity, counted nor listed.
+    Helper,
 }
 
 /// The executions of one sandbox.
@@ -64,16 +78,19 @@ pub(crate) struct Execution {
 pub(crate) struct ExecTable {
     pub next_id: u64,
     pub running: HashMap<u64, Execution>,
-    /// What makes the sandbox Active: executions that are not background,
-    /// and activity guards (a code cell running).
+    /// What makes the sandbox Active: executions that are commands, and
+    /// activity guards (a code cell running).
     pub active: usize,
 }
 
 impl ExecTable {
-    /// Executions that are commands (not background helpers such as a code
-    /// context's interpreter).
+    /// Executions that are commands (not start commands, not helpers such
+    /// as a code context's interpreter).
     pub fn commands(&self) -> usize {
-        self.running.values().filter(|e| !e.background).count()
+        self.running
+            .values()
+            .filter(|e| e.role == Role::Command)
+            .count()
     }
 }
 
@@ -179,7 +196,7 @@ mod tests {
             truncated: Default::default(),
             oom_before: 0,
             exited: None,
-            background: false,
+            role: Role::Command,
         }
     }
 

@@ -24,7 +24,7 @@ use sandlot_rootfs::Template;
 
 use crate::engine::control::{self, Incoming};
 use crate::engine::error::{Error, Result};
-use crate::engine::exec::{ExecTable, Execution, Spawned};
+use crate::engine::exec::{ExecTable, Execution, Role, Spawned};
 use crate::engine::extensions::Extensions;
 use crate::engine::lifecycle::OutputStream;
 pub use crate::engine::lifecycle::SandboxInfo;
@@ -644,7 +644,8 @@ impl SandboxShared {
         self.persisted.load(Ordering::SeqCst)
     }
 
-    /// Commands (and code cells) in flight, background ones aside.
+    /// Commands (and code cells) in flight, start commands and helpers
+    /// aside.
     pub fn commands_in_flight(&self) -> usize {
         lock(&self.execs).active
     }
@@ -901,7 +902,7 @@ impl SandboxShared {
 
     // ---- executions -------------------------------------------------------
 
-    /// Records a new execution; the first one that is not background makes
+    /// Records a new execution; the first one that is a command makes
     /// the sandbox Active. Past `max_concurrent` of them in flight:
     /// `QuotaExceeded`.
     pub fn register_execution(&self, execution: Execution) -> Result<u64> {
@@ -912,7 +913,7 @@ impl SandboxShared {
         if !self.state().accepts_commands() {
             return Err(self.not_running());
         }
-        let counts = !execution.background;
+        let counts = execution.role == Role::Command;
         if let Some(max) = self.exec_limits.max_concurrent {
             let in_flight = execs.commands();
             if counts && in_flight >= max {
@@ -1062,7 +1063,7 @@ impl SandboxShared {
         if let Some(timer) = execution.timer {
             self.ctx.reactor.cancel_timer(timer);
         }
-        if execution.background {
+        if execution.role != Role::Command {
             self.touch();
         } else {
             self.activity_ended();

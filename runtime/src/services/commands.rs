@@ -23,7 +23,7 @@ use crate::engine::error::{Error, Result};
 use crate::engine::lifecycle::{CommandExit, ExitReason, ProcessEvent, Signal};
 use crate::engine::output::ProcessEvents;
 use crate::engine::sandbox::SandboxShared;
-use crate::services::launch::{self, Launch};
+use crate::services::launch::{self, Launch, Role};
 pub use crate::services::launch::{RunOptions, Stdin};
 
 /// What `run`, `output` and `wait` collect per stream when
@@ -478,14 +478,15 @@ impl Commands<'_> {
         spawn(self.sandbox, cmd.into(), options, None)
     }
 
-    /// The commands in flight (terminals included; not the interpreters of
-    /// code contexts, which are the contexts' business).
+    /// The commands in flight (terminals and a template's start command
+    /// included; not the interpreters of code contexts, which are the
+    /// contexts' business).
     pub fn list(&self) -> Vec<ProcessInfo> {
         let execs = crate::engine::sync::lock(&self.sandbox.execs);
         let mut list: Vec<ProcessInfo> = execs
             .running
             .iter()
-            .filter(|(_, e)| !e.background)
+            .filter(|(_, e)| e.role != Role::Helper)
             .map(|(id, e)| ProcessInfo {
                 id: *id,
                 pid: e.pid,
@@ -546,7 +547,7 @@ pub(crate) fn spawn_start_command(
                 stdin: false,
                 merged: keep_output,
             },
-            background: true,
+            role: Role::Service,
             budget: None,
         },
     )?;
@@ -572,7 +573,7 @@ fn spawn(
                 stdin: !matches!(options.stdin, Stdin::Null),
                 merged: false,
             },
-            background: false,
+            role: Role::Command,
             budget,
         },
     )?;

@@ -16,6 +16,7 @@ use sandlot_proto::{PtySize, Request, Spawn, StdioMask, MAX_MESSAGE};
 
 use crate::engine::error::{Error, Result};
 use crate::engine::exec::Execution;
+pub(crate) use crate::engine::exec::Role;
 use crate::engine::lifecycle::OutputStream;
 use crate::engine::options::validate_env_name;
 use crate::engine::output::{Output, ProcessEvents};
@@ -116,9 +117,8 @@ pub(crate) struct Launch<'a> {
     /// cwd, env, user and timeout (stdin is `stdio`'s business).
     pub options: &'a RunOptions,
     pub stdio: Stdio,
-    /// A long-lived helper (a code context's interpreter): not activity,
-    /// not counted against `max_concurrent`, not listed as a command.
-    pub background: bool,
+    /// A command, a template's start command, or a helper (see [`Role`]).
+    pub role: Role,
     /// Bytes per stream the io thread forwards (the rest is read and
     /// dropped); `None` is the sandbox's `max_output_bytes`.
     pub budget: Option<u64>,
@@ -351,7 +351,7 @@ pub(crate) fn launch(sandbox: &Arc<SandboxShared>, launch: Launch<'_>) -> Result
         argv,
         options,
         stdio,
-        background,
+        role,
         budget,
     } = launch;
     sandbox.check_accepts_commands()?;
@@ -398,7 +398,7 @@ pub(crate) fn launch(sandbox: &Arc<SandboxShared>, launch: Launch<'_>) -> Result
         truncated: truncated.clone(),
         oom_before: sandbox.oom_seen(),
         exited: None,
-        background,
+        role,
     })?;
     request.id = id;
 

@@ -20,7 +20,7 @@ use crate::engine::lifecycle::{CommandExit, Signal};
 use crate::engine::output::ProcessEvents;
 use crate::engine::sandbox::SandboxShared;
 use crate::services::commands::{Cmd, CommandHandle, CommandResult, Commands};
-use crate::services::launch::{self, Launch, RunOptions, Stdin};
+use crate::services::launch::{self, Launch, Role, RunOptions, Stdin};
 use crate::sys::pty;
 
 /// `TERM` of a terminal command unless the template, the sandbox or the
@@ -223,7 +223,7 @@ fn spawn_pty(
                 rows: size.rows,
                 cols: size.cols,
             }),
-            background: false,
+            role: Role::Command,
             budget: None,
         },
     )?;

@@ -30,7 +30,7 @@ use crate::engine::lifecycle::{ProcessEvent, Signal};
 use crate::engine::output::ProcessEvents;
 use crate::engine::sandbox::SandboxShared;
 use crate::engine::sync::lock;
-use crate::services::launch::{self, Launch, RunOptions, Stdio};
+use crate::services::launch::{self, Launch, Role, RunOptions, Stdio};
 
 /// How often a driver's `wait` looks whether the sandbox is still there
 /// while no exit report comes.
@@ -71,7 +71,7 @@ impl Launcher for SandboxLauncher {
                     stderr: request.stderr,
                     extra: request.extra,
                 },
-                background: true,
+                role: Role::Helper,
                 budget: None,
             },
         )
