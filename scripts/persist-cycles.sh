@@ -35,7 +35,9 @@ machine_census() {
     # Zombies are not counted: ended, waiting for whoever reaps orphans.
     inits=$(ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 == "sandlot-init"' | wc -l)
     monitors=$(ps -eo stat=,comm= | awk '$1 !~ /^Z/ && $2 == "sandlot-monitor"' | wc -l)
-    cgroups=$(find /sys/fs/cgroup -maxdepth 6 -type d -name 'sandlot-*' 2>/dev/null | wc -l)
+    # Other processes' cgroup dirs come and go while find walks: it may
+    # then fail on a vanished dir, which is no reason to stop.
+    cgroups=$({ find /sys/fs/cgroup -maxdepth 6 -type d -name 'sandlot-*' 2>/dev/null || true; } | wc -l)
     mounts=$(wc -l </proc/self/mountinfo)
     echo "machine: sandlot-init $inits, sandlot-monitor $monitors, sandlot-* cgroup dirs $cgroups, mounts $mounts"
 }

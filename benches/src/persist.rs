@@ -355,6 +355,12 @@ pub fn cycles(count: usize, persistent_mode: bool) {
         .unwrap()
         .kill()
         .unwrap();
+    // Its monitor, started off the create path, finds the sandbox gone and
+    // exits on its own: the census starts once it has.
+    let settle = Instant::now();
+    while !monitors_under(&dir).is_empty() && settle.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let marks = vec![format!("sandlot-{}-", std::process::id())];
     let mut ours = HashSet::new();
     let before = census(&dir, &marks, &ours);
