@@ -35,6 +35,9 @@ pub const LOCK: &str = "lock";
 pub const ACTIVITY: &str = "activity";
 pub const CONTROL: &str = "control";
 pub const MONITOR_LOCK: &str = "monitor.lock";
+/// Held (`flock` exclusive) by the one process that serves the sandbox's
+/// network, for as long as it does.
+pub const NETWORK_LOCK: &str = "network.lock";
 
 /// Where a live persistent sandbox is in its life, as far as the files
 /// say (commands in flight are not written down).

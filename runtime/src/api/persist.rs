@@ -19,13 +19,15 @@ use crate::engine::error::{Error, Result};
 use crate::engine::lifecycle::State;
 use crate::engine::options::{SandboxOptions, TimeoutAction};
 use crate::engine::persist::{
-    from_ms, read_record, to_ms, Found, Record, SandboxFiles, StateDir, RECORD_VERSION,
+    from_ms, read_record, to_ms, Found, NetworkRecord, Record, SandboxFiles, StateDir,
+    RECORD_VERSION,
 };
 use crate::engine::reactor::Handler;
 use crate::engine::sandbox::{Live, NewSandbox, RuntimeCtx, SandboxInfo, SandboxShared};
 use crate::kernel::cgroups::PERSISTENT_PREFIX;
 use crate::kernel::monitor::{self, MonitorSpec};
 use crate::kernel::procs::ProcId;
+use crate::services::net::service as net;
 use crate::services::template;
 
 /// The name of a persistent sandbox's cgroup dirs.
@@ -64,6 +66,7 @@ pub(crate) fn begin(
         cgroups: factory
             .cgroups
             .paths_for(&cgroup_name(&shared.id), &options.limits),
+        network: NetworkRecord::of(&options.network),
     };
     let files = state.create(&record, &shared.lifecycle())?;
     shared.set_files(files);
@@ -304,6 +307,16 @@ pub(crate) fn adopt(
     if let Some(files) = shared.files() {
         if !files.monitored() {
             start_monitor(ctx, files, &record, None);
+        }
+    }
+    // Its network, unless another process serves it. An attach-only
+    // runtime (the CLI's exec, ls …: a process that lives for one command)
+    // leaves it to a process that stays. If it cannot be served, it stays
+    // closed (refused connections, no DNS answers), as while nobody served
+    // it; the sandbox is still taken over.
+    if factory.makers.is_some() {
+        if let Some(network) = record.network.as_ref().and_then(|n| n.network().ok()) {
+            let _ = net::rejoin(&shared, network, init.pid);
         }
     }
     Ok(shared)

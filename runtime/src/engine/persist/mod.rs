@@ -26,8 +26,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use sandlot_proto::monitor::{
-    self as contract, Lifecycle, ACTIVITY, CONTROL, LIFECYCLE, LOCK, MONITOR_LOCK, RECORD,
-    SANDBOXES, TOMBSTONES,
+    self as contract, Lifecycle, ACTIVITY, CONTROL, LIFECYCLE, LOCK, MONITOR_LOCK, NETWORK_LOCK,
+    RECORD, SANDBOXES, TOMBSTONES,
 };
 use serde::Deserialize;
 
@@ -38,7 +38,7 @@ use crate::kernel::procs::ProcId;
 use crate::sys::fd;
 
 pub(crate) use files::{RecordLock, Version};
-pub(crate) use record::{from_ms, to_ms, Record, RECORD_VERSION};
+pub(crate) use record::{from_ms, to_ms, NetworkRecord, Record, RECORD_VERSION};
 
 /// How long, and how many, ended sandboxes are remembered (both modes).
 #[derive(Debug, Clone, Copy)]
@@ -207,7 +207,7 @@ impl StateDir {
                 .map_err(|e| Error::io(format!("make {}", staging.display()), e))?;
             files::replace(&staging, RECORD, &record_json(record)?)?;
             files::replace(&staging, LIFECYCLE, lifecycle.encode().as_bytes())?;
-            for name in [LOCK, ACTIVITY, MONITOR_LOCK] {
+            for name in [LOCK, ACTIVITY, MONITOR_LOCK, NETWORK_LOCK] {
                 files::create_empty(&staging.join(name))?;
             }
             fs::rename(&staging, self.sandbox_dir(&record.id))
@@ -545,6 +545,13 @@ impl SandboxFiles {
     pub fn set_busy(&self, busy: bool) {
         let how = if busy { libc::LOCK_SH } else { libc::LOCK_UN };
         let _ = fd::flock(self.activity.as_fd(), how);
+    }
+
+    /// The right to serve the sandbox's network, held until dropped;
+    /// `None` while another process serves it. One server at a time: two
+    /// would both steer the namespace's connections.
+    pub fn take_network(&self) -> Result<Option<files::RecordLock>> {
+        files::RecordLock::try_take(&self.dir.join(NETWORK_LOCK))
     }
 
     /// Whether a monitor watches the sandbox (it holds its lock for life).

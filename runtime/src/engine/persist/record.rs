@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sandlot_rootfs::{Settings, TemplateConfig, TemplateKind};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::network::{Network, RuleError};
 use crate::kernel::limits::{ExecLimits, Limits};
 use crate::kernel::procs::ProcId;
 
@@ -44,6 +45,51 @@ pub(crate) struct Record {
     pub init: Option<ProcId>,
     /// Its cgroup dirs, one per hierarchy (listed before they are made).
     pub cgroups: Vec<PathBuf>,
+    /// Its network, if it has one: what a process taking it over serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkRecord>,
+}
+
+/// A sandbox's network option as created or last set, rules as typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NetworkRecord {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub upstream_dns: Option<std::net::SocketAddr>,
+    pub bandwidth: Option<u64>,
+}
+
+impl NetworkRecord {
+    /// `None` for a network that is off (nothing to serve).
+    pub fn of(network: &Network) -> Option<NetworkRecord> {
+        let texts = |rules: &[crate::engine::network::Rule]| {
+            rules.iter().map(|r| r.as_str().to_string()).collect()
+        };
+        network.is_on().then(|| NetworkRecord {
+            allow: texts(network.allow_rules()),
+            deny: texts(network.deny_rules()),
+            upstream_dns: network.upstream(),
+            bandwidth: network.rate(),
+        })
+    }
+
+    /// The option again (rules parsed as at create).
+    pub fn network(&self) -> std::result::Result<Network, RuleError> {
+        let mut network = Network::internet();
+        for rule in &self.allow {
+            network = network.allow_out(rule)?;
+        }
+        for rule in &self.deny {
+            network = network.deny_out(rule)?;
+        }
+        if let Some(server) = self.upstream_dns {
+            network = network.upstream_dns(server);
+        }
+        if let Some(rate) = self.bandwidth {
+            network = network.bandwidth(rate);
+        }
+        Ok(network)
+    }
 }
 
 impl Record {

@@ -76,6 +76,12 @@ impl NetnsFactory {
         }
     }
 
+    /// Serves an existing sandbox namespace again (see [`setup::rejoin`]),
+    /// on the calling thread.
+    pub fn rejoin(&self, netns: NetNamespace) -> Result<Net, KernelError> {
+        setup::rejoin(&self.home, netns)
+    }
+
     /// How many are ready now.
     pub fn ready(&self) -> usize {
         self.ready.lock().unwrap_or_else(|p| p.into_inner()).len()

@@ -79,6 +79,38 @@ pub fn create(home: &NetNamespace) -> Result<(SandboxNetns, HostSockets), Kernel
     Ok((SandboxNetns { steering, netns }, sockets))
 }
 
+/// Serves an existing sandbox namespace again — a persistent sandbox taken
+/// over by another process, whose sockets and steering went with the
+/// process that served it: new host sockets inside it and a new steering
+/// link. Its loopback, routes and sysctls are as [`create`] left them. The
+/// calling thread is back in `home` when this returns.
+pub fn rejoin(
+    home: &NetNamespace,
+    netns: NetNamespace,
+) -> Result<(SandboxNetns, HostSockets), KernelError> {
+    if netns.inode() == home.inode() {
+        // Never steer the host's own connections.
+        return Err(KernelError::invalid(
+            "network",
+            "the namespace to serve is the host's own".to_string(),
+        ));
+    }
+    let ipv6 = ipv6_available();
+    let sockets = {
+        let _inside = netns.enter(home)?;
+        host_sockets(ipv6)?
+    };
+    let steering = Steering::attach(
+        netns.as_fd(),
+        &[
+            (Slot::Proxy, sockets.proxy.as_fd()),
+            (Slot::DnsTcp, sockets.dns_tcp.as_fd()),
+            (Slot::DnsUdp, sockets.dns_udp.as_fd()),
+        ],
+    )?;
+    Ok((SandboxNetns { steering, netns }, sockets))
+}
+
 /// A non-blocking, close-on-exec socket bound to `port` of the
 /// any-address, dual-stack where IPv6 exists.
 fn bound_socket(ipv6: bool, kind: SockType, port: u16) -> Result<OwnedFd, KernelError> {

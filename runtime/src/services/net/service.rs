@@ -21,6 +21,7 @@ use crate::engine::error::{Error, Result};
 use crate::engine::extensions::Extension;
 use crate::engine::lifecycle::{EventBus, NetworkDenied, Subscription};
 use crate::engine::network::Network;
+use crate::engine::persist::{NetworkRecord, RecordLock};
 use crate::engine::sandbox::{RuntimeCtx, SandboxShared};
 use crate::engine::sync::lock;
 use crate::kernel::net::{NetNamespace, NetnsFactory, SandboxNetns};
@@ -101,21 +102,32 @@ struct NetInner {
     serving: Option<SandboxNet>,
     /// The namespace the host made, with its steering (network on only).
     kernel: Option<SandboxNetns>,
+    /// A persistent sandbox's right to serve its network (its state dir's
+    /// network lock), held while this process serves it.
+    right: Option<RecordLock>,
+    /// A persistent sandbox whose network another process serves.
+    served_elsewhere: bool,
     /// Torn down: nothing may attach any more.
     released: bool,
 }
 
 impl Extension for NetState {
     fn release(&self) {
-        let (serving, kernel) = {
+        let (serving, kernel, right) = {
             let mut inner = lock(&self.inner);
             inner.released = true;
-            (inner.serving.take(), inner.kernel.take())
+            (
+                inner.serving.take(),
+                inner.kernel.take(),
+                inner.right.take(),
+            )
         };
         // The engine closes the sandbox's sockets and connections first
-        // (synchronously), then the steering link and the namespace go.
+        // (synchronously), then the steering link and the namespace go;
+        // then another process may serve it.
         drop(serving);
         drop(kernel);
+        drop(right);
     }
 }
 
@@ -158,6 +170,15 @@ pub(crate) fn prepare(
         lock(&state.inner).network = network.clone();
         return Ok(None);
     }
+    // A persistent sandbox: this process serves it until it lets go; then
+    // one that takes it over may (`rejoin`).
+    let right =
+        match sandbox.files() {
+            Some(files) => Some(files.take_network()?.ok_or_else(|| {
+                Error::invalid("network", "a new sandbox's network lock is held")
+            })?),
+            None => None,
+        };
     let service = NetService::of(&sandbox.ctx)?;
     let stack = service.stack()?;
     let (kernel, sockets) = stack.namespaces.create().map_err(Error::network)?;
@@ -173,7 +194,47 @@ pub(crate) fn prepare(
     inner.network = network.clone();
     inner.serving = Some(serving);
     inner.kernel = Some(kernel);
+    inner.right = right;
     Ok(Some(netns))
+}
+
+/// A persistent sandbox taken over from another process (`connect`):
+/// serves its network again, as its record keeps it — unless another
+/// process serves it now. The process that served it before took its
+/// sockets and steering along when it went (connections failed closed
+/// meanwhile: refused, no DNS answer); its namespace, routes and loopback
+/// are still there. Established connections through the old server are
+/// gone; exposed ports are not restored (expose them again).
+pub(crate) fn rejoin(sandbox: &Arc<SandboxShared>, network: Network, init_pid: i32) -> Result<()> {
+    let state = state(sandbox);
+    let Some(files) = sandbox.files() else {
+        return Ok(());
+    };
+    let Some(right) = files.take_network()? else {
+        lock(&state.inner).served_elsewhere = true;
+        lock(&state.inner).network = network;
+        return Ok(());
+    };
+    let service = NetService::of(&sandbox.ctx)?;
+    let stack = service.stack()?;
+    let netns = NetNamespace::of_process(init_pid).map_err(Error::network)?;
+    let (kernel, sockets) = stack.namespaces.rejoin(netns).map_err(Error::network)?;
+    let serving = stack.engine.attach(
+        &sandbox.id,
+        &kernel.netns,
+        sockets,
+        &network,
+        Some(failure_hook(sandbox)),
+    )?;
+    let mut inner = lock(&state.inner);
+    if inner.released {
+        return Ok(()); // ended meanwhile: what was made goes now
+    }
+    inner.network = network;
+    inner.serving = Some(serving);
+    inner.kernel = Some(kernel);
+    inner.right = Some(right);
+    Ok(())
 }
 
 /// Why the engine stopped serving the sandbox, if it did.
@@ -194,19 +255,37 @@ pub(crate) fn set_network(sandbox: &SandboxShared, network: Network) -> Result<(
         .ext
         .get::<NetState>()
         .ok_or_else(|| created_without(sandbox))?;
-    let mut inner = lock(&state.inner);
-    if inner.released || sandbox.live().is_none() {
-        return Err(sandbox.not_running());
+    {
+        let mut inner = lock(&state.inner);
+        if inner.released || sandbox.live().is_none() {
+            return Err(sandbox.not_running());
+        }
+        if inner.served_elsewhere {
+            return Err(Error::Unsupported {
+                feature: "set_network",
+                reason: format!(
+                    "another process serves the network of sandbox {}; change it there",
+                    sandbox.id
+                ),
+            });
+        }
+        if inner.kernel.is_none() {
+            return Err(created_without(sandbox));
+        }
+        let serving = inner
+            .serving
+            .as_ref()
+            .ok_or_else(|| sandbox.not_running())?;
+        serving.set_network(&network)?;
+        inner.network = network.clone();
     }
-    if inner.kernel.is_none() {
-        return Err(created_without(sandbox));
+    // A process that takes the sandbox over serves what was set last.
+    if let Some(files) = sandbox.files() {
+        let _lock = files.lock()?;
+        let mut record = files.current_record()?;
+        record.network = NetworkRecord::of(&network);
+        files.write_record(&record)?;
     }
-    let serving = inner
-        .serving
-        .as_ref()
-        .ok_or_else(|| sandbox.not_running())?;
-    serving.set_network(&network)?;
-    inner.network = network;
     Ok(())
 }
 
