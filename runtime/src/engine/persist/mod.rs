@@ -656,6 +656,7 @@ mod tests {
             },
             init: None,
             cgroups: vec![],
+            network: None,
         };
         let json = String::from_utf8(record_json(&record).unwrap()).unwrap();
         let text = contract::tombstone("idle_timeout", "", 5_000, &json);
@@ -665,5 +666,31 @@ mod tests {
         assert_eq!(t.info.metadata["k"], "v");
         assert_eq!(t.info.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(t.ended_at, from_ms(5_000));
+    }
+
+    #[test]
+    fn a_network_option_reads_back_as_it_was_set() {
+        use crate::engine::network::Network;
+        let network = Network::off()
+            .allow_out("*.example.org")
+            .unwrap()
+            .allow_out("203.0.113.0/24")
+            .unwrap()
+            .deny_out("bad.example.org")
+            .unwrap()
+            .upstream_dns("192.0.2.53:53".parse().unwrap())
+            .bandwidth(1 << 20);
+        let kept = NetworkRecord::of(&network).expect("on");
+        let text = serde_json::to_string(&kept).unwrap();
+        let back: NetworkRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.network().unwrap(), network);
+        assert_eq!(
+            NetworkRecord::of(&Network::internet())
+                .unwrap()
+                .network()
+                .unwrap(),
+            Network::internet()
+        );
+        assert_eq!(NetworkRecord::of(&Network::off()), None);
     }
 }
