@@ -14,9 +14,7 @@ use sandlot::{
     Runtime, Sandbox, Subscription,
 };
 use sandlot_tests::fakenet::{self, FakeNet};
-use serde_json::Value;
-
-const TOOL: &str = include_str!("common/nettool.py");
+use sandlot_tests::nettool::{body, failed_with, get, ok, reset, tool, TOOL};
 
 /// A runtime whose sandboxes resolve through the fake internet's DNS, and
 /// a subscription to what its networks deny, taken first.
@@ -54,48 +52,6 @@ impl Net {
         std::thread::sleep(Duration::from_millis(50));
         self.denied.try_iter().collect()
     }
-}
-
-/// Runs nettool inside; its JSON answer.
-fn tool(sb: &Sandbox, args: &[&str]) -> Value {
-    let out = sb
-        .command("python3")
-        .arg("/tmp/nettool.py")
-        .args(args.iter().copied())
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap_or_else(|e| panic!("nettool {args:?}: {e}"));
-    let stdout = out.stdout_str();
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "nettool {args:?}: {e}: stdout {stdout:?} stderr {:?}",
-            out.stderr_str()
-        )
-    })
-}
-
-fn get(sb: &Sandbox, host: &str, port: u16, header: &str, path: &str) -> Value {
-    tool(sb, &["get", host, &port.to_string(), header, path])
-}
-
-fn ok(v: &Value) -> bool {
-    v["ok"] == Value::Bool(true)
-}
-
-/// The answer is a failure of this kind (an exception class name).
-fn failed_with(v: &Value, error: &str) -> bool {
-    !ok(v) && v["error"] == error
-}
-
-/// Refused by the proxy: the handshake had completed inside the
-/// namespace, then the connection was reset.
-fn reset(v: &Value) -> bool {
-    failed_with(v, "ConnectionResetError")
-}
-
-fn body(v: &Value) -> String {
-    assert!(ok(v), "expected success, got {v}");
-    v["body"].as_str().unwrap_or_default().to_string()
 }
 
 #[test]
@@ -663,71 +619,4 @@ fn s30_root_inside_cannot_reconfigure_its_network() {
     // The rules still hold.
     assert!(ok(&get(&sb, "web.test", 80, "web.test", "/")));
     assert!(reset(&get(&sb, "203.0.113.80", 80, "x", "/")));
-}
-
-/// A persistent runtime on `state` whose sandboxes resolve through the
-/// fake internet's DNS.
-fn persistent(state: &sandlot_tests::persist::StateDir) -> Runtime {
-    Runtime::builder()
-        .data_dir(sandlot_tests::data_dir())
-        .persistent(&state.path)
-        .network(NetworkConfig {
-            upstream_dns: Some(fakenet::DNS),
-            ..NetworkConfig::default()
-        })
-        .build()
-        .expect("build a persistent runtime")
-}
-
-#[test]
-fn a_persistent_sandbox_keeps_its_rules_and_is_served_again_by_the_process_that_takes_it_over() {
-    let _world = FakeNet::shared();
-    let state = sandlot_tests::persist::StateDir::new("net-rejoin");
-    let first = persistent(&state);
-    let sb = first
-        .create(sandlot_tests::options().network(Network::off().allow_out("web.test").unwrap()))
-        .expect("create a sandbox");
-    sb.files().write("/tmp/nettool.py", TOOL).unwrap();
-    let id = sb.id().to_string();
-    assert!(ok(&get(&sb, "web.test", 80, "web.test", "/")));
-    // Replaced at runtime: what a later process serves.
-    let wider = Network::off()
-        .allow_out("web.test")
-        .unwrap()
-        .allow_out("tls.test")
-        .unwrap();
-    sb.set_network(wider.clone()).unwrap();
-    drop(sb);
-    drop(first);
-
-    // Nobody serves it now: closed, not open.
-    let attach_only = Runtime::builder()
-        .data_dir(sandlot_tests::data_dir())
-        .persistent(&state.path)
-        .attach_only()
-        .build()
-        .unwrap();
-    let unserved = attach_only.connect(&id).expect("take it over");
-    assert!(!ok(&get(&unserved, "web.test", 80, "web.test", "/")));
-    assert!(!ok(&tool(&unserved, &["resolve", "web.test"])));
-    drop(unserved);
-    drop(attach_only);
-
-    // A process that stays takes it over and serves it again, with the
-    // rules as last set.
-    let second = persistent(&state);
-    let sb = second.connect(&id).expect("take it over");
-    assert_eq!(sb.network(), wider);
-    assert!(ok(&get(&sb, "web.test", 80, "web.test", "/")));
-    assert!(ok(&tool(&sb, &["tls", "tls.test", "443", "tls.test"])));
-    assert!(!ok(&tool(&sb, &["resolve", "other.test"])));
-    // One server at a time: a third process sees it served elsewhere.
-    let third = persistent(&state);
-    let other = third.connect(&id).expect("take it over too");
-    assert!(matches!(
-        other.set_network(Network::internet()),
-        Err(Error::Unsupported { .. })
-    ));
-    assert!(ok(&get(&other, "web.test", 80, "web.test", "/")));
-    sb.kill().unwrap();
 }

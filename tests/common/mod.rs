@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sandlot::{CommandResult, RunOptions, Runtime, Sandbox, SandboxOptions};
 
 pub mod fakenet;
+pub mod nettool;
 pub mod oci;
 pub mod persist;
 
