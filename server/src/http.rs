@@ -20,7 +20,7 @@ use axum::Router;
 use tower::ServiceExt;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, SandboxRecord};
 
 /// envd's port inside a sandbox, and the code interpreter's.
 pub const ENVD_PORT: u16 = 49983;
@@ -143,26 +143,8 @@ impl Routers {
             let error = ApiError::sandbox_gone(&id);
             refuse!("envd", Some(id), error);
         };
-        if record.secure {
-            let token_ok = request
-                .headers()
-                .get("x-access-token")
-                .is_some_and(|t| record.token_matches(t.as_bytes()));
-            let signed = request.uri().path() == "/files"
-                && crate::envd::files::signature_ok(
-                    &record,
-                    request.method(),
-                    request.uri().query(),
-                );
-            if !token_ok && !signed {
-                refuse!(
-                    "envd",
-                    Some(id),
-                    ApiError::unauthorized(
-                        "this sandbox is secure: send its envd access token in X-Access-Token",
-                    )
-                );
-            }
+        if let Err(error) = authorize(&record, port, &request) {
+            refuse!(surface_of(port), Some(id), error);
         }
         request.extensions_mut().insert(record);
         let (surface, router) = match port {
@@ -187,6 +169,68 @@ impl Routers {
             router,
             request,
         }
+    }
+}
+
+fn surface_of(port: u16) -> &'static str {
+    match port {
+        ENVD_PORT => "envd",
+        CODE_PORT => "code",
+        _ => "port",
+    }
+}
+
+/// Whether a request may reach this port of the sandbox:
+/// - envd (49983) of a secure sandbox takes its envd access token
+///   (`X-Access-Token`), or a valid signature on `/files`;
+/// - the code interpreter (49999) of a secure sandbox takes the envd token
+///   or the traffic token (`E2B-Traffic-Access-Token`): the SDKs send the
+///   envd token only with `/execute`, the traffic token on every call;
+/// - any other port is public unless the sandbox was created with
+///   `allowPublicTraffic: false`, then it takes the traffic token.
+///
+/// Tokens are compared in constant time; one sandbox's never opens another.
+fn authorize(record: &SandboxRecord, port: u16, request: &Request<Body>) -> Result<(), ApiError> {
+    let header_matches = |name: &str, token: &str| {
+        request
+            .headers()
+            .get(name)
+            .is_some_and(|t| crate::state::tokens_match(t.as_bytes(), token))
+    };
+    let envd_token = || header_matches("x-access-token", &record.envd_token);
+    let traffic_token = || header_matches("e2b-traffic-access-token", &record.traffic_token);
+    match port {
+        ENVD_PORT if record.secure => {
+            let signed = request.uri().path() == "/files"
+                && crate::envd::files::signature_ok(
+                    record,
+                    request.method(),
+                    request.uri().query(),
+                );
+            if envd_token() || signed {
+                Ok(())
+            } else {
+                Err(ApiError::unauthorized(
+                    "this sandbox is secure: send its envd access token in X-Access-Token",
+                ))
+            }
+        }
+        CODE_PORT if record.secure => {
+            if envd_token() || traffic_token() {
+                Ok(())
+            } else {
+                Err(ApiError::unauthorized(
+                    "this sandbox is secure: send its traffic access token in \
+                     E2B-Traffic-Access-Token (or its envd access token in X-Access-Token)",
+                ))
+            }
+        }
+        ENVD_PORT | CODE_PORT => Ok(()),
+        _ if record.public_traffic() || traffic_token() => Ok(()),
+        _ => Err(ApiError::unauthorized(
+            "this sandbox's ports are not public (allowPublicTraffic is false): \
+             send its traffic access token in E2B-Traffic-Access-Token",
+        )),
     }
 }
 

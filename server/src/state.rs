@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sandlot::{ResourceMonitor, Runtime, Sandbox, State};
 use subtle::ConstantTimeEq;
 
+use crate::code::DefaultContexts;
 use crate::config::ServerConfig;
 use crate::envd::filesystem::Watchers;
 use crate::envd::process::ProcessTable;
@@ -48,8 +49,11 @@ pub struct SandboxRecord {
     /// template it resolved to.
     pub template_id: String,
     pub template: String,
-    /// Sent as `X-Access-Token`; required when `secure`.
+    /// Sent as `X-Access-Token`; required on envd when `secure`.
     pub envd_token: String,
+    /// Sent as `E2B-Traffic-Access-Token`: opens the code interpreter of a
+    /// secure sandbox, and its other ports when they are not public.
+    pub traffic_token: String,
     pub secure: bool,
     pub started_at: SystemTime,
     pub cpu_count: u32,
@@ -57,6 +61,9 @@ pub struct SandboxRecord {
     pub disk_mb: u64,
     pub processes: ProcessTable,
     pub watchers: Watchers,
+    /// The default code context of each language (`/execute` without a
+    /// context).
+    pub code_defaults: DefaultContexts,
 }
 
 impl SandboxRecord {
@@ -64,10 +71,16 @@ impl SandboxRecord {
         self.sandbox.id()
     }
 
-    /// Whether `token` opens this sandbox, compared in constant time.
-    pub fn token_matches(&self, token: &[u8]) -> bool {
-        bool::from(token.ct_eq(self.envd_token.as_bytes()))
+    /// Whether the sandbox's ports other than envd and the code
+    /// interpreter answer without the traffic token.
+    pub fn public_traffic(&self) -> bool {
+        true
     }
+}
+
+/// Whether a presented token is `expected`, compared in constant time.
+pub fn tokens_match(presented: &[u8], expected: &str) -> bool {
+    bool::from(presented.ct_eq(expected.as_bytes()))
 }
 
 /// The SDK's two states: a sandbox is paused or running (idle and busy

@@ -177,6 +177,8 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         request.secure.unwrap_or(false)
     };
     let token = new_token().map_err(|e| ApiError::internal(format!("random token: {e}")))?;
+    let traffic_token =
+        new_token().map_err(|e| ApiError::internal(format!("random token: {e}")))?;
     let runtime = state.runtime.clone();
     let (sandbox, metrics) = blocking(move || {
         let sandbox = runtime.create(options)?;
@@ -194,6 +196,7 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         template_id: request.template_id,
         template,
         envd_token: token,
+        traffic_token,
         secure,
         started_at: SystemTime::now(),
         cpu_count: metrics.cpu_count.ceil().max(1.0) as u32,
@@ -201,6 +204,7 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         disk_mb: metrics.disk_total >> 20,
         processes: ProcessTable::default(),
         watchers: Watchers::default(),
+        code_defaults: Default::default(),
     });
     state.insert(record.clone());
     tracing::info!(sandbox = record.id(), template = %record.template, "created");
