@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Sandboxes alive at once (more are refused with 429).
     #[arg(long)]
     max_sandboxes: Option<usize>,
+    /// The network of a sandbox whose create says nothing about it:
+    /// `internet` (public addresses, as E2B gives) or `off` (loopback only).
+    #[arg(long, value_parser = ["internet", "off"], default_value = "internet")]
+    default_network: String,
 }
 
 /// Runs the server until SIGTERM or SIGINT; exit 0 then, 2 for bad flags,
@@ -80,6 +84,7 @@ fn config(data_dir: &Path, args: ServeArgs) -> Result<ServerConfig, String> {
         domain: args.domain,
         data_dir: Some(data_dir.to_path_buf()),
         max_sandboxes: args.max_sandboxes,
+        default_internet: args.default_network == "internet",
         ..ServerConfig::default()
     };
     config.api_key = match (args.api_key, args.api_key_file) {

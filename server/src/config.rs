@@ -37,6 +37,11 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Sandboxes alive at once (the library's quota); unlimited if unset.
     pub max_sandboxes: Option<usize>,
+    /// What a create that says nothing about the network gets
+    /// (`--default-network internet|off`): the internet (public
+    /// addresses over TCP, DNS through sandlot's resolver), as the
+    /// reference gives, or loopback only.
+    pub default_internet: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,7 @@ impl Default for ServerConfig {
             template_aliases,
             data_dir: None,
             max_sandboxes: None,
+            default_internet: true,
         }
     }
 }
@@ -68,6 +74,7 @@ impl Default for ServerConfig {
 pub const USAGE: &str = "usage: sandlot-server [--listen ADDR:PORT] (--api-key KEY | --api-key-file FILE | --insecure-no-api-key)
                       [--tls-cert FILE --tls-key FILE] [--domain DOMAIN]
                       [--template-alias NAME=TEMPLATE]... [--data-dir DIR] [--max-sandboxes N]
+                      [--default-network internet|off]
 The API key may also come from SANDLOT_API_KEY.";
 
 impl ServerConfig {
@@ -132,6 +139,9 @@ impl ServerConfig {
                         ServerError::config(format!("--max-sandboxes {v:?} is not a number"))
                     })?);
                 }
+                "--default-network" => {
+                    config.default_internet = parse_default_network(&value("--default-network")?)?
+                }
                 "-h" | "--help" => return Err(ServerError::config(USAGE)),
                 other => {
                     return Err(ServerError::config(format!(
@@ -191,6 +201,17 @@ impl ServerConfig {
     }
 }
 
+/// `--default-network`: `internet` or `off`.
+pub fn parse_default_network(value: &str) -> Result<bool, ServerError> {
+    match value {
+        "internet" => Ok(true),
+        "off" => Ok(false),
+        other => Err(ServerError::config(format!(
+            "--default-network {other:?} is not `internet` or `off`"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +248,7 @@ mod tests {
             (vec!["--template-alias", "x"], "NAME=TEMPLATE"),
             (vec!["--bogus"], "--bogus"),
             (vec!["--api-key"], "needs a value"),
+            (vec!["--default-network", "on"], "--default-network"),
         ] {
             let err = ServerConfig::from_args(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should name {needle}");

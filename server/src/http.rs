@@ -4,17 +4,17 @@
 //!
 //! - a request naming a sandbox — the SDK's `E2b-Sandbox-Id` and
 //!   `E2b-Sandbox-Port` headers, or with `--domain D` a Host of
-//!   `PORT-ID.D` — goes to that sandbox's envd (port 49983) or code
-//!   interpreter (49999); it needs the sandbox's access token
-//!   (`X-Access-Token`, or a valid signature on `/files`) when the sandbox
-//!   is secure, and one sandbox's token never opens another;
+//!   `PORT-ID.D` — goes to that sandbox's envd (port 49983), code
+//!   interpreter (49999) or, for any other port, its own server there
+//!   (`ports.rs`); [`authorize`] says which token each needs, and one
+//!   sandbox's token never opens another;
 //! - anything else is the control plane and needs `X-API-Key`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt;
@@ -60,6 +60,15 @@ impl Routers {
                 router,
                 request,
             } => (surface, sandbox, call(router, request).await),
+            Routed::Port {
+                record,
+                port,
+                request,
+            } => (
+                "port",
+                Some(record.id().to_string()),
+                crate::ports::forward(record, port, request).await,
+            ),
             Routed::Refuse {
                 surface,
                 sandbox,
@@ -146,23 +155,18 @@ impl Routers {
         if let Err(error) = authorize(&record, port, &request) {
             refuse!(surface_of(port), Some(id), error);
         }
-        request.extensions_mut().insert(record);
         let (surface, router) = match port {
             ENVD_PORT => ("envd", self.envd.clone()),
             CODE_PORT => ("code", self.code.clone()),
-            other => {
-                let error = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    crate::error::Code::Unavailable,
-                    format!(
-                        // The SDK recognises "port is not open".
-                        "The sandbox {id} is running but its port is not open: {other} \
-                         (exposing a sandbox's ports waits on networking, issue 13)"
-                    ),
-                );
-                refuse!("port", Some(id), error);
+            port => {
+                return Routed::Port {
+                    record,
+                    port,
+                    request,
+                }
             }
         };
+        request.extensions_mut().insert(record);
         Routed::Forward {
             surface,
             sandbox: Some(id),
@@ -240,6 +244,12 @@ enum Routed {
         surface: &'static str,
         sandbox: Option<String>,
         router: Router,
+        request: Request<Body>,
+    },
+    /// A server of the sandbox's own (any other port).
+    Port {
+        record: Arc<SandboxRecord>,
+        port: u16,
         request: Request<Body>,
     },
     Refuse {

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,6 +18,7 @@ use subtle::ConstantTimeEq;
 
 use crate::code::DefaultContexts;
 use crate::config::ServerConfig;
+use crate::control::network::NetworkSettings;
 use crate::envd::filesystem::Watchers;
 use crate::envd::process::ProcessTable;
 use crate::error::ApiError;
@@ -64,6 +66,12 @@ pub struct SandboxRecord {
     /// The default code context of each language (`/execute` without a
     /// context).
     pub code_defaults: DefaultContexts,
+    /// The network as the SDK described it (reported by info; the
+    /// library holds the rules themselves).
+    pub network: Mutex<NetworkSettings>,
+    /// Host addresses forwarding to the sandbox's ports, opened on first
+    /// use by a request to `PORT-ID.D` (or `E2b-Sandbox-Port`).
+    pub ports: Mutex<HashMap<u16, SocketAddr>>,
 }
 
 impl SandboxRecord {
@@ -74,7 +82,7 @@ impl SandboxRecord {
     /// Whether the sandbox's ports other than envd and the code
     /// interpreter answer without the traffic token.
     pub fn public_traffic(&self) -> bool {
-        true
+        self.network.lock().unwrap().allow_public_traffic
     }
 }
 

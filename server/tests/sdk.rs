@@ -187,9 +187,13 @@ fn inits_of(server_pid: u32) -> Vec<u32> {
 
 #[test]
 fn python_sdk_suites() {
-    let server = Server::start();
+    // --domain: `get_host(port)` names PORT-ID.sandlot.test, which the
+    // network tests send as the Host header.
+    let server = Server::start_with(&["--domain", "sandlot.test"]);
     let mut pytest = server.sdk_command(&sdk_dir().join(".venv/bin/python"));
-    pytest.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python"]);
+    pytest
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python"])
+        .env("SANDLOT_DOMAIN", "sandlot.test");
     run(pytest, "the Python SDK suites (pytest)");
 }
 

@@ -39,7 +39,7 @@ struct NewSandbox {
     allow_internet_access: Option<bool>,
     /// Only the legacy create has it; v2 sandboxes are always secure.
     secure: Option<bool>,
-    network: Option<serde_json::Map<String, Value>>,
+    network: Option<super::network::CreateNetwork>,
     mcp: Option<Value>,
     iam: Option<Value>,
     volume_mounts: Option<Vec<Value>>,
@@ -65,18 +65,6 @@ impl NewSandbox {
             return Err(ApiError::not_yet(
                 "autoResume",
                 "waiting on the persistence and lifecycle work, issue 14",
-            ));
-        }
-        if self.allow_internet_access == Some(true) {
-            return Err(ApiError::not_yet(
-                "internet access (sandboxes have loopback only)",
-                "waiting on networking, issue 13; omit allow_internet_access or set it to false",
-            ));
-        }
-        if self.network.as_ref().is_some_and(|n| !n.is_empty()) {
-            return Err(ApiError::not_yet(
-                "network rules",
-                "waiting on networking, issue 13",
             ));
         }
         if self.mcp.as_ref().is_some_and(|m| !m.is_null()) {
@@ -160,7 +148,13 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         .config
         .resolve_template(&request.template_id)
         .to_string();
+    let planned = super::network::plan(
+        request.allow_internet_access,
+        request.network,
+        state.config.default_internet,
+    )?;
     let mut options = SandboxOptions::template(&template)
+        .network(planned.network)
         .timeout(Duration::from_secs(timeout))
         // A paused sandbox does not age: it waits for connect (the
         // reference keeps paused sandboxes until they are resumed).
@@ -205,6 +199,8 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         processes: ProcessTable::default(),
         watchers: Watchers::default(),
         code_defaults: Default::default(),
+        network: std::sync::Mutex::new(planned.settings),
+        ports: Default::default(),
     });
     state.insert(record.clone());
     tracing::info!(sandbox = record.id(), template = %record.template, "created");

@@ -35,13 +35,14 @@ mod create;
 mod lifecycle;
 mod list;
 mod metrics;
+pub(crate) mod network;
 mod pending;
 
 use create::{create_v1, create_v2};
 use lifecycle::{connect, kill, pause, refresh, resume, set_timeout};
 use list::{info, list_v1, list_v2};
 use metrics::{metrics, metrics_many};
-use pending::{fork, logs, network, snapshots};
+use pending::{fork, logs, snapshots};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -56,7 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sandboxes/{id}/connect", post(connect))
         .route("/v2/sandboxes/{id}/connect", post(connect))
         .route("/sandboxes/{id}/metrics", get(metrics))
-        .route("/sandboxes/{id}/network", put(network))
+        .route("/sandboxes/{id}/network", put(network::update))
         .route("/sandboxes/{id}/snapshots", post(snapshots))
         .route("/sandboxes/{id}/fork", post(fork))
         .route("/sandboxes/{id}/logs", get(logs))
