@@ -14,11 +14,11 @@ use crate::memory;
 use crate::peers::{self, time_status, PrivateNs, Workspace};
 use crate::stats::{ms, Stats};
 
-type Runner = Box<dyn FnMut() -> Result<Duration, String>>;
+pub type Runner = Box<dyn FnMut() -> Result<Duration, String>>;
 
-struct Tool {
-    name: String,
-    run: Runner,
+pub struct Tool {
+    pub name: String,
+    pub run: Runner,
 }
 
 /// One printed row.
@@ -35,7 +35,7 @@ pub struct Options {
     pub data_dir: PathBuf,
 }
 
-fn interleave(case: &'static str, mut tools: Vec<Tool>, rounds: usize) -> Vec<Row> {
+pub fn interleave(case: &'static str, mut tools: Vec<Tool>, rounds: usize) -> Vec<Row> {
     let warmup = 5.min(rounds);
     let mut stats: Vec<Stats> = tools.iter().map(|_| Stats::new()).collect();
     let mut failed: BTreeMap<usize, String> = BTreeMap::new();
@@ -307,7 +307,7 @@ fn library(rt: &Runtime, opts: &Options) -> Vec<Row> {
     ]
 }
 
-fn print(rows: &[Row]) {
+pub fn print(rows: &[Row]) {
     println!(
         "{:<30} {:<32} {:>10} {:>21} {:>12}",
         "case", "tool", "median ms", "p10–p90 ms", "sandlot/it"

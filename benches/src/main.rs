@@ -7,6 +7,8 @@
 //!     cargo run --release -p sandlot-bench -- throughput [--cycles N] [--threads N]
 //!     cargo run --release -p sandlot-bench -- code [--iterations N]
 //!     cargo run --release -p sandlot-bench -- network [--iterations N] [--count N] [--mib N] [--parts 123]
+//!     cargo run --release -p sandlot-bench -- persist [--iterations N]
+//!     cargo run --release -p sandlot-bench -- cycles [--count N] [--persistent]
 //!
 //! `core`: medians and p10–p90 of create → Running, run `true` in a running
 //! sandbox (exec round trip), destroy, the whole create → run → destroy
@@ -22,6 +24,10 @@
 //! connect latency and one stream's throughput through the proxy against
 //! the host directly, N networked sandboxes at once (needs iproute2 for
 //! its own veth to a namespace it makes).
+//! `persist`: create with a state dir vs without, reattach, `sandlot exec`
+//! from a fresh process vs `crun exec`, a monitor's memory. `cycles`:
+//! create/exec/destroy N times with the census before and after
+//! (`scripts/persist-cycles.sh`).
 //! Micro benchmarks: `cargo bench -p sandlot-bench` (criterion).
 
 mod code;
@@ -31,6 +37,7 @@ mod machine;
 mod memory;
 mod network;
 mod peers;
+mod persist;
 mod pool;
 mod startup;
 mod stats;
@@ -159,11 +166,17 @@ fn main() {
                 .and_then(|i| args.get(i + 1))
                 .map_or("123", String::as_str),
         ),
+        Some("persist") => persist::run(arg(&args, "--iterations", 200)),
+        Some("cycles") => persist::cycles(
+            arg(&args, "--count", 10_000),
+            args.iter().any(|a| a == "--persistent"),
+        ),
         Some(other) => {
             eprintln!(
                 "unknown benchmark {other:?}; try: core [--iterations N] [--gap-ms N] | startup [--iterations N] | peers [--rounds N] | \
                  density [--count N] | throughput [--cycles N] [--threads N] | code [--iterations N] | \
-                 network [--iterations N] [--count N] [--mib N] [--parts 123]"
+                 network [--iterations N] [--count N] [--mib N] [--parts 123] | \
+                 persist [--iterations N] | cycles [--count N] [--persistent]"
             );
             std::process::exit(2);
         }

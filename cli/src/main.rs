@@ -1,33 +1,30 @@
-//! The `sandlot` command: run a command in a fresh sandbox, manage
+//! The `sandlot` command: run a command in a fresh sandbox, keep
+//! long-lived sandboxes (create, exec, ls, inspect, stop, kill, …), manage
 //! templates. Thin: everything it does is library API.
 
 mod code;
 mod copy;
+mod forward;
+mod manage;
 mod network;
+mod options;
 mod parse;
 mod repl;
 mod serve;
 mod tty;
 
-use parse::{parse_duration, parse_env, parse_size};
+use forward::{EXIT_NOT_FOUND, EXIT_SANDLOT_ERROR};
+use options::SandboxArgs;
+use parse::parse_duration;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sandlot::{
-    Cmd, CommandExit, Error, ExecLimits, ExitReason, Metrics, ProcessEvent, Reason, RunOptions,
-    Runtime, SandboxOptions,
-};
+use sandlot::{Cmd, CommandExit, Error, ExitReason, Metrics, Reason, RunOptions, Runtime};
 
-/// Exit status when sandlot itself fails (as docker and crun use it).
-const EXIT_SANDLOT_ERROR: u8 = 125;
-/// Exit status when the program does not exist in the sandbox.
-const EXIT_NOT_FOUND: u8 = 127;
-/// Exit status when the sandbox's timeout ended the run (as timeout(1)).
-const EXIT_TIMED_OUT: u8 = 124;
+use forward::EXIT_TIMED_OUT;
 
 /// The flags of `sandlot run`, shown by `sandlot --help` as well.
 const RUN_FLAGS: &str = "\
@@ -67,6 +64,13 @@ sandlot code [-t T] [-l python|javascript|bash] [--json] [--cell-timeout D]
              [-c CELL]...                  run code cells in one context (no -c:
                                            one cell from stdin); exit 1 if one raised
 sandlot repl [-t T] [-l LANGUAGE]          an interactive prompt on a context
+Long-lived sandboxes (in the state dir, /run/sandlot or --state-dir):
+sandlot create [run's sandbox flags] [--idle-timeout D] [--metadata K=V]...
+sandlot exec ID [-e K=V] [-w DIR] [-u USER] [-i] -- CMD...
+sandlot ls [--json] [--all] [--state S] [--metadata K=V]
+sandlot inspect ID | stop ID [--grace D] | kill ID | pause ID | resume ID
+sandlot set-timeout ID D | cp ID:PATH HOST | cp HOST ID:PATH | stats ID [--json]
+An unknown ID exits 125 naming it.
 
 sandlot template import NAME PATH [--dir]   an OCI layout (dir or .tar), or
                                            with --dir a rootfs directory
@@ -89,6 +93,14 @@ struct Cli {
         env = "SANDLOT_DATA_DIR"
     )]
     data_dir: PathBuf,
+    /// Where long-lived sandboxes are recorded (create, exec, ls, …).
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/sandlot",
+        env = "SANDLOT_STATE_DIR"
+    )]
+    state_dir: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -112,6 +124,47 @@ enum Command {
     /// multi-line input (a block continues until an empty line), history,
     /// Ctrl-C interrupts the running cell, Ctrl-D leaves.
     Repl(repl::ReplArgs),
+    /// Create a sandbox that outlives this command, print its id and exit.
+    /// It lives until its timeout (or idle timeout), `stop` or `kill`.
+    Create(Box<manage::CreateArgs>),
+    /// Run a command in a sandbox made by `create`, with this terminal's
+    /// stdout and stderr (stdin with -i); exit codes as `run`. A paused
+    /// sandbox refuses at once: resume it first.
+    Exec(manage::ExecArgs),
+    /// List the live sandboxes (--all: and those ended recently, with why).
+    Ls(manage::LsArgs),
+    /// One sandbox as a JSON object: id, state, template, metadata, limits,
+    /// created_at, end_at, idle_timeout, end_reason (also once ended).
+    Inspect { id: String },
+    /// End a sandbox gracefully: SIGTERM to its processes, up to the grace
+    /// for them to end, then SIGKILL.
+    Stop {
+        id: String,
+        /// How long its processes get after SIGTERM.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+        grace: Duration,
+    },
+    /// End a sandbox now.
+    Kill { id: String },
+    /// Freeze every process of a sandbox.
+    Pause { id: String },
+    /// Let a paused sandbox's processes run again.
+    Resume { id: String },
+    /// Set a sandbox's remaining lifetime, from now (longer or shorter).
+    SetTimeout {
+        id: String,
+        #[arg(value_parser = parse_duration, value_name = "DURATION")]
+        timeout: Duration,
+    },
+    /// Copy a file or directory into a sandbox (`cp HOST ID:PATH`) or out
+    /// of one (`cp ID:PATH HOST`), as `cp -r` names copies.
+    Cp { src: String, dst: String },
+    /// What a sandbox uses now: CPU, memory, disk, processes, OOM kills.
+    Stats {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage the named templates under the data dir.
     #[command(subcommand)]
     Template(TemplateCommand),
@@ -128,16 +181,8 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Template to start from (see `sandlot template ls`).
-    #[arg(long, short, default_value = "base")]
-    template: String,
-    /// Lifetime of the sandbox, e.g. 30s, 5m, 1h, 500ms (default: the
-    /// template's, or 5m).
-    #[arg(long, value_parser = parse_duration)]
-    timeout: Option<Duration>,
-    /// Environment variable for the command (repeatable).
-    #[arg(long = "env", short, value_name = "KEY=VALUE", value_parser = parse_env)]
-    env: Vec<(String, String)>,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
     /// Working directory inside the sandbox.
     #[arg(long, short = 'w', value_name = "DIR")]
     workdir: Option<String>,
@@ -147,27 +192,6 @@ struct RunArgs {
     /// Run CMD through the template's shell (`sh -c "CMD ARGS…"`).
     #[arg(long)]
     shell: bool,
-    /// Memory limit, swap included: bytes or 512K, 256M, 1G (binary units).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    memory: Option<u64>,
-    /// CPU limit in CPUs, fractional (0.5 = half of one CPU's time).
-    #[arg(long, value_name = "N")]
-    cpus: Option<f64>,
-    /// Most processes and threads alive at once, init included.
-    #[arg(long, value_name = "N")]
-    pids: Option<u64>,
-    /// Size of the writable layer (/tmp, /dev/shm and every change to the
-    /// template's files), e.g. 100M.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    disk: Option<u64>,
-    /// Forward at most SIZE bytes of stdout and of stderr each; the rest is
-    /// discarded (the command runs on).
-    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
-    max_output: Option<u64>,
-    /// Kill the command (its process group) after this long, e.g. 10s;
-    /// exit code 124.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    exec_timeout: Option<Duration>,
     /// Run the command on a terminal made inside the sandbox, this
     /// terminal in raw mode and its size forwarded (the default when stdin
     /// and stdout are terminals).
@@ -218,10 +242,27 @@ enum TemplateCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let creates = matches!(cli.command, Command::Create(_));
+    let managed = |f: &mut dyn FnMut(&Runtime) -> Result<ExitCode, Error>| {
+        manage::runtime(&cli.data_dir, &cli.state_dir, creates).and_then(|rt| f(&rt))
+    };
     let result = match cli.command {
         Command::Run(args) => run(&cli.data_dir, *args),
         Command::Code(args) => code::main(&cli.data_dir, args),
         Command::Repl(args) => repl::main(&cli.data_dir, args),
+        Command::Create(ref args) => managed(&mut |rt| manage::create(rt, args)),
+        Command::Exec(ref args) => managed(&mut |rt| manage::exec(rt, args)),
+        Command::Ls(ref args) => managed(&mut |rt| manage::ls(rt, args)),
+        Command::Inspect { ref id } => managed(&mut |rt| manage::inspect(rt, id)),
+        Command::Stop { ref id, grace } => managed(&mut |rt| manage::stop(rt, id, grace)),
+        Command::Kill { ref id } => managed(&mut |rt| manage::kill(rt, id)),
+        Command::Pause { ref id } => managed(&mut |rt| manage::pause(rt, id)),
+        Command::Resume { ref id } => managed(&mut |rt| manage::resume(rt, id)),
+        Command::SetTimeout { ref id, timeout } => {
+            managed(&mut |rt| manage::set_timeout(rt, id, timeout))
+        }
+        Command::Cp { ref src, ref dst } => managed(&mut |rt| manage::cp(rt, src, dst)),
+        Command::Stats { ref id, json } => managed(&mut |rt| manage::stats(rt, id, json)),
         Command::Template(command) => template(&cli.data_dir, command).map(|()| ExitCode::SUCCESS),
         Command::Doctor => Ok(doctor(&cli.data_dir)),
         Command::Serve(args) => Ok(serve::serve(&cli.data_dir, *args)),
@@ -247,35 +288,8 @@ fn doctor(data_dir: &Path) -> ExitCode {
 
 fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
     let runtime = Runtime::builder().data_dir(data_dir).build()?;
-    let mut options = SandboxOptions::template(&args.template);
-    if let Some(timeout) = args.timeout {
-        options = options.timeout(timeout);
-    }
     // Only the limits given here: the template's settings fill in the rest.
-    if let Some(memory) = args.memory {
-        options.limits.memory = memory;
-        options.explicit.memory = true;
-    }
-    if let Some(cpus) = args.cpus {
-        options.limits.cpus = cpus;
-        options.explicit.cpus = true;
-    }
-    if let Some(pids) = args.pids {
-        options.limits.pids = pids;
-        options.explicit.pids = true;
-    }
-    if let Some(disk) = args.disk {
-        options = options.disk(disk);
-    }
-    options = options.exec_limits(ExecLimits {
-        max_time: args.exec_timeout,
-        max_output_bytes: args.max_output,
-        max_concurrent: None,
-    });
-    for (key, value) in &args.env {
-        options = options.env(key, value);
-    }
-    options = options.network(args.network.network());
+    let options = args.sandbox.options().network(args.network.network());
     let sandbox = runtime.create(options)?;
     if let Err(e) = args.network.publish(&sandbox) {
         sandbox.kill()?;
@@ -290,7 +304,7 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
                     option: "command",
                     reason: format!(
                         "none given and template {:?} has no Entrypoint or Cmd",
-                        args.template
+                        args.sandbox.template
                     ),
                 });
             }
@@ -318,7 +332,10 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
             .spawn_pty(cmd, tty::host_size(), run_options)
             .and_then(tty::attach)
     } else {
-        run_piped(&sandbox, cmd, run_options.stdin_piped())
+        sandbox
+            .commands()
+            .spawn(cmd, run_options.stdin_piped())
+            .and_then(|process| forward::forward(&sandbox, process))
     };
     let timed_out = sandbox.end_reason() == Some(Reason::Timeout);
     // Read before the kill: the cgroup goes with the sandbox.
@@ -350,45 +367,6 @@ fn run(data_dir: &PathBuf, args: RunArgs) -> Result<ExitCode, Error> {
         return Ok(ExitCode::from(EXIT_TIMED_OUT));
     }
     Ok(ExitCode::from(exit.shell_code().clamp(0, 255) as u8))
-}
-
-/// Runs the command with pipes: this process's stdin copied to it, its
-/// stdout and stderr to ours.
-fn run_piped(
-    sandbox: &sandlot::Sandbox,
-    cmd: Cmd,
-    run_options: RunOptions,
-) -> Result<CommandExit, Error> {
-    let mut process = sandbox.commands().spawn(cmd, run_options)?;
-    if let Some(mut stdin) = process.take_stdin() {
-        // Detached: it may block on a terminal that never sends EOF.
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 64 * 1024];
-            let mut input = std::io::stdin().lock();
-            while let Ok(n) = input.read(&mut buf) {
-                if n == 0 || stdin.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
-    for event in process.events().iter() {
-        match event {
-            ProcessEvent::Stdout(chunk) => {
-                let _ = stdout.write_all(&chunk).and_then(|()| stdout.flush());
-            }
-            ProcessEvent::Stderr(chunk) => {
-                let _ = stderr.write_all(&chunk).and_then(|()| stderr.flush());
-            }
-            ProcessEvent::Exit(exit) => return Ok(exit),
-        }
-    }
-    Err(Error::Protocol {
-        id: sandbox.id().to_string(),
-        reason: "the command ended without an exit report".into(),
-    })
 }
 
 /// The accounting of `--stats`: one line of JSON.

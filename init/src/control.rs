@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use sandlot_proto::{Event, Request, Spawn, StdioMask, MAX_MESSAGE};
+use sandlot_proto::{Request, Spawn, StdioMask, MAX_MESSAGE};
 
 use crate::sys;
 
@@ -68,22 +68,27 @@ impl Control {
                 Incoming::BadSpawn(spawn.id)
             }
             Ok(request @ Request::Spawn(_)) => Incoming::Request(request, got.fds),
+            // The listening socket a persistent sandbox accepts on.
+            Ok(Request::Persist) if got.fds.len() == 1 => {
+                Incoming::Request(Request::Persist, got.fds)
+            }
             Ok(request) if got.fds.is_empty() => Incoming::Request(request, Vec::new()),
             Ok(_) => Incoming::Malformed,
             Err(_) => reject(bytes),
         }
     }
 
-    /// Sends one event, blocking until the kernel takes it. An error means
-    /// the host is gone.
-    pub fn send(&self, event: &Event) -> io::Result<()> {
-        sys::send(self.sock.as_fd(), &event.encode())
+    /// Sends one encoded event, with a descriptor when given (a terminal's
+    /// master end with [`sandlot_proto::Event::SpawnedPty`]), blocking until the kernel
+    /// takes it. An error means the host is gone.
+    pub fn send(&self, encoded: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        sys::send(self.sock.as_fd(), encoded, fd, true).map(drop)
     }
 
-    /// Sends one event with a descriptor attached (a terminal's master end
-    /// with [`Event::SpawnedPty`]).
-    pub fn send_with_fd(&self, event: &Event, fd: BorrowedFd<'_>) -> io::Result<()> {
-        sys::send_with_fd(self.sock.as_fd(), &event.encode(), fd)
+    /// [`Control::send`] if the kernel takes it now (`Ok(false)`: the
+    /// socket is full).
+    pub fn try_send(&self, encoded: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<bool> {
+        sys::send(self.sock.as_fd(), encoded, fd, false)
     }
 }
 

@@ -3,7 +3,10 @@
 //! It starts commands when the host asks (over the control socket at fd 3,
 //! with their stdio passed as descriptors), reports when they end, forwards
 //! signals, and reaps every orphan. It never sees user output. When the host
-//! goes away it kills everything and exits, which ends the sandbox.
+//! goes away it kills everything and exits, which ends the sandbox — unless
+//! the host made the sandbox persistent (`Request::Persist`): then init
+//! outlives it, accepts further control connections on a listening socket,
+//! and serves each with command ids of its own.
 //!
 //! How the runtime starts it: executed from a sealed memfd as PID 1 of a new
 //! pid namespace (inside user, mount, net, uts, ipc and cgroup namespaces),
@@ -14,21 +17,27 @@
 #![deny(unsafe_code)]
 
 mod control;
+mod monitor;
 mod reaper;
 mod spawn;
 #[allow(unsafe_code)]
 mod sys;
 
+use std::collections::VecDeque;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::process::ExitCode;
 
 use sandlot_proto::{Event, Request, CONTROL_FD, PROTOCOL_VERSION};
 
 use control::{Control, Incoming};
-use reaper::{Commands, Scope};
+use reaper::{Commands, ConnKey, Scope, PRIMARY};
 
 fn main() -> ExitCode {
+    // The same binary watches persistent sandboxes from outside.
+    if monitor::invoked() {
+        return monitor::main();
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err((step, e)) => {
@@ -77,7 +86,9 @@ fn run() -> Result<(), (&'static str, io::Error)> {
 
     // 5. Ready.
     let mut init = Init {
-        control: Control::new(sock),
+        conns: vec![Conn::new(PRIMARY, Control::new(sock))],
+        listener: None,
+        next_key: PRIMARY + 1,
         sigfd,
         commands: Commands::default(),
         scope,
@@ -86,8 +97,9 @@ fn run() -> Result<(), (&'static str, io::Error)> {
     let ready = Event::Ready {
         version: PROTOCOL_VERSION,
     };
-    if init.control.send(&ready).is_ok() {
-        // 6. Serve until the host is gone.
+    if init.conns[0].control.send(&ready.encode(), None).is_ok() {
+        // 6. Serve until the host is gone (a persistent sandbox: until it is
+        //    killed).
         init.serve();
     }
 
@@ -96,77 +108,209 @@ fn run() -> Result<(), (&'static str, io::Error)> {
     Ok(())
 }
 
+/// Most control connections a persistent sandbox keeps at once; more are
+/// closed as they are accepted.
+const MAX_CONNECTIONS: usize = 64;
+
+/// Events a persistent sandbox queues for a connection whose socket is
+/// full; a connection that falls further behind is closed (its host stopped
+/// reading).
+const MAX_QUEUED_EVENTS: usize = 4096;
+
 struct Init {
-    control: Control,
+    /// The creator's connection first (until it closes), then those
+    /// accepted on `listener`.
+    conns: Vec<Conn>,
+    /// Set by `Request::Persist`: the sandbox outlives its creator.
+    listener: Option<OwnedFd>,
+    next_key: ConnKey,
     sigfd: OwnedFd,
     commands: Commands,
     scope: Scope,
     reset_signals: u64,
 }
 
+/// One control connection.
+struct Conn {
+    key: ConnKey,
+    control: Control,
+    /// Events its socket had no room for, oldest first (persistent
+    /// sandboxes only: a tied sandbox blocks on its one host instead).
+    queued: VecDeque<Queued>,
+}
+
+/// An encoded event waiting for room, with the descriptor it carries.
+struct Queued {
+    encoded: Vec<u8>,
+    fd: Option<OwnedFd>,
+}
+
+impl Conn {
+    fn new(key: ConnKey, control: Control) -> Conn {
+        Conn {
+            key,
+            control,
+            queued: VecDeque::new(),
+        }
+    }
+
+    /// Sends what is queued, in order, as far as the socket takes it.
+    fn flush(&mut self) -> io::Result<()> {
+        while let Some(event) = self.queued.front() {
+            let fd = event.fd.as_ref().map(|fd| fd.as_fd());
+            if !self.control.try_send(&event.encoded, fd)? {
+                return Ok(());
+            }
+            self.queued.pop_front();
+        }
+        Ok(())
+    }
+}
+
 /// The host is gone (end of file, or a send or receive failed).
 struct HostGone;
 
 impl Init {
+    fn persistent(&self) -> bool {
+        self.listener.is_some()
+    }
+
+    fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        self.conns.iter_mut().find(|c| c.key == key)
+    }
+
+    /// Ends one connection. For a sandbox tied to its creator that is the
+    /// end of everything (`HostGone`); a persistent one only forgets the
+    /// connection (its commands run on, reaped silently).
+    fn close(&mut self, key: ConnKey) -> Result<(), HostGone> {
+        if !self.persistent() {
+            return Err(HostGone);
+        }
+        self.conns.retain(|c| c.key != key);
+        Ok(())
+    }
+
     fn serve(&mut self) {
-        let mut fds = [
-            libc::pollfd {
-                fd: self.control.fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.sigfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut polled: Vec<ConnKey> = Vec::new();
+        let pollfd = |fd: BorrowedFd<'_>, events: libc::c_short| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events,
+            revents: 0,
+        };
         loop {
+            fds.clear();
+            polled.clear();
+            fds.push(pollfd(self.sigfd.as_fd(), libc::POLLIN));
+            if let Some(listener) = &self.listener {
+                fds.push(pollfd(listener.as_fd(), libc::POLLIN));
+            }
+            let first_conn = fds.len();
+            for conn in &self.conns {
+                let out = if conn.queued.is_empty() {
+                    0
+                } else {
+                    libc::POLLOUT
+                };
+                fds.push(pollfd(conn.control.fd(), libc::POLLIN | out));
+                polled.push(conn.key);
+            }
             if sys::poll(&mut fds, -1).is_err() {
                 return;
             }
-            if fds[1].revents != 0 && self.on_sigchld().is_err() {
+            if fds[0].revents != 0 && self.on_sigchld().is_err() {
                 return;
             }
-            let control = fds[0].revents;
-            if control & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-                return;
+            if first_conn == 2 && fds[1].revents != 0 {
+                self.accept_all();
             }
-            if control & libc::POLLIN != 0 && self.on_control().is_err() {
-                return;
+            for (i, &key) in polled.iter().enumerate() {
+                let revents = fds[first_conn + i].revents;
+                if revents != 0 && self.on_connection(key, revents).is_err() {
+                    return;
+                }
             }
+        }
+    }
+
+    /// What a connection's poll revents ask for.
+    fn on_connection(&mut self, key: ConnKey, revents: libc::c_short) -> Result<(), HostGone> {
+        let hung_up = revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0;
+        if !self.persistent() {
+            // Tied to the creator: its hang-up ends everything at once.
+            if hung_up {
+                return Err(HostGone);
+            }
+            return if revents & libc::POLLIN != 0 {
+                self.on_control(key)
+            } else {
+                Ok(())
+            };
+        }
+        if revents & libc::POLLOUT != 0 {
+            let flushed = self.conn_mut(key).map_or(Ok(()), Conn::flush);
+            if flushed.is_err() {
+                return self.close(key);
+            }
+        }
+        if revents & libc::POLLIN != 0 {
+            // What a closing host sent last is still read; its end of file
+            // then closes the connection.
+            if self.on_control(key).is_err() {
+                return self.close(key);
+            }
+        } else if hung_up {
+            return self.close(key);
+        }
+        Ok(())
+    }
+
+    /// Takes every pending connection (persistent sandboxes).
+    fn accept_all(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        while let Ok(Some(sock)) = sys::accept(listener.as_fd()) {
+            if self.conns.len() >= MAX_CONNECTIONS {
+                continue; // dropped: closed at once
+            }
+            let key = self.next_key;
+            self.next_key = self.next_key.wrapping_add(1).max(PRIMARY + 1);
+            self.conns.push(Conn::new(key, Control::new(sock)));
         }
     }
 
     /// Children ended: collect them all, report the commands among them.
     fn on_sigchld(&mut self) -> Result<(), HostGone> {
         let _ = sys::drain_signalfd(self.sigfd.as_fd());
-        let control = &self.control;
-        reaper::reap(&mut self.commands, |event| control.send(event)).map_err(|_| HostGone)
+        let mut commands = std::mem::take(&mut self.commands);
+        let reaped = reaper::reap(&mut commands, |conn, event| {
+            self.deliver(conn, event)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EPIPE))
+        });
+        self.commands = commands;
+        reaped.map_err(|_| HostGone)
     }
 
-    fn on_control(&mut self) -> Result<(), HostGone> {
-        match self.control.receive() {
+    fn on_control(&mut self, key: ConnKey) -> Result<(), HostGone> {
+        let Some(conn) = self.conn_mut(key) else {
+            return Ok(());
+        };
+        match conn.control.receive() {
             Incoming::Request(Request::Spawn(spawn), fds) => {
                 let id = spawn.id;
-                let (event, pty_master) = self.spawn(spawn, fds);
+                let (event, pty_master) = self.spawn(key, spawn, fds);
                 if let Event::Spawned { pid, .. } | Event::SpawnedPty { pid, .. } = event {
-                    self.commands.insert(id, pid);
+                    self.commands.insert(key, id, pid);
                 }
-                match pty_master {
-                    // The host gets the terminal's master end with the
-                    // answer; our copy closes once it is sent.
-                    Some(master) => self
-                        .control
-                        .send_with_fd(&event, master.as_fd())
-                        .map_err(|_| HostGone),
-                    None => self.send(&event),
-                }
+                // A terminal's master end goes to the host with the answer;
+                // our copy closes once it is sent (or its connection is).
+                self.deliver_with(key, &event, pty_master)
             }
             Incoming::Request(Request::Signal { id, signal, group }, _) => {
                 // Unknown or finished commands are ignored: the host may race
                 // a command's exit.
-                if let Some(pid) = self.commands.pid_of(id) {
+                if let Some(pid) = self.commands.pid_of(key, id) {
                     let _ = sys::kill(if group { -pid } else { pid }, signal);
                 }
                 Ok(())
@@ -175,23 +319,58 @@ impl Init {
                 reaper::signal_all(self.scope, signal);
                 Ok(())
             }
+            Incoming::Request(Request::Persist, mut fds) => {
+                let errno = match fds.pop() {
+                    Some(listener) if key == PRIMARY => self.persist(listener),
+                    _ => libc::EINVAL,
+                };
+                self.deliver(key, &Event::Persisted { errno })
+            }
             // Go is the runtime child's sync point, not for init.
             Incoming::Request(Request::Go, _) | Incoming::Malformed | Incoming::Nothing => Ok(()),
-            Incoming::BadSpawn(id) => self.send(&Event::SpawnFailed {
-                id,
-                errno: libc::EINVAL,
-            }),
+            Incoming::BadSpawn(id) => self.deliver(
+                key,
+                &Event::SpawnFailed {
+                    id,
+                    errno: libc::EINVAL,
+                },
+            ),
             Incoming::HostGone => Err(HostGone),
         }
     }
 
+    /// `Request::Persist`: outlive the creator and accept connections on
+    /// `listener`. Returns 0 or the errno of what failed (nothing changed
+    /// then).
+    fn persist(&mut self, listener: OwnedFd) -> i32 {
+        if self.persistent() {
+            return libc::EALREADY;
+        }
+        if !sys::is_listening_seqpacket(listener.as_fd()) {
+            return libc::ENOTSOCK;
+        }
+        if let Err(e) = sys::set_nonblocking(listener.as_fd()) {
+            return e.raw_os_error().unwrap_or(libc::EIO);
+        }
+        if let Err(e) = sys::clear_parent_death_signal() {
+            return e.raw_os_error().unwrap_or(libc::EIO);
+        }
+        self.listener = Some(listener);
+        0
+    }
+
     /// Starts one command; the answer for the host, and for a command on a
-    /// terminal the terminal's master end to send with it. Its `fds` are
-    /// closed when this returns.
-    fn spawn(&self, spawn: sandlot_proto::Spawn, fds: Vec<OwnedFd>) -> (Event, Option<OwnedFd>) {
+    /// terminal the terminal's master end to send with it. Its stdio `fds`
+    /// are closed when this returns.
+    fn spawn(
+        &self,
+        conn: ConnKey,
+        spawn: sandlot_proto::Spawn,
+        fds: Vec<OwnedFd>,
+    ) -> (Event, Option<OwnedFd>) {
         let id = spawn.id;
         // Two commands with one id would make every later event ambiguous.
-        if self.commands.pid_of(id).is_some() {
+        if self.commands.pid_of(conn, id).is_some() {
             let errno = libc::EEXIST;
             return (Event::SpawnFailed { id, errno }, None);
         }
@@ -208,7 +387,47 @@ impl Init {
         }
     }
 
-    fn send(&self, event: &Event) -> Result<(), HostGone> {
-        self.control.send(event).map_err(|_| HostGone)
+    /// Sends an event to connection `conn`. Tied to its creator, the
+    /// sandbox blocks until the host takes it (an error: the host is gone).
+    /// A persistent one never waits on one host for the others: what the
+    /// socket cannot take now is queued, a connection too far behind or
+    /// gone is closed, and an event for a closed connection is dropped.
+    fn deliver(&mut self, conn: ConnKey, event: &Event) -> Result<(), HostGone> {
+        self.deliver_with(conn, event, None)
+    }
+
+    /// [`Init::deliver`] with a descriptor attached (`SCM_RIGHTS`), queued
+    /// with its event when the socket is full.
+    fn deliver_with(
+        &mut self,
+        conn: ConnKey,
+        event: &Event,
+        fd: Option<OwnedFd>,
+    ) -> Result<(), HostGone> {
+        let persistent = self.persistent();
+        let Some(c) = self.conn_mut(conn) else {
+            return if persistent { Ok(()) } else { Err(HostGone) };
+        };
+        let encoded = event.encode();
+        if !persistent {
+            return c
+                .control
+                .send(&encoded, fd.as_ref().map(|fd| fd.as_fd()))
+                .map_err(|_| HostGone);
+        }
+        let sent = if c.queued.is_empty() {
+            c.control
+                .try_send(&encoded, fd.as_ref().map(|fd| fd.as_fd()))
+        } else {
+            Ok(false)
+        };
+        match sent {
+            Ok(true) => Ok(()),
+            Ok(false) if c.queued.len() < MAX_QUEUED_EVENTS => {
+                c.queued.push_back(Queued { encoded, fd });
+                Ok(())
+            }
+            _ => self.close(conn),
+        }
     }
 }

@@ -7,48 +7,61 @@ use sandlot_proto::{Event, Status, Usage};
 
 use crate::sys;
 
+/// Which control connection a command belongs to: its events go there,
+/// and its id is unique only within it. The creator's connection is
+/// [`PRIMARY`]; a persistent sandbox numbers each accepted one after it.
+pub type ConnKey = u32;
+
+/// The connection the sandbox was created over.
+pub const PRIMARY: ConnKey = 0;
+
 /// The commands whose leader has not been reaped yet. A pid stays ours until
 /// we reap it, so signalling a pid (or its process group) found here can
 /// never hit a recycled pid.
 #[derive(Default)]
 pub struct Commands {
-    running: Vec<(u64, i32)>,
+    running: Vec<(ConnKey, u64, i32)>,
 }
 
 impl Commands {
-    pub fn insert(&mut self, id: u64, pid: i32) {
-        self.running.push((id, pid));
+    pub fn insert(&mut self, conn: ConnKey, id: u64, pid: i32) {
+        self.running.push((conn, id, pid));
     }
 
-    pub fn pid_of(&self, id: u64) -> Option<i32> {
+    pub fn pid_of(&self, conn: ConnKey, id: u64) -> Option<i32> {
         self.running
             .iter()
-            .find(|&&(i, _)| i == id)
-            .map(|&(_, pid)| pid)
+            .find(|&&(c, i, _)| c == conn && i == id)
+            .map(|&(_, _, pid)| pid)
     }
 
-    fn take(&mut self, pid: i32) -> Option<u64> {
-        let at = self.running.iter().position(|&(_, p)| p == pid)?;
-        Some(self.running.swap_remove(at).0)
+    fn take(&mut self, pid: i32) -> Option<(ConnKey, u64)> {
+        let at = self.running.iter().position(|&(_, _, p)| p == pid)?;
+        let (conn, id, _) = self.running.swap_remove(at);
+        Some((conn, id))
     }
 }
 
 /// Reaps every child that has ended. Commands are reported to `send` as
-/// `Exited`; orphans that were reparented to us go silently. Returns the
-/// first send error (the host is gone).
+/// `Exited` with the connection that started them; orphans that were
+/// reparented to us go silently. Returns the first send error (the host is
+/// gone).
 pub fn reap(
     commands: &mut Commands,
-    mut send: impl FnMut(&Event) -> io::Result<()>,
+    mut send: impl FnMut(ConnKey, &Event) -> io::Result<()>,
 ) -> io::Result<()> {
     // __WALL: also children whose exit signal is not SIGCHLD.
     while let Ok(Some(child)) = sys::wait4(-1, libc::WNOHANG | libc::__WALL) {
-        if let Some(id) = commands.take(child.pid) {
-            send(&Event::Exited {
-                id,
-                pid: child.pid,
-                status: status(child.status),
-                usage: usage(&child.usage),
-            })?;
+        if let Some((conn, id)) = commands.take(child.pid) {
+            send(
+                conn,
+                &Event::Exited {
+                    id,
+                    pid: child.pid,
+                    status: status(child.status),
+                    usage: usage(&child.usage),
+                },
+            )?;
         }
     }
     Ok(())
@@ -179,11 +192,15 @@ mod tests {
     #[test]
     fn commands_are_found_by_id_and_taken_by_pid() {
         let mut commands = Commands::default();
-        commands.insert(7, 100);
-        commands.insert(8, 101);
-        assert_eq!(commands.pid_of(8), Some(101));
-        assert_eq!(commands.take(100), Some(7));
+        commands.insert(PRIMARY, 7, 100);
+        commands.insert(PRIMARY, 8, 101);
+        // Another connection's id 7 is another command.
+        commands.insert(3, 7, 102);
+        assert_eq!(commands.pid_of(PRIMARY, 8), Some(101));
+        assert_eq!(commands.pid_of(3, 7), Some(102));
+        assert_eq!(commands.take(100), Some((PRIMARY, 7)));
         assert_eq!(commands.take(100), None);
-        assert_eq!(commands.pid_of(7), None);
+        assert_eq!(commands.pid_of(PRIMARY, 7), None);
+        assert_eq!(commands.pid_of(3, 7), Some(102));
     }
 }

@@ -144,6 +144,14 @@ pub fn dup_above(fd: BorrowedFd<'_>, min: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(new) })
 }
 
+/// Sets `O_NONBLOCK` (the listening socket: accepting must never wait).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: F_GETFL only reads the status flags of a descriptor we borrow.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: F_SETFL only changes the status flags of a descriptor we borrow.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) }).map(drop)
+}
+
 /// A close-on-exec, non-blocking pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as c_int; 2];
@@ -256,26 +264,17 @@ pub fn peer_gone(sock: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Sends one datagram, blocking until the kernel takes it.
-pub fn send(sock: BorrowedFd<'_>, buf: &[u8]) -> io::Result<()> {
-    retry(|| {
-        // SAFETY: send reads buf.len() bytes from buf. MSG_NOSIGNAL: a gone
-        // peer is an error, not a SIGPIPE.
-        cvt_size(unsafe {
-            libc::send(
-                sock.as_raw_fd(),
-                buf.as_ptr().cast(),
-                buf.len(),
-                libc::MSG_NOSIGNAL,
-            )
-        })
-    })
-    .map(drop)
-}
-
-/// Sends one datagram with one descriptor attached (`SCM_RIGHTS`),
-/// blocking until the kernel takes it.
-pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+/// Sends one datagram, with a descriptor attached (`SCM_RIGHTS`) when
+/// `fd` is given. Blocking: until the kernel takes it (`Ok(true)`). With
+/// `wait` false, `Ok(false)` when the socket's buffer is full (a persistent
+/// sandbox queues the event rather than let one slow connection stall the
+/// others). An error means the peer is gone.
+pub fn send(
+    sock: BorrowedFd<'_>,
+    buf: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+    wait: bool,
+) -> io::Result<bool> {
     // SAFETY: CMSG_SPACE is a pure size computation.
     const SPACE: usize = unsafe { libc::CMSG_SPACE(mem::size_of::<c_int>() as u32) } as usize;
     let mut control = [0u64; SPACE.div_ceil(8)];
@@ -287,26 +286,34 @@ pub fn send_with_fd(sock: BorrowedFd<'_>, buf: &[u8], fd: BorrowedFd<'_>) -> io:
     let mut msg: libc::msghdr = unsafe { mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = SPACE as _;
-    // SAFETY: msg_control covers SPACE aligned bytes, room for one header
-    // and one int, so the first header and its data lie inside `control`.
-    unsafe {
-        let hdr = libc::CMSG_FIRSTHDR(&msg);
-        (*hdr).cmsg_level = libc::SOL_SOCKET;
-        (*hdr).cmsg_type = libc::SCM_RIGHTS;
-        (*hdr).cmsg_len = libc::CMSG_LEN(mem::size_of::<c_int>() as u32) as _;
-        libc::CMSG_DATA(hdr)
-            .cast::<c_int>()
-            .write_unaligned(fd.as_raw_fd());
+    if let Some(fd) = fd {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = SPACE as _;
+        // SAFETY: msg_control covers SPACE aligned bytes, room for one
+        // header and one int, so the first header and its data lie inside
+        // `control`.
+        unsafe {
+            let hdr = libc::CMSG_FIRSTHDR(&msg);
+            (*hdr).cmsg_level = libc::SOL_SOCKET;
+            (*hdr).cmsg_type = libc::SCM_RIGHTS;
+            (*hdr).cmsg_len = libc::CMSG_LEN(mem::size_of::<c_int>() as u32) as _;
+            libc::CMSG_DATA(hdr)
+                .cast::<c_int>()
+                .write_unaligned(fd.as_raw_fd());
+        }
     }
-    retry(|| {
-        // SAFETY: msg points at `iov` (covering `buf`, only read) and at
-        // `control`, both alive across the call. MSG_NOSIGNAL: a gone peer
-        // is an error, not a SIGPIPE.
-        cvt_size(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })
-    })
-    .map(drop)
+    let flags = libc::MSG_NOSIGNAL | if wait { 0 } else { libc::MSG_DONTWAIT };
+    let sent = retry(|| {
+        // SAFETY: msg points at `iov` (covering `buf`, only read) and, with
+        // a descriptor, at `control`, all alive across the call.
+        // MSG_NOSIGNAL: a gone peer is an error, not a SIGPIPE.
+        cvt_size(unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) })
+    });
+    match sent {
+        Ok(_) => Ok(true),
+        Err(e) if !wait && e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -361,6 +368,56 @@ pub fn fchown_user(fd: BorrowedFd<'_>, uid: u32) -> io::Result<()> {
     // SAFETY: fchown changes the owner of a file we hold open; -1 keeps
     // the group.
     cvt(unsafe { libc::fchown(fd.as_raw_fd(), uid, u32::MAX) }).map(drop)
+}
+
+/// Whether `fd` is a listening `SOCK_SEQPACKET` socket (what
+/// `Request::Persist` must carry).
+pub fn is_listening_seqpacket(fd: BorrowedFd<'_>) -> bool {
+    let option = |name: c_int| -> Option<c_int> {
+        let mut value: c_int = 0;
+        let mut len = mem::size_of::<c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `value`, a live c_int.
+        let ret = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                (&mut value as *mut c_int).cast(),
+                &mut len,
+            )
+        };
+        (ret == 0).then_some(value)
+    };
+    option(libc::SO_TYPE) == Some(libc::SOCK_SEQPACKET) && option(libc::SO_ACCEPTCONN) == Some(1)
+}
+
+/// Accepts one pending connection without blocking (close-on-exec);
+/// `Ok(None)` when none is pending.
+pub fn accept(listener: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
+    let accepted = retry(|| {
+        // SAFETY: no peer address is requested (both pointers null).
+        cvt(unsafe {
+            libc::accept4(
+                listener.as_raw_fd(),
+                ptr::null_mut(),
+                ptr::null_mut(),
+                libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            )
+        })
+    });
+    match accepted {
+        // SAFETY: accept4 returned a new descriptor nothing else owns.
+        Ok(fd) => Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Clears the parent-death signal the runtime's child armed: a persistent
+/// sandbox outlives the process that created it.
+pub fn clear_parent_death_signal() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only changes a process attribute.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0 as libc::c_ulong) }).map(drop)
 }
 
 // ---------------------------------------------------------------------------

@@ -43,16 +43,20 @@ mod sys;
 mod tools;
 
 pub use api::pool::{Acquire, Pool, PoolConfig, PoolStats, MIN_REMAINING, POOL_METADATA_KEY};
-pub use api::runtime::{ListFilter, Runtime, RuntimeBuilder};
+pub use api::retry::RetryPolicy;
+pub use api::runtime::{CleanupReport, ListFilter, Runtime, RuntimeBuilder};
 pub use api::sandbox::Sandbox;
-pub use engine::error::{Error, Result};
+pub use api::session::{
+    SessionPool, SessionPoolConfig, SESSION_METADATA_KEY, SESSION_POOL_METADATA_KEY,
+};
+pub use engine::error::{Attempt, Error, Result};
 pub use engine::lifecycle::{
     AlertKind, CommandExit, DeniedBy, Destination, ExitReason, LifecycleEvent, NetworkDenied,
     OomEvent, OutputStream, ProcessEvent, Reason, ResourceAlert, ResourceEvent, ResourceKind,
     Signal, State, Subscription, SUBSCRIPTION_CAPACITY,
 };
 pub use engine::network::{parse_rate, Network, Rule, RuleError, Target, MAX_RULES};
-pub use engine::options::{Explicit, SandboxOptions, DEFAULT_TIMEOUT, MAX_TIMEOUT};
+pub use engine::options::{Explicit, SandboxOptions, TimeoutAction, DEFAULT_TIMEOUT, MAX_TIMEOUT};
 pub use engine::output::ProcessEvents;
 pub use engine::sandbox::SandboxInfo;
 pub use kernel::cgroups::CgroupConfig;
@@ -122,6 +126,7 @@ const _: () = {
     shareable::<CommandHandle>();
     shareable::<PtyHandle>();
     shareable::<Pool>();
+    shareable::<SessionPool>();
     shareable::<Command>();
     shareable::<ProcessEvents>();
     shareable::<ResourceMonitor>();

@@ -11,6 +11,7 @@ use sandlot::{CommandResult, RunOptions, Runtime, Sandbox, SandboxOptions};
 
 pub mod fakenet;
 pub mod oci;
+pub mod persist;
 
 /// Fails the test unless it runs as root.
 pub fn require_root() {

@@ -18,8 +18,15 @@
 //! writes, so every message has exactly one encoding and decoding never
 //! allocates more than a small multiple of the message's own size
 //! (`tests/props.rs` checks all of this on arbitrary bytes).
+//!
+//! A persistent sandbox ([`Request::Persist`]) also accepts connections on
+//! a listening socket the host hands to init; every connection speaks this
+//! same protocol (without `Go` and `Persist`). What a persistent sandbox's
+//! monitor and the runtime share is in [`monitor`].
 
 #![forbid(unsafe_code)]
+
+pub mod monitor;
 
 use std::fmt;
 
@@ -68,6 +75,14 @@ pub enum Request {
     },
     /// Deliver a signal to every process in the sandbox except init.
     SignalAll { signal: i32 },
+    /// Outlive the host: carries one descriptor, a listening `SOCK_SEQPACKET`
+    /// unix socket. init stops dying with its creator (it clears its
+    /// parent-death signal), accepts further control connections on the
+    /// socket, and from then on the end of a connection ends only that
+    /// connection. Each connection has command ids of its own; a command's
+    /// events go to the connection that spawned it. Answered with
+    /// [`Event::Persisted`].
+    Persist,
 }
 
 /// Which standard streams of a [`Spawn`] come as descriptors with the
@@ -203,6 +218,10 @@ pub enum Event {
         status: Status,
         usage: Usage,
     },
+    /// The answer to [`Request::Persist`]: 0 when init now outlives its
+    /// creator and listens, else the errno of the step that failed (init
+    /// then stays tied to its creator).
+    Persisted { errno: i32 },
 }
 
 /// Why a message could not be decoded.
@@ -248,6 +267,7 @@ mod tag {
     pub const SPAWN: u8 = 0x02;
     pub const SIGNAL: u8 = 0x03;
     pub const SIGNAL_ALL: u8 = 0x04;
+    pub const PERSIST: u8 = 0x05;
 
     pub const SETUP_FAILED: u8 = 0x81;
     pub const READY: u8 = 0x82;
@@ -255,6 +275,7 @@ mod tag {
     pub const SPAWN_FAILED: u8 = 0x84;
     pub const EXITED: u8 = 0x85;
     pub const SPAWNED_PTY: u8 = 0x86;
+    pub const PERSISTED: u8 = 0x87;
 }
 
 /// The encoded form of [`Request::Go`], for the child that must not allocate.
@@ -504,6 +525,7 @@ impl Request {
                 w.i32(*signal);
                 w.0
             }
+            Request::Persist => vec![tag::PERSIST],
         }
     }
 
@@ -548,6 +570,7 @@ impl Request {
                 group: r.bool("group")?,
             },
             tag::SIGNAL_ALL => Request::SignalAll { signal: r.i32()? },
+            tag::PERSIST => Request::Persist,
             other => return Err(DecodeError::UnknownTag(other)),
         };
         r.finish()?;
@@ -609,6 +632,11 @@ impl Event {
                 w.u64(usage.max_rss_kib);
                 w.0
             }
+            Event::Persisted { errno } => {
+                let mut w = Writer::new(tag::PERSISTED);
+                w.i32(*errno);
+                w.0
+            }
         }
     }
 
@@ -655,6 +683,7 @@ impl Event {
                     usage,
                 }
             }
+            tag::PERSISTED => Event::Persisted { errno: r.i32()? },
             other => return Err(DecodeError::UnknownTag(other)),
         };
         r.finish()?;
@@ -710,6 +739,7 @@ mod tests {
                 group: true,
             },
             Request::SignalAll { signal: 9 },
+            Request::Persist,
         ];
         for req in requests {
             assert_eq!(Request::decode(&req.encode()), Ok(req));
@@ -745,6 +775,8 @@ mod tests {
                 },
                 usage: Usage::default(),
             },
+            Event::Persisted { errno: 0 },
+            Event::Persisted { errno: 1 },
         ];
         for event in events {
             assert_eq!(Event::decode(&event.encode()), Ok(event));

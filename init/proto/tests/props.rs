@@ -48,6 +48,7 @@ fn request() -> impl Strategy<Value = Request> {
         (any::<u64>(), any::<i32>(), any::<bool>())
             .prop_map(|(id, signal, group)| { Request::Signal { id, signal, group } }),
         any::<i32>().prop_map(|signal| Request::SignalAll { signal }),
+        Just(Request::Persist),
     ]
 }
 
@@ -72,6 +73,7 @@ fn event() -> impl Strategy<Value = Event> {
         (any::<u64>(), 1..=i32::MAX).prop_map(|(id, pid)| Event::Spawned { id, pid }),
         (any::<u64>(), 1..=i32::MAX).prop_map(|(id, pid)| Event::SpawnedPty { id, pid }),
         (any::<u64>(), any::<i32>()).prop_map(|(id, errno)| Event::SpawnFailed { id, errno }),
+        any::<i32>().prop_map(|errno| Event::Persisted { errno }),
         (any::<u64>(), 1..=i32::MAX, status, usage).prop_map(|(id, pid, status, usage)| {
             Event::Exited {
                 id,

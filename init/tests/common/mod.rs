@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod persist;
+
 use std::ffi::c_int;
 use std::io;
 use std::mem;
@@ -30,7 +32,7 @@ pub fn init_binary() -> String {
 /// How long any single wait may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-fn check(ret: c_int) -> io::Result<c_int> {
+pub fn check(ret: c_int) -> io::Result<c_int> {
     if ret == -1 {
         Err(io::Error::last_os_error())
     } else {
@@ -278,6 +280,14 @@ impl Init {
     /// Closes the host end, as a host that dies would.
     pub fn close_host(&mut self) {
         self.sock = None;
+    }
+
+    /// SIGKILLs init itself (not what it started) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        if let Ok(status) = self.child.wait() {
+            self.exited = Some(status);
+        }
     }
 
     /// Waits for init itself to exit.

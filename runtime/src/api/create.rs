@@ -5,80 +5,30 @@
 //! this thread does step 7; everything else runs here, on the caller's
 //! thread.
 
-use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::SystemTime;
 
-use sandlot_rootfs::{Store, Template};
+use sandlot_rootfs::Template;
 
+use crate::api::factory::{open_root, Factory, Makers};
+use crate::api::persist;
 use crate::engine::control;
 use crate::engine::error::{Error, Result};
 use crate::engine::lifecycle::{Reason, State};
 use crate::engine::options::SandboxOptions;
 use crate::engine::reactor::Handler;
 use crate::engine::sandbox::{Live, NewSandbox, RuntimeCtx, SandboxShared};
-use crate::kernel::caps::CapPlan;
-use crate::kernel::cgroups::Cgroups;
-use crate::kernel::seccomp::{CompiledSeccomp, SeccompCache};
-use crate::kernel::spawn::{self, CreateJob, Launched, Rlimit, Spawner};
+use crate::kernel::spawn::{self, CreateJob, Launched, Rlimit};
 use crate::kernel::userns;
 use crate::services::net::service as net;
 use crate::services::{quota, template};
 use crate::sys::process;
 
-/// What creating a sandbox needs besides the runtime context: the
-/// spawner, the cgroup parent, the templates, the compiled policies.
-pub(crate) struct Factory {
-    pub spawner: Spawner,
-    pub cgroups: Cgroups,
-    pub store: Store,
-    /// Built (or checked) once at start; every other template is read from
-    /// the store at create time, so an import is seen at once.
-    pub base: Arc<Template>,
-    pub caps: CapPlan,
-    pub seccomp: SeccompCache,
-    pub default_seccomp: CompiledSeccomp,
-    pub max_sandboxes: Option<usize>,
-    pub memory_overcommit: Option<f64>,
-    pub ready_timeout: Duration,
-}
-
-impl Factory {
-    pub fn template(&self, name: &str) -> Result<Arc<Template>> {
-        if name == sandlot_rootfs::BASE_NAME {
-            return Ok(self.base.clone());
-        }
-        match self.store.get(name) {
-            Ok(template) => Ok(Arc::new(template)),
-            Err(sandlot_rootfs::Error::NotFound(_))
-            | Err(sandlot_rootfs::Error::InvalidName { .. }) => {
-                Err(Error::TemplateNotFound(name.to_string()))
-            }
-            Err(source) => Err(Error::Template {
-                name: name.to_string(),
-                source,
-            }),
-        }
-    }
-}
-
 fn new_id() -> Result<String> {
     let mut bytes = [0u8; 8];
     process::random_bytes(&mut bytes).map_err(|e| Error::setup("getrandom", e))?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The sandbox's root as its init sees it, for host-side file access.
-fn open_root(pid: i32) -> Result<OwnedFd> {
-    let path = format!("/proc/{pid}/root");
-    let root = fs::File::options()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-        .open(&path)
-        .map_err(|e| Error::io(format!("open {path}"), e))?;
-    Ok(root.into())
 }
 
 /// Kills and reaps a child whose setup did not complete.
@@ -107,6 +57,7 @@ pub(crate) fn create(
 ) -> Result<Arc<SandboxShared>> {
     // 1. Validate the options, resolve the template, and let its settings
     //    fill in what the caller left unset.
+    let makers = factory.makers()?;
     options.validate()?;
     let template = factory.template(&options.template)?;
     let options = template::with_defaults(options, &template.settings);
@@ -114,6 +65,7 @@ pub(crate) fn create(
     crate::engine::options::validate_timeout(options.timeout)?;
     options.limits.validate()?;
     let id = new_id()?;
+    let now = SystemTime::now();
     let shared = SandboxShared::new(
         NewSandbox {
             hostname: options.hostname.clone().unwrap_or_else(|| id.clone()),
@@ -123,9 +75,13 @@ pub(crate) fn create(
             metadata: options.metadata.clone(),
             env: options.env.clone(),
             timeout: options.timeout,
+            idle_timeout: options.idle_timeout,
+            on_timeout: options.on_timeout,
             limits: options.limits.clone(),
             exec_limits: options.exec_limits,
             pause_clock: options.pause_clock,
+            created_at: now,
+            end_at: now + options.timeout,
         },
         ctx.clone(),
     );
@@ -157,23 +113,36 @@ pub(crate) fn create(
     }
     let _ = shared.transition(State::Starting, Reason::Created);
 
-    match start(factory, ctx, &shared, template, &options) {
-        Ok(()) => {
-            // 16. The template's start command, and its readiness check.
-            template::run_start(&shared)?;
-            Ok(shared)
-        }
-        Err(e) => {
-            let _ = shared.transition(State::Error, Reason::SetupFailed(e.to_string()));
-            shared.forget();
-            Err(e)
-        }
+    // 2b. (persistent) Its directory in the state dir, naming this process
+    //     as its creator and listing the cgroup dirs about to be made.
+    let started = match &ctx.state {
+        Some(state) => persist::begin(factory, state, &shared, &options, &template),
+        None => Ok(()),
     }
+    .and_then(|()| start(factory, makers, ctx, &shared, template, &options));
+    if let Err(e) = started {
+        let why = Reason::SetupFailed(e.to_string());
+        let _ = shared.transition(State::Error, why.clone());
+        shared.forget(why);
+        return Err(e);
+    }
+    // 16. The template's start command, and its readiness check.
+    template::run_start(&shared)?;
+    // 17. (persistent) Outlive this process: init listens for other
+    //     processes and stops dying with us, the record names init, a
+    //     monitor takes over the clocks.
+    if ctx.state.is_some() {
+        persist::outlive_creator(factory, ctx, &shared).inspect_err(|e| {
+            let _ = shared.destroy(Reason::SetupFailed(e.to_string()));
+        })?;
+    }
+    Ok(shared)
 }
 
 /// Steps 3–15: from the spawner job to a Running sandbox with a deadline.
 fn start(
     factory: &Factory,
+    makers: &Makers,
     ctx: &Arc<RuntimeCtx>,
     shared: &Arc<SandboxShared>,
     template: Arc<Template>,
@@ -181,8 +150,8 @@ fn start(
 ) -> Result<()> {
     let limits = &options.limits;
     let seccomp = match &options.seccomp {
-        None => factory.default_seccomp.clone(),
-        Some(profile) => factory.seccomp.get(profile)?,
+        None => makers.default_seccomp.clone(),
+        Some(profile) => makers.seccomp.get(profile)?,
     };
     let mut rlimits: Vec<Rlimit> = vec![
         (libc::RLIMIT_CORE, 0, 0),
@@ -195,13 +164,13 @@ fn start(
     // 3. Hand the job to the spawner thread, which does steps 4–6 (attach
     //    the template's idmapped layers, assemble the root, make the
     //    control socket) meanwhile.
-    let mut pending = factory.spawner.submit(CreateJob {
+    let mut pending = makers.spawner.submit(CreateJob {
         id: shared.id.clone(),
         hostname: shared.hostname.clone(),
         template,
         disk_bytes: limits.disk,
         rlimits,
-        caps: factory.caps,
+        caps: makers.caps,
         seccomp,
     })?;
 
@@ -219,7 +188,11 @@ fn start(
             return Err(e);
         }
     };
-    let cgroup = match factory.cgroups.create(&shared.id, limits) {
+    let name = match ctx.state {
+        Some(_) => persist::cgroup_name(&shared.id),
+        None => shared.id.clone(),
+    };
+    let cgroup = match factory.cgroups.create(&name, limits) {
         Ok(cgroup) => cgroup,
         Err(e) => {
             let _ = pending.wait();
@@ -263,7 +236,7 @@ fn start(
         rw: launched.rw,
         cgroup: Arc::new(cgroup),
         tokens,
-        lease: launched.lease,
+        lease: Some(launched.lease),
     })?;
     if let Err(state) = shared.transition(State::Running, Reason::Started) {
         // Destroyed while starting (runtime shutdown): already torn down.

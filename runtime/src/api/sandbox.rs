@@ -21,7 +21,7 @@ use crate::services::health::{self, Health};
 use crate::services::metrics::{self, Metrics};
 use crate::services::monitor::{MonitorTarget, Target};
 use crate::services::net::service as net;
-use crate::services::{pause, template};
+use crate::services::{pause, stop, template};
 
 /// A handle to a sandbox. Cheap to clone; dropping it does not destroy the
 /// sandbox (its timeout or `kill` does).
@@ -67,8 +67,7 @@ impl Sandbox {
     /// [`SandboxOptions::metadata`](crate::SandboxOptions::metadata)).
     pub fn set_metadata(&self, metadata: BTreeMap<String, String>) -> Result<()> {
         crate::engine::options::validate_metadata(&metadata)?;
-        self.shared.set_metadata(metadata);
-        Ok(())
+        self.shared.set_metadata(metadata)
     }
 
     /// A snapshot: state, metadata, times, init's pid, commands in flight.
@@ -104,6 +103,13 @@ impl Sandbox {
         self.shared.end_at()
     }
 
+    /// Activity, as far as the idle timeout is concerned (see
+    /// [`SandboxOptions`](crate::SandboxOptions)): for a client that keeps a
+    /// sandbox it is not using right now.
+    pub fn touch(&self) {
+        self.shared.touch();
+    }
+
     /// Sets the remaining lifetime to `timeout` from now (longer or shorter).
     pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
         self.shared.set_timeout(timeout)
@@ -113,6 +119,14 @@ impl Sandbox {
     /// thread) returns once the first one's teardown is done.
     pub fn kill(&self) -> Result<()> {
         self.shared.destroy(Reason::Killed)
+    }
+
+    /// Ends the sandbox gracefully: state Stopping (an event: an owner can
+    /// still save files), no new commands, SIGTERM to every process, up to
+    /// `grace` for them to end, then SIGKILL and the usual teardown, reason
+    /// `Stopped`. Returns when it is gone.
+    pub fn stop(&self, grace: Duration) -> Result<()> {
+        stop::stop(&self.shared, grace)
     }
 
     /// The sandbox's commands: `run`, `spawn`, `list`, `kill_all`.

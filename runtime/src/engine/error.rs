@@ -145,6 +145,31 @@ pub enum Error {
     /// The runtime is shutting down or has shut down.
     #[error("the runtime is shut down")]
     RuntimeShutDown,
+
+    /// A new sandbox did not pass the check `create_with_retry` makes (a
+    /// trivial command and its output); it was destroyed.
+    #[error("sandbox {id} did not pass its check: {reason}")]
+    ValidationFailed { id: String, reason: String },
+
+    /// `create_with_retry` gave up; every attempt's error, in order.
+    #[error("every attempt to create a sandbox failed: {}", describe_attempts(.0))]
+    AllAttemptsFailed(Vec<Attempt>),
+}
+
+/// One failed attempt of `create_with_retry`.
+#[derive(Debug)]
+pub struct Attempt {
+    pub template: String,
+    pub error: Error,
+}
+
+fn describe_attempts(attempts: &[Attempt]) -> String {
+    attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}. template {:?}: {}", i + 1, a.template, a.error))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl From<KernelError> for Error {

@@ -15,10 +15,39 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longer than any sane sandbox; anything above is a caller's mistake.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// A sandbox's life, in one place (ARCHITECTURE.md, "Lifecycle"):
+///
+/// - **Lifetime**: `timeout` from creation (default 5 minutes), the hard
+///   end. Only [`Sandbox::set_timeout`](crate::Sandbox::set_timeout) moves
+///   it; connecting to a sandbox (`Runtime::connect`, also from another
+///   process) never shortens or resets it. At the end the sandbox is
+///   destroyed, or paused with [`TimeoutAction::Pause`].
+/// - **Idle timeout** (`idle_timeout`, off by default): the sandbox is
+///   destroyed once nothing happened in it for that long. Activity is a
+///   command starting or ending, a files operation, a code cell, and
+///   [`Sandbox::touch`](crate::Sandbox::touch); a command in flight is
+///   activity for as long as it runs. `is_alive()`, `info()`, `list()` and
+///   metrics are not activity.
+/// - **Pause**: with `pause_clock` both clocks stand still while paused;
+///   without, they run on (a paused sandbox may end).
+/// - **Graceful stop**: [`Sandbox::stop`](crate::Sandbox::stop) — Stopping,
+///   no new commands, SIGTERM to every process, up to the grace for them
+///   to end, SIGKILL, teardown. [`Sandbox::kill`](crate::Sandbox::kill) is
+///   immediate.
+/// - **Every end has a reason** ([`Reason`](crate::Reason)): in the
+///   Destroyed event, in `info()` afterwards, and in the runtime's
+///   tombstones for a while (`RuntimeBuilder::tombstones`).
+/// - **Persistent runtimes** (`RuntimeBuilder::persistent`): all of this
+///   holds with no process of sandlot running — a monitor process per
+///   sandbox enforces the lifetime and the idle timeout.
 #[derive(Debug, Clone)]
 pub struct SandboxOptions {
     pub template: String,
     pub timeout: Duration,
+    /// Destroy the sandbox after this long without activity (see above).
+    pub idle_timeout: Option<Duration>,
+    /// What the end of the lifetime does: destroy (default) or pause.
+    pub on_timeout: TimeoutAction,
     pub metadata: BTreeMap<String, String>,
     /// Variables every command of the sandbox starts with.
     pub env: Vec<(String, String)>,
@@ -42,6 +71,19 @@ pub struct SandboxOptions {
     /// mark what they set; code that assigns the fields directly marks
     /// them here too.
     pub explicit: Explicit,
+}
+
+/// What happens when a sandbox's lifetime runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeoutAction {
+    /// Destroy it (the default).
+    #[default]
+    Kill,
+    /// Pause it, with its clock stopped, instead (the reference's
+    /// `autoPause`). It keeps its files and processes, frozen, until it is
+    /// resumed — which gives it its whole `timeout` again — or killed.
+    Pause,
 }
 
 /// The fields of [`SandboxOptions`] a caller chose, as opposed to left at
@@ -71,6 +113,8 @@ impl Default for SandboxOptions {
         SandboxOptions {
             template: sandlot_rootfs::BASE_NAME.into(),
             timeout: DEFAULT_TIMEOUT,
+            idle_timeout: None,
+            on_timeout: TimeoutAction::Kill,
             metadata: BTreeMap::new(),
             env: Vec::new(),
             hostname: None,
@@ -151,6 +195,19 @@ impl SandboxOptions {
         self
     }
 
+    /// Destroy the sandbox after `idle` without activity (see
+    /// [`SandboxOptions`]).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
+    /// What the end of the lifetime does (default: destroy).
+    pub fn on_timeout(mut self, action: TimeoutAction) -> Self {
+        self.on_timeout = action;
+        self
+    }
+
     pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
@@ -222,6 +279,14 @@ impl SandboxOptions {
             return Err(Error::invalid("template", "name is empty"));
         }
         validate_timeout(self.timeout)?;
+        if let Some(idle) = self.idle_timeout {
+            if idle.is_zero() || idle > MAX_TIMEOUT {
+                return Err(Error::invalid(
+                    "idle_timeout",
+                    format!("{idle:?} is not between zero and {MAX_TIMEOUT:?}"),
+                ));
+            }
+        }
         validate_metadata(&self.metadata)?;
         for (name, value) in &self.env {
             validate_env_name(name)?;
@@ -277,6 +342,10 @@ mod tests {
             (SandboxOptions::default().env("", "x"), "env"),
             (SandboxOptions::default().hostname("bad host"), "hostname"),
             (SandboxOptions::template(""), "template"),
+            (
+                SandboxOptions::default().idle_timeout(Duration::ZERO),
+                "idle_timeout",
+            ),
         ];
         for (options, option) in cases {
             match options.validate() {

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -27,9 +27,15 @@ use crate::engine::error::{Error, Result};
 use crate::engine::exec::{ExecTable, Execution, Spawned};
 use crate::engine::extensions::Extensions;
 use crate::engine::lifecycle::OutputStream;
+pub use crate::engine::lifecycle::SandboxInfo;
 use crate::engine::lifecycle::{EventBus, LifecycleEvent, Reason, ResourceEvent, State};
 use crate::engine::oom::{Next, OomWatch};
+use crate::engine::options::TimeoutAction;
+use crate::engine::orphans;
 use crate::engine::output::{Output, READ_CHUNK};
+use crate::engine::persist::{
+    from_ms, to_ms, Graveyard, RecordLock, SandboxFiles, StateDir, Tombstone, TombstonePolicy,
+};
 use crate::engine::reactor::{Handler, Reactor, TimerKind, Token};
 use crate::engine::reaper::{Expiring, Reaper, Teardowns};
 use crate::engine::sync::lock;
@@ -38,6 +44,7 @@ use crate::kernel::limits::{ExecLimits, Limits};
 use crate::kernel::spawn::TemplateLease;
 use crate::kernel::userns::IdRange;
 use crate::sys::process;
+use sandlot_proto::monitor::{Lifecycle, OnTimeout, Phase};
 
 /// What every sandbox of a runtime shares with it.
 pub(crate) struct RuntimeCtx {
@@ -51,6 +58,11 @@ pub(crate) struct RuntimeCtx {
     /// the first sandbox that needs it): held here without the engine
     /// knowing its type, released at shutdown once every sandbox is gone.
     pub services: Extensions,
+    /// A persistent runtime's state dir.
+    pub state: Option<Arc<StateDir>>,
+    /// Ended sandboxes of a runtime without a state dir.
+    pub graveyard: Graveyard,
+    pub tombstones: TombstonePolicy,
     table: Mutex<Table>,
 }
 
@@ -67,6 +79,8 @@ impl RuntimeCtx {
         reaper: Reaper,
         teardowns: Teardowns,
         range: IdRange,
+        state: Option<Arc<StateDir>>,
+        tombstones: TombstonePolicy,
     ) -> RuntimeCtx {
         RuntimeCtx {
             events: EventBus::default(),
@@ -76,7 +90,26 @@ impl RuntimeCtx {
             teardowns,
             range,
             services: Extensions::default(),
+            state,
+            graveyard: Graveyard::default(),
+            tombstones,
             table: Mutex::default(),
+        }
+    }
+
+    /// The tombstone of an ended sandbox, if it ended recently enough.
+    pub fn tombstone(&self, id: &str) -> Option<Tombstone> {
+        match &self.state {
+            Some(state) => state.tombstone(id),
+            None => self.graveyard.get(id, self.tombstones),
+        }
+    }
+
+    /// Every tombstone kept now, oldest first.
+    pub fn all_tombstones(&self) -> Vec<Tombstone> {
+        match &self.state {
+            Some(state) => state.tombstones(),
+            None => self.graveyard.all(self.tombstones),
         }
     }
 
@@ -96,6 +129,20 @@ impl RuntimeCtx {
         check(&table.sandboxes)?;
         table.sandboxes.insert(sandbox.id.clone(), sandbox);
         Ok(())
+    }
+
+    /// Puts an adopted sandbox in the table, unless one of that id is
+    /// there already (returned instead).
+    pub fn admit_or_get(&self, sandbox: Arc<SandboxShared>) -> Result<Option<Arc<SandboxShared>>> {
+        let mut table = lock(&self.table);
+        if table.closed {
+            return Err(Error::RuntimeShutDown);
+        }
+        if let Some(existing) = table.sandboxes.get(&sandbox.id) {
+            return Ok(Some(existing.clone()));
+        }
+        table.sandboxes.insert(sandbox.id.clone(), sandbox);
+        Ok(None)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<SandboxShared>> {
@@ -144,9 +191,10 @@ pub(crate) struct Live {
     /// The io thread's registrations of `control` and `pidfd`.
     pub tokens: [Token; 2],
     /// Keeps the template's layers attached in the spawner's namespace
-    /// (held for its drop).
+    /// (held for its drop); `None` for a sandbox adopted from a state dir
+    /// (its own mount namespace holds its layers).
     #[allow(dead_code)]
-    pub lease: TemplateLease,
+    pub lease: Option<TemplateLease>,
 }
 
 struct Status {
@@ -162,6 +210,10 @@ struct Status {
     paused_at: Option<Instant>,
     /// When a command last started or ended, or the files API was used.
     last_activity: SystemTime,
+    /// The same, for the idle timeout's clock.
+    last_activity_at: Instant,
+    /// When it ended, once it has.
+    ended_at: Option<SystemTime>,
 }
 
 /// What a new sandbox is made of.
@@ -173,9 +225,15 @@ pub(crate) struct NewSandbox {
     pub env: Vec<(String, String)>,
     pub hostname: String,
     pub timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub on_timeout: TimeoutAction,
     pub limits: Limits,
     pub exec_limits: ExecLimits,
     pub pause_clock: bool,
+    /// Now for a new sandbox; the record's time for an adopted one.
+    pub created_at: SystemTime,
+    /// `created_at + timeout` for a new sandbox.
+    pub end_at: SystemTime,
 }
 
 pub(crate) struct SandboxShared {
@@ -194,7 +252,23 @@ pub(crate) struct SandboxShared {
     pub exec_limits: ExecLimits,
     /// The lifetime clock stops while paused.
     pub pause_clock: bool,
+    /// The lifetime it was given (a sandbox paused at its timeout gets it
+    /// again on resume).
+    pub timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub on_timeout: TimeoutAction,
     pub ctx: Arc<RuntimeCtx>,
+    /// Its directory in the state dir (persistent runtimes), set once it
+    /// exists.
+    files: OnceLock<SandboxFiles>,
+    /// The runtime let go of it (a persistent runtime's shutdown): it
+    /// lives on, but not for this process.
+    detached: AtomicBool,
+    /// Where init's answer to `Request::Persist` goes.
+    persist_reply: Mutex<Option<crossbeam_channel::Sender<i32>>>,
+    /// It outlives its creator (create's step 17 is done, or it was
+    /// adopted): a shutdown lets go of it instead of ending it.
+    persisted: AtomicBool,
     status: Mutex<Status>,
     live: Mutex<Option<Arc<Live>>>,
     pub execs: Mutex<ExecTable>,
@@ -220,27 +294,20 @@ impl Drop for ActivityGuard {
     }
 }
 
-/// A snapshot of a sandbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxInfo {
-    pub id: String,
-    pub template: String,
-    pub state: State,
-    pub metadata: BTreeMap<String, String>,
-    pub hostname: String,
-    pub created_at: SystemTime,
-    /// When the sandbox's timeout kills it.
-    pub end_at: SystemTime,
-    /// init's pid on the host, while it runs.
-    pub init_pid: Option<i32>,
-    pub commands_in_flight: usize,
-    /// Why it ended, once it has.
-    pub end_reason: Option<Reason>,
-}
-
 /// How long a spawn request may wait for init's answer while the sandbox
 /// runs (a paused sandbox answers once resumed).
 const SPAWN_REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the end of an adopted sandbox's init (not our child: it cannot
+/// be reaped here) is waited for after the kill.
+const ADOPTED_DEATH_WAIT: Duration = Duration::from_secs(10);
+
+/// What a sandbox's clocks say at some moment.
+enum Due {
+    Nothing,
+    Lifetime,
+    Idle,
+}
 
 impl fmt::Debug for SandboxShared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -255,6 +322,10 @@ impl SandboxShared {
     pub fn new(spec: NewSandbox, ctx: Arc<RuntimeCtx>) -> Arc<SandboxShared> {
         let now = SystemTime::now();
         let started = Instant::now();
+        // Whole milliseconds: what a state dir records, so that a sandbox
+        // read back from one ends at the very same time.
+        let end_at = from_ms(to_ms(spec.end_at));
+        let left = end_at.duration_since(now).unwrap_or_default();
         Arc::new_cyclic(|me| SandboxShared {
             id: spec.id,
             template_name: spec.template_name,
@@ -262,20 +333,29 @@ impl SandboxShared {
             metadata: Mutex::new(spec.metadata),
             env: spec.env,
             hostname: spec.hostname,
-            created_at: now,
+            created_at: from_ms(to_ms(spec.created_at)),
             started,
             limits: spec.limits,
             exec_limits: spec.exec_limits,
             pause_clock: spec.pause_clock,
+            timeout: spec.timeout,
+            idle_timeout: spec.idle_timeout,
+            on_timeout: spec.on_timeout,
             ctx,
+            files: OnceLock::new(),
+            detached: AtomicBool::new(false),
+            persist_reply: Mutex::new(None),
+            persisted: AtomicBool::new(false),
             status: Mutex::new(Status {
                 state: State::Pending,
                 end_reason: None,
-                deadline: started + spec.timeout,
-                end_at: now + spec.timeout,
+                deadline: started + left,
+                end_at,
                 clock_stopped: None,
                 paused_at: None,
                 last_activity: now,
+                last_activity_at: started,
+                ended_at: None,
             }),
             live: Mutex::new(None),
             execs: Mutex::default(),
@@ -334,6 +414,9 @@ impl SandboxShared {
     }
 
     pub fn not_running(&self) -> Error {
+        if self.detached.load(Ordering::SeqCst) {
+            return Error::RuntimeShutDown;
+        }
         Error::SandboxNotRunning {
             id: self.id.clone(),
             state: self.state(),
@@ -341,6 +424,8 @@ impl SandboxShared {
     }
 
     pub fn check_accepts_commands(&self) -> Result<()> {
+        // Another process may have paused or begun stopping it.
+        self.refresh();
         if self.state().accepts_commands() {
             Ok(())
         } else {
@@ -352,9 +437,18 @@ impl SandboxShared {
         lock(&self.status).end_reason.clone()
     }
 
-    /// A command started or ended, or the files API was used.
+    /// A command started or ended, or the files API was used: activity,
+    /// for the idle timeout (also in the state dir, for other processes and
+    /// the monitor).
     pub fn touch(&self) {
-        lock(&self.status).last_activity = SystemTime::now();
+        {
+            let mut status = lock(&self.status);
+            status.last_activity = SystemTime::now();
+            status.last_activity_at = Instant::now();
+        }
+        if let Some(files) = self.files.get() {
+            files.touch();
+        }
     }
 
     pub fn last_activity(&self) -> SystemTime {
@@ -365,14 +459,31 @@ impl SandboxShared {
         lock(&self.metadata).clone()
     }
 
-    pub fn set_metadata(&self, metadata: BTreeMap<String, String>) {
+    /// Replaces the metadata (in the record too, for every process).
+    pub fn set_metadata(&self, metadata: BTreeMap<String, String>) -> Result<()> {
+        if let Some(files) = self.files.get() {
+            let _lock = files.lock()?;
+            if !files.exists() {
+                return Err(self.not_running());
+            }
+            let mut record = files.current_record()?;
+            record.metadata = metadata.clone();
+            files.write_record(&record)?;
+        }
         *lock(&self.metadata) = metadata;
+        Ok(())
     }
 
     pub fn info(&self) -> SandboxInfo {
-        let (state, end_at, end_reason) = {
+        self.refresh();
+        let (state, end_at, end_reason, ended_at) = {
             let status = lock(&self.status);
-            (status.state, status.end_at, status.end_reason.clone())
+            (
+                status.state,
+                status.end_at,
+                status.end_reason.clone(),
+                status.ended_at,
+            )
         };
         SandboxInfo {
             id: self.id.clone(),
@@ -385,30 +496,57 @@ impl SandboxShared {
             init_pid: self.init_pid(),
             commands_in_flight: lock(&self.execs).commands(),
             end_reason,
+            limits: self.limits.clone(),
+            idle_timeout: self.idle_timeout,
+            ended_at,
         }
     }
 
     // ---- the lifetime -----------------------------------------------------
 
-    pub fn deadline(&self) -> Instant {
-        lock(&self.status).deadline
-    }
-
     pub fn end_at(&self) -> SystemTime {
         lock(&self.status).end_at
     }
 
-    /// Tells the reaper the current deadline.
+    /// Tells the reaper when to look at the sandbox next: at the end of
+    /// its lifetime, or earlier when its idle timeout could pass first. A
+    /// persistent sandbox's clocks are its monitor's (they hold with no
+    /// process of sandlot running), so the reaper leaves it alone.
     pub fn arm_deadline(&self) {
+        if self.files.get().is_some() {
+            return;
+        }
+        let at = {
+            let status = lock(&self.status);
+            match self.idle_timeout {
+                Some(idle) => status.deadline.min(status.last_activity_at + idle),
+                None => status.deadline,
+            }
+        };
         let me: Weak<dyn Expiring> = self.me.clone();
-        self.ctx.reaper.deadline(me, self.deadline());
+        self.ctx.reaper.deadline(me, at);
     }
 
-    /// Whether the lifetime is over at `now` (never while the clock is
-    /// stopped by a pause).
-    fn deadline_due(&self, now: Instant) -> bool {
+    /// What is due at `now`: the lifetime's end, the idle timeout, or
+    /// nothing yet (never while the clock is stopped by a pause).
+    fn due(&self, now: Instant) -> Due {
         let status = lock(&self.status);
-        status.clock_stopped.is_none() && status.deadline <= now && status.state.is_live()
+        if status.clock_stopped.is_some() || !status.state.is_live() {
+            return Due::Nothing;
+        }
+        if status.deadline <= now {
+            return Due::Lifetime;
+        }
+        let idle = self
+            .idle_timeout
+            .filter(|idle| status.last_activity_at + *idle <= now);
+        // A command in flight is activity for as long as it runs; a sandbox
+        // being stopped ends anyway.
+        let busy = lock(&self.execs).active > 0 || status.state == State::Stopping;
+        if idle.is_some() && !busy {
+            return Due::Idle;
+        }
+        Due::Nothing
     }
 
     /// Pause: remember when; with the pause clock, the lifetime left.
@@ -430,11 +568,15 @@ impl SandboxShared {
                 .take()
                 .map(|at| at.elapsed())
                 .unwrap_or_default();
-            let Some(left) = status.clock_stopped.take() else {
+            let Some(mut left) = status.clock_stopped.take() else {
                 return paused_for;
             };
+            if left.is_zero() && self.on_timeout == TimeoutAction::Pause {
+                // Paused by its timeout: resumed, it gets its lifetime again.
+                left = self.timeout;
+            }
             status.deadline = Instant::now() + left;
-            status.end_at = SystemTime::now() + left;
+            status.end_at = from_ms(to_ms(SystemTime::now() + left));
             paused_for
         };
         self.arm_deadline();
@@ -445,9 +587,21 @@ impl SandboxShared {
         lock(&self.status).clock_stopped.is_some()
     }
 
-    /// Moves the deadline to `timeout` from now and tells the reaper.
+    /// Moves the deadline to `timeout` from now and tells the reaper (a
+    /// persistent sandbox: its monitor, through the lifecycle file).
     pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
         crate::engine::options::validate_timeout(timeout)?;
+        let _lock = match self.files.get() {
+            Some(files) => {
+                let lock = files.lock()?;
+                if !files.exists() {
+                    return Err(self.not_running());
+                }
+                self.refresh();
+                Some(lock)
+            }
+            None => None,
+        };
         {
             let mut status = lock(&self.status);
             if !status.state.is_live() {
@@ -457,14 +611,225 @@ impl SandboxShared {
                 });
             }
             status.deadline = Instant::now() + timeout;
-            status.end_at = SystemTime::now() + timeout;
+            status.end_at = from_ms(to_ms(SystemTime::now() + timeout));
             if status.clock_stopped.is_some() {
                 // Paused with the clock stopped: all of it is left.
                 status.clock_stopped = Some(timeout);
             }
         }
+        self.save_lifecycle()?;
         self.arm_deadline();
         Ok(())
+    }
+
+    // ---- persistence ------------------------------------------------------
+
+    /// Ties the sandbox to its directory in the state dir (once).
+    pub fn set_files(&self, files: SandboxFiles) {
+        let _ = self.files.set(files);
+    }
+
+    pub fn files(&self) -> Option<&SandboxFiles> {
+        self.files.get()
+    }
+
+    /// It outlives this process from now on.
+    pub fn mark_persisted(&self) {
+        self.persisted.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_persisted(&self) -> bool {
+        self.persisted.load(Ordering::SeqCst)
+    }
+
+    /// Commands (and code cells) in flight, background ones aside.
+    pub fn commands_in_flight(&self) -> usize {
+        lock(&self.execs).active
+    }
+
+    /// The lifecycle file's contents for the sandbox as it is now.
+    pub fn lifecycle(&self) -> Lifecycle {
+        let ms = |d: Duration| d.as_millis() as u64;
+        let status = lock(&self.status);
+        Lifecycle {
+            phase: match status.state {
+                State::Paused => Phase::Paused,
+                State::Stopping => Phase::Stopping,
+                _ => Phase::Running,
+            },
+            end_at_ms: to_ms(status.end_at),
+            idle_ms: self.idle_timeout.map_or(0, ms),
+            clock_left_ms: status.clock_stopped.map(ms),
+            on_timeout: match self.on_timeout {
+                TimeoutAction::Kill => OnTimeout::Kill,
+                TimeoutAction::Pause => OnTimeout::Pause,
+            },
+            timeout_ms: ms(self.timeout),
+        }
+    }
+
+    /// Writes the lifecycle file of a persistent sandbox (its monitor
+    /// follows it); the caller holds the record's lock.
+    pub fn save_lifecycle(&self) -> Result<()> {
+        match self.files.get() {
+            Some(files) => files.write_lifecycle(&self.lifecycle()),
+            None => Ok(()),
+        }
+    }
+
+    /// The record's lock of a persistent sandbox (`None` otherwise), with
+    /// what other processes changed taken in; `SandboxNotRunning` if it
+    /// ended meanwhile.
+    pub fn lock_files(&self) -> Result<Option<RecordLock>> {
+        let Some(files) = self.files.get() else {
+            return Ok(None);
+        };
+        let lock = files.lock()?;
+        if !files.exists() {
+            return Err(self.not_running());
+        }
+        self.refresh();
+        Ok(Some(lock))
+    }
+
+    /// Takes in what another process (or the monitor) changed in a
+    /// persistent sandbox's record and lifecycle: its metadata, its end,
+    /// a pause, a resume, a stop. Two `stat`s when nothing changed.
+    pub fn refresh(&self) {
+        let Some(files) = self.files.get() else {
+            return;
+        };
+        if lock(&self.live).is_none() {
+            return; // being built, ended or detached
+        }
+        let (record, lifecycle) = files.changed();
+        if record {
+            if let Ok(record) = files.read_record() {
+                *lock(&self.metadata) = record.metadata;
+            }
+        }
+        if lifecycle {
+            if let Ok(lifecycle) = files.read_lifecycle() {
+                self.apply_lifecycle(&lifecycle);
+            }
+        }
+    }
+
+    fn apply_lifecycle(&self, lifecycle: &Lifecycle) {
+        let active = lock(&self.execs).active;
+        let (from, to) = {
+            let mut status = lock(&self.status);
+            status.end_at = from_ms(lifecycle.end_at_ms);
+            let left = status
+                .end_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            status.deadline = Instant::now() + left;
+            status.clock_stopped = lifecycle.clock_left_ms.map(Duration::from_millis);
+            let from = status.state;
+            let to = match (lifecycle.phase, from) {
+                (Phase::Paused, State::Running | State::Active) => {
+                    status.paused_at = Some(Instant::now());
+                    Some(State::Paused)
+                }
+                (Phase::Running, State::Paused) => {
+                    status.paused_at = None;
+                    Some(if active == 0 {
+                        State::Running
+                    } else {
+                        State::Active
+                    })
+                }
+                (Phase::Stopping, State::Running | State::Active | State::Paused) => {
+                    Some(State::Stopping)
+                }
+                _ => None,
+            };
+            match to {
+                Some(to) if from.can_become(to) => status.state = to,
+                _ => return,
+            }
+            (from, to.expect("matched above"))
+        };
+        let reason = match to {
+            State::Paused if lifecycle.clock_left_ms == Some(0) => Reason::Timeout,
+            State::Paused => Reason::Paused,
+            State::Stopping => Reason::Stopped,
+            _ => Reason::Resumed,
+        };
+        self.publish(from, to, reason);
+    }
+
+    /// Lets go of a persistent sandbox without ending it (its runtime shut
+    /// down): init, its processes, cgroups and files stay for the next
+    /// process. Commands this process started run on, but their output
+    /// and exit have nobody to go to; their handles see the end.
+    pub fn detach(&self) {
+        let Some(live) = lock(&self.live).take() else {
+            return;
+        };
+        self.detached.store(true, Ordering::SeqCst);
+        self.gone.store(true, Ordering::SeqCst);
+        let reactor = &self.ctx.reactor;
+        reactor.remove_watch(live.tokens[0], live.control.as_fd());
+        reactor.remove_watch(live.tokens[1], live.pidfd.as_fd());
+        self.unwatch_oom();
+        self.ext.release_all();
+        self.end_executions();
+        if let Some(files) = self.files.get() {
+            files.set_busy(false);
+        }
+        live.cgroup.disown();
+        // If init is our child, someone must reap it once it ends.
+        if let Ok(pidfd) = live.pidfd.try_clone() {
+            orphans::watch(pidfd);
+        }
+        drop(live);
+        self.ctx.remove(&self.id);
+        self.mark_ended();
+    }
+
+    /// An adoption that failed half-way: out of the table, nothing of the
+    /// sandbox touched (it lives on for others).
+    pub fn drop_adoption(&self) {
+        self.unwatch_oom();
+        if let Some(live) = lock(&self.live).take() {
+            let reactor = &self.ctx.reactor;
+            reactor.remove_watch(live.tokens[0], live.control.as_fd());
+            reactor.remove_watch(live.tokens[1], live.pidfd.as_fd());
+            live.cgroup.disown();
+        }
+        self.detached.store(true, Ordering::SeqCst);
+        self.ctx.remove(&self.id);
+        self.mark_ended();
+    }
+
+    /// An adopted sandbox's state as its files say (no transition: it was
+    /// made elsewhere); published as one event from Pending.
+    pub fn restore(&self, lifecycle: &Lifecycle) {
+        let to = match lifecycle.phase {
+            Phase::Paused => State::Paused,
+            Phase::Stopping => State::Stopping,
+            Phase::Running => State::Running,
+        };
+        {
+            let mut status = lock(&self.status);
+            status.state = to;
+            status.clock_stopped = lifecycle.clock_left_ms.map(Duration::from_millis);
+            if to == State::Paused {
+                status.paused_at = Some(Instant::now());
+            }
+        }
+        self.mark_persisted();
+        self.publish(State::Pending, to, Reason::Adopted);
+    }
+
+    /// Where init's answer to `Request::Persist` (0, or an errno) will
+    /// arrive; call before sending the request.
+    pub fn expect_persisted(&self) -> crossbeam_channel::Receiver<i32> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        *lock(&self.persist_reply) = Some(tx);
+        rx
     }
 
     // ---- kernel resources -------------------------------------------------
@@ -570,6 +935,10 @@ impl SandboxShared {
             execs.active == 1
         };
         if first {
+            if let Some(files) = self.files.get() {
+                // Other processes and the monitor: busy while this lasts.
+                files.set_busy(true);
+            }
             self.transition_from(State::Running, State::Active, Reason::CommandStarted);
         }
     }
@@ -584,6 +953,9 @@ impl SandboxShared {
         };
         self.touch();
         if idle {
+            if let Some(files) = self.files.get() {
+                files.set_busy(false);
+            }
             self.transition_from(State::Active, State::Running, Reason::Idle);
         }
     }
@@ -737,6 +1109,11 @@ impl SandboxShared {
                     self.ctx.reactor.finish_outputs(&outputs);
                 }
             }
+            Event::Persisted { errno } => {
+                if let Some(reply) = lock(&self.persist_reply).take() {
+                    let _ = reply.send(errno);
+                }
+            }
             Event::Ready { .. } | Event::SetupFailed { .. } => {}
         }
     }
@@ -872,13 +1249,41 @@ impl SandboxShared {
 
     /// A create that failed before the sandbox went live: out of the
     /// table, nothing left registered (its cgroup and child were already
-    /// released by the creator), and what services attached to it at
-    /// create (its network) released.
-    pub fn forget(&self) {
+    /// released by the creator), what services attached to it at create
+    /// (its network) released, and its tombstone says why.
+    pub fn forget(&self, why: Reason) {
         self.unwatch_oom();
         self.ext.release_all();
+        {
+            let mut status = lock(&self.status);
+            status.end_reason.get_or_insert(why.clone());
+            status.ended_at = Some(SystemTime::now());
+        }
+        match (self.files.get(), &self.ctx.state) {
+            (Some(files), Some(state)) => {
+                if let Ok(_lock) = files.lock() {
+                    if files.exists() {
+                        let _ = state.bury(&files.dir, &why);
+                        files.remove();
+                    }
+                }
+            }
+            _ => self.bury_here(),
+        }
         self.ctx.remove(&self.id);
         self.mark_ended();
+    }
+
+    /// Keeps the tombstone of a sandbox of a runtime without a state dir.
+    fn bury_here(&self) {
+        if self.ctx.state.is_some() {
+            return;
+        }
+        let info = self.info();
+        let ended_at = info.ended_at.unwrap_or_else(SystemTime::now);
+        self.ctx
+            .graveyard
+            .bury(Tombstone { info, ended_at }, self.ctx.tombstones);
     }
 
     fn mark_ended(&self) {
@@ -934,20 +1339,59 @@ impl SandboxShared {
         };
         // init's end, noticed by the io thread meanwhile, is this teardown.
         self.gone.store(true, Ordering::SeqCst);
+        let reason = match reason {
+            Reason::InitDied if self.oom_kills_now() > 0 => Reason::Oom,
+            reason => reason,
+        };
+        // A persistent sandbox is ended by one process at a time, under its
+        // record's lock: the first writes the tombstone and removes what is
+        // left; whoever comes second (another process, its monitor) finds
+        // the record gone and learns from the tombstone why it ended.
+        let mut ours = true;
+        let mut reason = reason;
+        let files_lock = match (self.files.get(), &self.ctx.state) {
+            (Some(files), Some(state)) => {
+                let lock = files.lock().ok();
+                if files.exists() {
+                    let _ = state.bury(&files.dir, &reason);
+                } else {
+                    ours = false;
+                    if let Some(why) = state.tombstone(&self.id).and_then(|t| t.info.end_reason) {
+                        reason = why;
+                    }
+                }
+                lock
+            }
+            _ => None,
+        };
         let (from, paused) = {
             let mut status = lock(&self.status);
             status.end_reason = Some(reason.clone());
+            status.ended_at = Some(SystemTime::now());
             let from = std::mem::replace(&mut status.state, State::Destroyed);
             (from, from == State::Paused || status.paused_at.is_some())
         };
         let torn_down = self.teardown(&live, paused);
+        if let Some(files) = self.files.get() {
+            files.set_busy(false);
+            if ours {
+                files.remove();
+            }
+        }
+        drop(files_lock);
         // The last reference closes every descriptor: the mount namespace,
         // the overlay and the writable tmpfs go with it.
         drop(live);
         self.ctx.remove(&self.id);
         self.publish(from, State::Destroyed, reason);
+        self.bury_here();
         self.mark_ended();
-        torn_down
+        // Ended by someone else: what they could not remove is theirs.
+        if ours {
+            torn_down
+        } else {
+            Ok(())
+        }
     }
 
     /// Kills every process of the sandbox and releases what `live` holds:
@@ -972,13 +1416,61 @@ impl SandboxShared {
             // them die); they wake with SIGKILL pending and run no code.
             let _ = live.cgroup.thaw();
         }
-        let reaped = process::reap_pidfd(live.pidfd.as_fd(), true);
+        let reaped = match process::reap_pidfd(live.pidfd.as_fd(), true) {
+            // Not our child (adopted from a state dir): its parent reaps
+            // it; we wait for its end.
+            Err(Errno::ECHILD) => {
+                process::wait_pidfd_exited(live.pidfd.as_fd(), ADOPTED_DEATH_WAIT)
+            }
+            other => other.map(drop),
+        };
 
         // 3. Services let go of what refers to the sandbox.
         self.unwatch_oom();
         self.ext.release_all();
 
         // 4. Executions in flight end with what they wrote, then their exit.
+        self.end_executions();
+
+        // 5. The cgroup dirs, now that no task is left in them.
+        let removed = live.cgroup.remove();
+        reaped.map_err(|e| Error::setup("reap init", e))?;
+        removed?;
+        Ok(())
+    }
+
+    /// The lifetime ran out with `TimeoutAction::Pause` (a sandbox of a
+    /// runtime without a state dir; a persistent one's monitor does this):
+    /// Paused for `Reason::Timeout`, its clock stopped with nothing left —
+    /// a resume gives it its whole timeout again — and frozen. If it cannot
+    /// be frozen it ends instead.
+    fn pause_at_timeout(&self) {
+        let Some(live) = self.live() else {
+            return;
+        };
+        if !matches!(self.due(Instant::now()), Due::Lifetime) {
+            return; // moved meanwhile
+        }
+        let paused = [State::Running, State::Active]
+            .into_iter()
+            .any(|from| self.transition_from(from, State::Paused, Reason::Timeout));
+        if !paused {
+            return;
+        }
+        {
+            let mut status = lock(&self.status);
+            status.paused_at = Some(Instant::now());
+            status.clock_stopped = Some(Duration::ZERO);
+        }
+        if live.cgroup.freeze().is_err() {
+            self.destroy_later(Reason::Timeout);
+        }
+    }
+
+    /// Executions in flight end with what is in their pipes, then an exit
+    /// that says the sandbox is gone.
+    fn end_executions(&self) {
+        let reactor = &self.ctx.reactor;
         let executions: Vec<Execution> = {
             let mut execs = lock(&self.execs);
             execs.active = 0;
@@ -997,12 +1489,6 @@ impl SandboxShared {
             }
             execution.send_exit(execution.destroyed_event());
         }
-
-        // 5. The cgroup dirs, now that no task is left in them.
-        let removed = live.cgroup.remove();
-        reaped.map_err(|e| Error::setup("reap init", e))?;
-        removed?;
-        Ok(())
     }
 
     /// The runtime failed while serving this sandbox: Error, then torn
@@ -1101,8 +1587,17 @@ impl Handler for SandboxShared {
 
 impl Expiring for SandboxShared {
     fn expire(&self, now: Instant) {
-        if self.deadline_due(now) {
-            self.destroy_later(Reason::Timeout);
+        match self.due(now) {
+            Due::Lifetime if self.on_timeout == TimeoutAction::Pause => {
+                // Pausing waits for the freezer: not on the reaper.
+                if let Some(me) = self.me.upgrade() {
+                    self.ctx.teardowns.run(move || me.pause_at_timeout());
+                }
+            }
+            Due::Lifetime => self.destroy_later(Reason::Timeout),
+            Due::Idle => self.destroy_later(Reason::IdleTimeout),
+            // Moved, or activity since: look again when it could be due.
+            Due::Nothing => self.arm_deadline(),
         }
     }
 }

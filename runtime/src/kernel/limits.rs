@@ -48,7 +48,8 @@ pub const MAX_EXEC_TIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Defaults ([`Limits::default`]): 1 CPU, 512 MiB of memory, 128 processes
 /// (threads count too), 1 GiB of disk, 1024 open files per process, no
 /// maximum file size and no CPU pinning.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Limits {
     /// CPU time as a number of CPUs, fractional: 0.5 is half of one CPU's
     /// time (a CFS quota of 50 ms per 100 ms period), 2.0 two CPUs' worth.
@@ -272,7 +273,8 @@ impl Limits {
 /// - `max_concurrent`: commands in flight at once; one more fails at once
 ///   with [`Error::QuotaExceeded`](crate::Error::QuotaExceeded) (it is not
 ///   queued).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ExecLimits {
     pub max_time: Option<Duration>,
     pub max_output_bytes: Option<u64>,

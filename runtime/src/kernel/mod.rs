@@ -14,11 +14,13 @@ pub(crate) mod error;
 pub mod fs;
 pub mod init_binary;
 pub mod limits;
+pub(crate) mod monitor;
 pub(crate) mod mounts;
 // Also driven by its own integration tests and benchmarks (the `testing`
 // feature), which reach parts the runtime does not use.
 #[cfg_attr(not(feature = "testing"), allow(dead_code, unused_imports))]
 pub mod net;
+pub(crate) mod procs;
 pub mod seccomp;
 pub(crate) mod spawn;
 pub mod userns;

@@ -46,6 +46,14 @@ impl Cmd {
     pub fn shell(line: impl Into<String>) -> Cmd {
         Cmd::Shell(line.into())
     }
+
+    /// The argv it runs in `sandbox` (a line through the template's shell).
+    pub(crate) fn into_argv(self, sandbox: &SandboxShared) -> Vec<String> {
+        match self {
+            Cmd::Shell(line) => vec![sandbox.template.config.shell.clone(), "-c".into(), line],
+            Cmd::Argv(argv) => argv,
+        }
+    }
 }
 
 impl From<&str> for Cmd {
@@ -516,6 +524,36 @@ pub(crate) fn run(
     spawn(sandbox, cmd, options, Some(cap))?.wait()
 }
 
+/// Starts a template's start command: in the background — a server that
+/// runs for the sandbox's whole life is not activity (it would keep the
+/// idle timeout from ever passing) — and, with `keep_output`, with stdout
+/// and stderr on one pipe whose second read end is returned: once a
+/// persistent sandbox's creator is gone, its monitor reads (and discards)
+/// what the command writes, so it never blocks on a full pipe or dies of a
+/// closed one.
+pub(crate) fn spawn_start_command(
+    sandbox: &Arc<SandboxShared>,
+    cmd: Cmd,
+    keep_output: bool,
+) -> Result<(CommandHandle, Option<std::os::fd::OwnedFd>)> {
+    let options = RunOptions::default();
+    let mut launched = launch::launch(
+        sandbox,
+        Launch {
+            argv: cmd.into_argv(sandbox),
+            options: &options,
+            stdio: launch::Stdio::Pipes {
+                stdin: false,
+                merged: keep_output,
+            },
+            background: true,
+            budget: None,
+        },
+    )?;
+    let reader = launched.spare_output.take();
+    Ok((CommandHandle::launched(sandbox, launched), reader))
+}
+
 /// Starts a command: stdout and stderr through the io thread, stdin as
 /// asked. `budget`: bytes per stream the io thread forwards (the rest is
 /// read and dropped); `None` is the sandbox's `max_output_bytes`.
@@ -525,17 +563,14 @@ fn spawn(
     options: RunOptions,
     budget: Option<u64>,
 ) -> Result<CommandHandle> {
-    let argv = match cmd {
-        Cmd::Shell(line) => vec![sandbox.template.config.shell.clone(), "-c".into(), line],
-        Cmd::Argv(argv) => argv,
-    };
     let mut launched = launch::launch(
         sandbox,
         Launch {
-            argv,
+            argv: cmd.into_argv(sandbox),
             options: &options,
             stdio: launch::Stdio::Pipes {
                 stdin: !matches!(options.stdin, Stdin::Null),
+                merged: false,
             },
             background: false,
             budget,

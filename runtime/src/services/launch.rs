@@ -91,8 +91,10 @@ impl RunOptions {
 pub(crate) enum Stdio {
     /// Pipes the host makes: stdout and stderr read by the io thread into
     /// the process's event queue; stdin a pipe the caller writes when
-    /// asked for, `/dev/null` otherwise.
-    Pipes { stdin: bool },
+    /// asked for, `/dev/null` otherwise. `merged`: stdout and stderr on
+    /// one pipe (its output comes as stdout), with a second read end of it
+    /// in [`Launched::spare_output`].
+    Pipes { stdin: bool, merged: bool },
     /// A terminal of this size, made by init inside the sandbox: its slave
     /// end is stdin, stdout, stderr and the controlling terminal; the io
     /// thread reads its master end into the event queue (as stdout).
@@ -134,6 +136,8 @@ pub(crate) struct Launched {
     pub stdin: Option<File>,
     /// A terminal's master end (`Stdio::Terminal`), for input and resizing.
     pub master: Option<OwnedFd>,
+    /// A second read end of the one output pipe (`Stdio::Pipes` merged).
+    pub spare_output: Option<OwnedFd>,
 }
 
 /// The environment of a process: template, then the user's identity,
@@ -233,7 +237,7 @@ fn request(
         .unwrap_or_else(|| user.home.clone());
     let env = process_env(sandbox, &user, options);
     let (mask, extra_fds, pty) = match stdio {
-        Stdio::Pipes { stdin } => (
+        Stdio::Pipes { stdin, .. } => (
             StdioMask::STDOUT | StdioMask::STDERR | if *stdin { StdioMask::STDIN } else { 0 },
             Vec::new(),
             None,
@@ -283,6 +287,7 @@ struct Plumbing {
     to_send: Vec<OwnedFd>,
     outputs: Vec<(OwnedFd, OutputStream)>,
     stdin: Option<OwnedFd>,
+    spare_output: Option<OwnedFd>,
 }
 
 fn plumb(stdio: Stdio, owner: (Option<u32>, Option<u32>)) -> Result<Plumbing> {
@@ -290,19 +295,33 @@ fn plumb(stdio: Stdio, owner: (Option<u32>, Option<u32>)) -> Result<Plumbing> {
         to_send: Vec::new(),
         outputs: Vec::new(),
         stdin: None,
+        spare_output: None,
     };
     match stdio {
-        Stdio::Pipes { stdin } => {
+        Stdio::Pipes { stdin, merged } => {
             if stdin {
                 let (read_end, write_end) = pipe()?;
                 plumbing.to_send.push(read_end);
                 plumbing.stdin = Some(write_end);
             }
-            for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+            if merged {
                 let (read_end, write_end) = pipe()?;
                 set_nonblocking(&read_end)?;
+                let dup = |fd: &OwnedFd| {
+                    fd.try_clone()
+                        .map_err(|e| Error::io("duplicate an output pipe", e))
+                };
+                plumbing.spare_output = Some(dup(&read_end)?);
+                plumbing.to_send.push(dup(&write_end)?);
                 plumbing.to_send.push(write_end);
-                plumbing.outputs.push((read_end, stream));
+                plumbing.outputs.push((read_end, OutputStream::Stdout));
+            } else {
+                for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+                    let (read_end, write_end) = pipe()?;
+                    set_nonblocking(&read_end)?;
+                    plumbing.to_send.push(write_end);
+                    plumbing.outputs.push((read_end, stream));
+                }
             }
         }
         Stdio::Terminal(_) => {}
@@ -416,5 +435,6 @@ pub(crate) fn launch(sandbox: &Arc<SandboxShared>, launch: Launch<'_>) -> Result
         events: events_rx,
         stdin: plumbing.stdin.map(File::from),
         master: spawned.master,
+        spare_output: plumbing.spare_output,
     })
 }

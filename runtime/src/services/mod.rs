@@ -17,6 +17,7 @@ pub mod net;
 pub(crate) mod pause;
 pub mod pty;
 pub(crate) mod quota;
+pub(crate) mod stop;
 pub(crate) mod template;
 pub(crate) mod users;
 pub mod watch;

@@ -27,6 +27,9 @@ use crate::engine::sync::lock;
 /// sandbox: the freeze may wait for the kernel). Idempotent.
 pub(crate) fn pause(sandbox: &SandboxShared) -> Result<()> {
     let live = sandbox.live().ok_or_else(|| sandbox.not_running())?;
+    // A persistent sandbox: one process at a time, and the state written
+    // down for the others and the monitor.
+    let _lock = sandbox.lock_files()?;
     match sandbox.state() {
         State::Paused => return Ok(()),
         State::Running | State::Active => {}
@@ -44,6 +47,11 @@ pub(crate) fn pause(sandbox: &SandboxShared) -> Result<()> {
         unpaused(sandbox);
         return Err(e.into());
     }
+    if let Err(e) = sandbox.save_lifecycle() {
+        let _ = live.cgroup.thaw();
+        unpaused(sandbox);
+        return Err(e);
+    }
     Ok(())
 }
 
@@ -51,6 +59,7 @@ pub(crate) fn pause(sandbox: &SandboxShared) -> Result<()> {
 /// Idempotent.
 pub(crate) fn resume(sandbox: &SandboxShared) -> Result<()> {
     let live = sandbox.live().ok_or_else(|| sandbox.not_running())?;
+    let _lock = sandbox.lock_files()?;
     match sandbox.state() {
         State::Paused => {}
         State::Running | State::Active => return Ok(()),
@@ -58,7 +67,7 @@ pub(crate) fn resume(sandbox: &SandboxShared) -> Result<()> {
     }
     live.cgroup.thaw()?;
     unpaused(sandbox);
-    Ok(())
+    sandbox.save_lifecycle()
 }
 
 /// Back from Paused (after a thaw, or a freeze that failed): restart the

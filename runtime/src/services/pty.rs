@@ -214,14 +214,10 @@ fn spawn_pty(
     {
         options.env.insert(0, ("TERM".into(), DEFAULT_TERM.into()));
     }
-    let argv = match cmd {
-        Cmd::Shell(line) => vec![sandbox.template.config.shell.clone(), "-c".into(), line],
-        Cmd::Argv(argv) => argv,
-    };
     let mut launched = launch::launch(
         sandbox,
         Launch {
-            argv,
+            argv: cmd.into_argv(sandbox),
             options: &options,
             stdio: launch::Stdio::Terminal(sandlot_proto::PtySize {
                 rows: size.rows,

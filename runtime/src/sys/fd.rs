@@ -263,3 +263,19 @@ pub fn readable_bytes(fd: BorrowedFd<'_>) -> SysResult<usize> {
     check(rc as libc::c_long)?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
+
+/// `flock(fd, how)` (`LOCK_SH`, `LOCK_EX`, `LOCK_UN`, with `LOCK_NB`),
+/// retried on EINTR. `Ok(false)`: a `LOCK_NB` request would have waited.
+/// See `flock(2)`: the lock belongs to the open file description, so each
+/// process (each open) holds its own.
+pub fn flock(fd: BorrowedFd<'_>, how: libc::c_int) -> SysResult<bool> {
+    loop {
+        // SAFETY: flock only changes the lock state of a descriptor we borrow.
+        match check(unsafe { libc::flock(fd.as_raw_fd(), how) } as libc::c_long) {
+            Ok(_) => return Ok(true),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EWOULDBLOCK) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+    }
+}

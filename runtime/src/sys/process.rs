@@ -211,3 +211,35 @@ pub fn write_file(path: &CStr, data: &[u8]) -> SysResult<()> {
         Err(e) => Err(e),
     }
 }
+
+/// `pidfd_open(pid, 0)`: a pidfd for a process that need not be our child
+/// (it can be waited on with poll and signalled, not reaped).
+pub fn pidfd_open(pid: i32) -> SysResult<std::os::fd::OwnedFd> {
+    // SAFETY: integer-only syscall.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0u32) })?;
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until the process behind `pidfd` has exited (its pidfd polls
+/// readable), for at most `timeout`: the end of a process that is not our
+/// child, which we cannot reap. `ETIMEDOUT` if it still runs.
+pub fn wait_pidfd_exited(pidfd: BorrowedFd<'_>, timeout: std::time::Duration) -> SysResult<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let mut pfd = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ret = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        match check(ret as libc::c_long) {
+            Ok(n) if n > 0 => return Ok(()),
+            Ok(_) => return Err(Errno::ETIMEDOUT),
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

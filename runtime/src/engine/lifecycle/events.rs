@@ -21,18 +21,30 @@ pub enum Reason {
     Created,
     /// init reported ready.
     Started,
+    /// This process took over a sandbox another process made (a persistent
+    /// runtime's `connect`): the first event it sees of it.
+    Adopted,
     /// A command started while the sandbox was idle.
     CommandStarted,
     /// The last command in flight ended.
     Idle,
     Paused,
     Resumed,
-    /// The sandbox's deadline passed.
+    /// The sandbox's deadline passed (it ended, or paused with
+    /// `TimeoutAction::Pause`).
     Timeout,
+    /// It was idle (no command, file operation, code run or `touch`) for
+    /// longer than its idle timeout.
+    IdleTimeout,
+    /// `stop(grace)` began (→ Stopping) or ended it.
+    Stopped,
     /// `kill()` (or the CLI) ended it.
     Killed,
     /// init exited on its own (crashed or was killed from outside).
     InitDied,
+    /// init was killed by the OOM killer (the sandbox's memory cgroup
+    /// counted OOM kills when init died).
+    Oom,
     /// The runtime shut down (dropped or `shutdown()`).
     HostShutdown,
     /// Setup failed; the message names the step and errno.
@@ -42,6 +54,70 @@ pub enum Reason {
     /// The runtime failed while serving the sandbox (a bug in sandlot);
     /// the message says where. The sandbox was destroyed, the others live.
     Internal(String),
+}
+
+impl Reason {
+    /// The name of an end reason as tombstones and the CLI write it
+    /// (`sandlot_proto::monitor::reason`); transitions that end nothing
+    /// have their own names.
+    pub fn as_str(&self) -> &'static str {
+        use sandlot_proto::monitor::reason as end;
+        match self {
+            Reason::Created => "created",
+            Reason::Started => "started",
+            Reason::Adopted => "adopted",
+            Reason::CommandStarted => "command_started",
+            Reason::Idle => "idle",
+            Reason::Paused => "paused",
+            Reason::Resumed => "resumed",
+            Reason::Timeout => end::TIMEOUT,
+            Reason::IdleTimeout => end::IDLE,
+            Reason::Stopped => end::STOPPED,
+            Reason::Killed => end::KILLED,
+            Reason::InitDied => end::INIT_DIED,
+            Reason::Oom => end::OOM,
+            Reason::HostShutdown => end::HOST_SHUTDOWN,
+            Reason::SetupFailed(_) => end::START_FAILED,
+            Reason::Rejected(_) => "rejected",
+            Reason::Internal(_) => end::INTERNAL,
+        }
+    }
+
+    /// The message of reasons that carry one, else empty.
+    pub fn detail(&self) -> &str {
+        match self {
+            Reason::SetupFailed(m) | Reason::Rejected(m) | Reason::Internal(m) => m,
+            _ => "",
+        }
+    }
+
+    /// The reason [`Reason::as_str`] and [`Reason::detail`] describe;
+    /// unknown names (a newer writer) read as `Internal`.
+    pub fn from_parts(name: &str, detail: &str) -> Reason {
+        use sandlot_proto::monitor::reason as end;
+        match name {
+            end::TIMEOUT => Reason::Timeout,
+            end::IDLE => Reason::IdleTimeout,
+            end::STOPPED => Reason::Stopped,
+            end::KILLED => Reason::Killed,
+            end::INIT_DIED => Reason::InitDied,
+            end::OOM => Reason::Oom,
+            end::HOST_SHUTDOWN => Reason::HostShutdown,
+            end::START_FAILED => Reason::SetupFailed(detail.to_string()),
+            "rejected" => Reason::Rejected(detail.to_string()),
+            end::INTERNAL => Reason::Internal(detail.to_string()),
+            other => Reason::Internal(format!("{other}: {detail}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.detail() {
+            "" => f.write_str(self.as_str()),
+            detail => write!(f, "{}: {detail}", self.as_str()),
+        }
+    }
 }
 
 /// One state transition of one sandbox.
@@ -211,6 +287,28 @@ mod tests {
         assert_eq!(slow.missed(), 10);
         assert_eq!(fast.missed(), 0);
         assert_eq!(slow.recv(), Ok(0));
+    }
+
+    #[test]
+    fn end_reasons_round_trip_through_their_names() {
+        let reasons = [
+            Reason::Timeout,
+            Reason::IdleTimeout,
+            Reason::Stopped,
+            Reason::Killed,
+            Reason::InitDied,
+            Reason::Oom,
+            Reason::HostShutdown,
+            Reason::SetupFailed("mount /proc: EPERM".into()),
+            Reason::Internal("io thread".into()),
+        ];
+        for reason in reasons {
+            assert_eq!(Reason::from_parts(reason.as_str(), reason.detail()), reason);
+        }
+        assert_eq!(
+            Reason::from_parts("eaten_by_a_grue", "x"),
+            Reason::Internal("eaten_by_a_grue: x".into())
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! module imports nothing else of the engine.
 
 mod events;
+mod info;
 mod net;
 mod process;
 mod state;
@@ -13,6 +14,7 @@ pub use events::{
     AlertKind, LifecycleEvent, OomEvent, Reason, ResourceAlert, ResourceEvent, ResourceKind,
     Subscription, SUBSCRIPTION_CAPACITY,
 };
+pub use info::SandboxInfo;
 pub use net::{DeniedBy, Destination, NetworkDenied};
 pub use process::{CommandExit, ExitReason, OutputStream, ProcessEvent, Signal};
 pub use state::State;

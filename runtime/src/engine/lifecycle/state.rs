@@ -6,10 +6,13 @@ use std::fmt;
 /// Pending ──► Starting ──► Running ⇄ Active
 ///    │            │           │  ╲   │
 ///    ▼            ▼           │   Paused
-///  Failed       Error         ▼
-///                          Destroyed  (from every live state)
+///  Failed       Error         │     │
+///                             ▼     ▼
+///                          Stopping ──► Destroyed  (from every live state)
 /// ```
 /// `Running` means idle; `Active` means at least one command is in flight.
+/// `Stopping`: `stop(grace)` is draining it — no new commands, its
+/// processes have had SIGTERM and get SIGKILL at the end of the grace.
 /// `Failed` (rejected before anything was built) and `Destroyed` are
 /// terminal. `Error` means the runtime failed the sandbox: from `Starting`
 /// (setup failed and was rolled back; nothing follows) or, from a live
@@ -22,6 +25,7 @@ pub enum State {
     Running,
     Active,
     Paused,
+    Stopping,
     Error,
     Failed,
     Destroyed,
@@ -51,6 +55,11 @@ impl State {
                 | (Running, Destroyed)
                 | (Active, Destroyed)
                 | (Paused, Destroyed)
+                | (Running, Stopping)
+                | (Active, Stopping)
+                | (Paused, Stopping)
+                | (Stopping, Error)
+                | (Stopping, Destroyed)
         )
     }
 
@@ -58,7 +67,7 @@ impl State {
     pub fn is_live(self) -> bool {
         matches!(
             self,
-            State::Starting | State::Running | State::Active | State::Paused
+            State::Starting | State::Running | State::Active | State::Paused | State::Stopping
         )
     }
 
@@ -78,10 +87,28 @@ impl State {
             State::Running => "running",
             State::Active => "active",
             State::Paused => "paused",
+            State::Stopping => "stopping",
             State::Error => "error",
             State::Failed => "failed",
             State::Destroyed => "destroyed",
         }
+    }
+}
+
+impl std::str::FromStr for State {
+    type Err = String;
+
+    /// The names [`State::as_str`] gives.
+    fn from_str(s: &str) -> Result<State, String> {
+        use State::*;
+        [
+            Pending, Starting, Running, Active, Paused, Stopping, Error, Failed, Destroyed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown state {s:?} (pending, starting, running, active, paused, stopping, error, failed, destroyed)")
+        })
     }
 }
 
@@ -95,8 +122,8 @@ impl fmt::Display for State {
 mod tests {
     use super::State::{self, *};
 
-    const ALL: [State; 8] = [
-        Pending, Starting, Running, Active, Paused, Error, Failed, Destroyed,
+    const ALL: [State; 9] = [
+        Pending, Starting, Running, Active, Paused, Stopping, Error, Failed, Destroyed,
     ];
 
     #[test]
@@ -119,5 +146,27 @@ mod tests {
         assert!(!Destroyed.can_become(Running));
         assert!(!Error.can_become(Running));
         assert!(!Pending.can_become(Error));
+    }
+
+    #[test]
+    fn states_parse_from_their_names() {
+        for state in ALL {
+            assert_eq!(state.as_str().parse::<State>(), Ok(state));
+        }
+        assert!("frozen".parse::<State>().is_err());
+    }
+
+    #[test]
+    fn stopping_is_one_way_and_takes_no_commands() {
+        for from in [Running, Active, Paused] {
+            assert!(from.can_become(Stopping), "{from} -> stopping");
+        }
+        for to in ALL {
+            let legal = matches!(to, Destroyed | Error);
+            assert_eq!(Stopping.can_become(to), legal, "stopping -> {to}");
+        }
+        assert!(!Starting.can_become(Stopping));
+        assert!(Stopping.is_live());
+        assert!(!Stopping.accepts_commands());
     }
 }

@@ -122,6 +122,13 @@ impl Default for CgroupConfig {
     }
 }
 
+/// How a persistent sandbox's cgroup dirs are named:
+/// `sandlot-persistent-<id>`, directly in the parent (see
+/// [`Cgroups::persistent`]). Never mistaken for a dead runtime's
+/// leftover by [`Cgroups::remove_leftovers`]; removed by whoever ends the
+/// sandbox, or by the next process that opens its state dir.
+pub const PERSISTENT_PREFIX: &str = "sandlot-persistent-";
+
 /// A fresh runtime name, `sandlot-<pid>-<n>`: unique within this process
 /// and recognisable by [`Cgroups::remove_leftovers`] once the process is
 /// gone.
@@ -146,13 +153,44 @@ struct RuntimeDir {
     lazy: bool,
     parent: PathBuf,
     path: PathBuf,
-    /// Set once the dir exists (and is ours to remove).
-    fd: OnceLock<OwnedFd>,
+    /// Set once the dir exists; shared with the sandboxes placed in it.
+    fd: OnceLock<Arc<OwnedFd>>,
+    /// Made by this runtime, and so removed by it. A persistent runtime
+    /// places sandboxes straight in the parent, which it never removes.
+    owned: bool,
 }
 
 impl RuntimeDir {
     fn fd(&self) -> BorrowedFd<'_> {
         self.fd.get().expect("runtime dir created").as_fd()
+    }
+
+    /// Where a sandbox of this runtime goes, in this hierarchy.
+    fn placement(&self) -> Placed {
+        Placed {
+            hier: self.hier,
+            version: self.version,
+            fd: Arc::clone(self.fd.get().expect("runtime dir created")),
+            path: self.path.clone(),
+        }
+    }
+}
+
+/// The dir a sandbox's own dir lives in, in one hierarchy: its runtime's
+/// dir, or (a sandbox adopted from a state dir) whatever dir its creator
+/// placed it in.
+#[derive(Debug)]
+struct Placed {
+    /// Index into the layout's hierarchies.
+    hier: usize,
+    version: Version,
+    fd: Arc<OwnedFd>,
+    path: PathBuf,
+}
+
+impl Placed {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -175,7 +213,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         for d in self.dirs.iter_mut().rev() {
-            if d.fd.take().is_some() {
+            if d.fd.take().is_some() && d.owned {
                 let _ = files::rmdir_path(&d.path);
             }
         }
@@ -201,6 +239,23 @@ impl Cgroups {
     /// runtime can recognise it once this process is gone.
     pub fn new(cfg: &CgroupConfig, runtime_name: &str) -> Result<Cgroups, CgroupError> {
         check_name(runtime_name)?;
+        Cgroups::build(cfg, Some(runtime_name))
+    }
+
+    /// For a persistent runtime: sandboxes go straight into the parent
+    /// (`<parent>/<sandbox name>`, see [`PERSISTENT_PREFIX`]) instead of
+    /// into a runtime dir that dies with this process — a later runtime
+    /// would remove a dead runtime's dir, and a shared one could be removed
+    /// by one process while another creates in it. The parent is never
+    /// removed; on v2 its `cgroup.subtree_control` gets memory, pids and
+    /// cpu as for a runtime dir.
+    pub fn persistent(cfg: &CgroupConfig) -> Result<Cgroups, CgroupError> {
+        Cgroups::build(cfg, None)
+    }
+
+    /// `runtime_name`: the runtime's own dir below the parent; `None`:
+    /// the parent itself.
+    fn build(cfg: &CgroupConfig, runtime_name: Option<&str>) -> Result<Cgroups, CgroupError> {
         let mut layout = Layout::detect(&cfg.proc_root)?;
         // Another Cgroups of this process may have moved us into the host
         // leaf: our own cgroup is then its parent.
@@ -264,12 +319,23 @@ impl Cgroups {
                 )?;
                 inner.leaf.get_mut().expect("not shared yet").extend(claim);
             }
-            let d = make_runtime_dir(vi, Version::V2, roles, parent, runtime_name, false, false)?;
+            let d = match runtime_name {
+                Some(name) => make_runtime_dir(vi, Version::V2, roles, parent, name, false, false)?,
+                None => parent_as_runtime_dir(vi, Version::V2, roles, parent, false)?,
+            };
             inner.dirs.push(d);
             let d = inner.dirs.last().expect("just pushed");
             v2::enable(&d.path, &needed)?;
-            let has_freeze = files::exists_at(d.fd(), "cgroup.freeze");
-            let has_kill = files::exists_at(d.fd(), "cgroup.kill");
+            // The root cgroup has neither file (it can be neither frozen
+            // nor killed) — a persistent runtime's parent may be the root:
+            // there the kernel's version says what every other cgroup has.
+            let is_root = !files::exists_at(d.fd(), "cgroup.type");
+            let version = crate::kernel::version::parse(&crate::kernel::version::release());
+            let at_least = |v: (u32, u32)| version.is_some_and(|k| k >= v);
+            let has_freeze =
+                files::exists_at(d.fd(), "cgroup.freeze") || (is_root && at_least((5, 2)));
+            let has_kill =
+                files::exists_at(d.fd(), "cgroup.kill") || (is_root && at_least((5, 14)));
             inner.swap_max = files::exists_at(d.fd(), "memory.swap.max");
             inner.layout.apply_v2_probe(has_freeze, has_kill);
         }
@@ -289,27 +355,22 @@ impl Cgroups {
             let roles = roles_of(&inner.layout, hi);
             let lazy = roles == [Controller::Cpuset];
             let has_cpuset = h.has("cpuset");
-            let d = if lazy {
-                RuntimeDir {
+            let d = match runtime_name {
+                Some(name) if lazy => RuntimeDir {
                     hier: hi,
                     version: Version::V1,
                     roles,
                     cpuset: true,
                     lazy: true,
-                    path: parent.join(runtime_name),
+                    path: parent.join(name),
                     parent,
                     fd: OnceLock::new(),
+                    owned: true,
+                },
+                Some(name) => {
+                    make_runtime_dir(hi, Version::V1, roles, parent, name, has_cpuset, false)?
                 }
-            } else {
-                make_runtime_dir(
-                    hi,
-                    Version::V1,
-                    roles,
-                    parent,
-                    runtime_name,
-                    has_cpuset,
-                    false,
-                )?
+                None => parent_as_runtime_dir(hi, Version::V1, roles, parent, lazy)?,
             };
             if d.roles.contains(&Controller::Memory) {
                 inner.memsw = files::exists_at(d.fd(), "memory.memsw.limit_in_bytes");
@@ -336,6 +397,18 @@ impl Cgroups {
             .collect()
     }
 
+    /// The dirs [`Cgroups::create`] would make for `name` with `limits`,
+    /// before it does (a persistent sandbox's record lists them first, so
+    /// that a creator that dies in between leaves nothing unaccounted for).
+    pub fn paths_for(&self, name: &str, limits: &Limits) -> Vec<PathBuf> {
+        self.inner
+            .dirs
+            .iter()
+            .filter(|d| !d.lazy || limits.cpuset.is_some())
+            .map(|d| d.path.join(name))
+            .collect()
+    }
+
     /// Creates `<runtime dir>/<sandbox_id>` in every hierarchy used and
     /// writes the limits (after validating them). On failure whatever was
     /// made is removed before the error is returned.
@@ -350,7 +423,7 @@ impl Cgroups {
         let mut sb = SandboxCgroup {
             inner: Arc::clone(&self.inner),
             id: sandbox_id.to_owned(),
-            dirs: Vec::with_capacity(inner.dirs.len()),
+            placed: Vec::with_capacity(inner.dirs.len()),
             remaining: Mutex::new(Vec::with_capacity(inner.dirs.len())),
             v2_fd: None,
             memory_limit: limits.memory,
@@ -362,11 +435,11 @@ impl Cgroups {
                 continue;
             }
             files::mkdir_at(d.fd(), sandbox_id, &d.path)?;
-            sb.dirs.push(di);
+            sb.placed.push(d.placement());
             sb.remaining
                 .get_mut()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(di);
+                .push(sb.placed.len() - 1);
             let writes = match d.version {
                 Version::V1 => v1::limit_writes(&d.roles, limits, inner.memsw),
                 Version::V2 => v2::limit_writes(&d.roles, limits, inner.swap_max),
@@ -377,6 +450,66 @@ impl Cgroups {
             if d.version == Version::V2 {
                 sb.v2_fd = Some(files::open_dir_at(d.fd(), sandbox_id, &d.path)?);
             }
+        }
+        Ok(sb)
+    }
+
+    /// The cgroups of a sandbox another process made (a persistent one):
+    /// `paths` are its dirs, one per hierarchy, as its record lists them.
+    /// Each is matched to the hierarchy mounted above it; all must share
+    /// one name (the sandbox's). Nothing is created; the dirs are removed
+    /// by [`SandboxCgroup::remove`] like those of a sandbox made here.
+    pub fn adopt(&self, paths: &[PathBuf], limits: &Limits) -> Result<SandboxCgroup, CgroupError> {
+        let bad =
+            |path: &Path, why: &str| CgroupError::Detect(format!("{}: {why}", path.display()));
+        let name = paths
+            .first()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| CgroupError::Detect("no cgroup dirs to adopt".into()))?
+            .to_owned();
+        check_name(&name)?;
+        let mut sb = SandboxCgroup {
+            inner: Arc::clone(&self.inner),
+            id: name.clone(),
+            placed: Vec::with_capacity(paths.len()),
+            remaining: Mutex::new(Vec::with_capacity(paths.len())),
+            v2_fd: None,
+            memory_limit: limits.memory,
+            pids_max: limits.pids,
+            stats: Mutex::new(None),
+        };
+        for path in paths {
+            if path.file_name().and_then(|n| n.to_str()) != Some(name.as_str()) {
+                return Err(bad(path, "not named like the sandbox's other cgroup dirs"));
+            }
+            let parent = path.parent().ok_or_else(|| bad(path, "has no parent"))?;
+            // The hierarchy mounted deepest above it.
+            let hier = self
+                .inner
+                .layout
+                .hierarchies()
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| parent.starts_with(&h.mount_point))
+                .max_by_key(|(_, h)| h.mount_point.as_os_str().len())
+                .map(|(i, _)| i)
+                .ok_or_else(|| bad(path, "is in no cgroup hierarchy this runtime uses"))?;
+            let version = self.inner.layout.hierarchies()[hier].version;
+            let fd = Arc::new(files::open_dir(parent)?);
+            if version == Version::V2 {
+                sb.v2_fd = Some(files::open_dir_at(fd.as_fd(), &name, parent)?);
+            }
+            sb.placed.push(Placed {
+                hier,
+                version,
+                fd,
+                path: parent.to_owned(),
+            });
+            sb.remaining
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(sb.placed.len() - 1);
         }
         Ok(sb)
     }
@@ -438,7 +571,11 @@ impl Inner {
         let d = &self.dirs[di];
         match d.version {
             Version::V1 => {
-                if d.fd.get().is_none() {
+                if d.fd.get().is_none() && !d.owned {
+                    // A persistent runtime's parent exists already.
+                    let fd = files::open_dir(&d.path)?;
+                    let _ = d.fd.set(Arc::new(fd));
+                } else if d.fd.get().is_none() {
                     let made = make_runtime_dir(
                         d.hier,
                         Version::V1,
@@ -528,13 +665,41 @@ fn make_runtime_dir(
             lazy,
             parent,
             path,
-            fd: OnceLock::from(fd),
+            fd: OnceLock::from(Arc::new(fd)),
+            owned: true,
         }),
         Err(e) => {
             let _ = std::fs::remove_dir(&path);
             Err(e)
         }
     }
+}
+
+/// A persistent runtime's "runtime dir" in one hierarchy: the parent
+/// itself, opened, never removed (`lazy`: the cpuset-only hierarchy, opened
+/// on first use).
+fn parent_as_runtime_dir(
+    hier: usize,
+    version: Version,
+    roles: Vec<Controller>,
+    parent: PathBuf,
+    lazy: bool,
+) -> Result<RuntimeDir, CgroupError> {
+    let fd = OnceLock::new();
+    if !lazy {
+        let _ = fd.set(Arc::new(files::open_dir(&parent)?));
+    }
+    Ok(RuntimeDir {
+        hier,
+        version,
+        cpuset: roles.contains(&Controller::Cpuset) || lazy,
+        roles,
+        lazy,
+        path: parent.clone(),
+        parent,
+        fd,
+        owned: false,
+    })
 }
 
 /// Names may be one path component of safe characters.
@@ -611,9 +776,9 @@ fn remove_tree(path: &Path, removed: &mut Vec<PathBuf>) -> bool {
 pub struct SandboxCgroup {
     inner: Arc<Inner>,
     id: String,
-    /// Indexes into `inner.dirs` of the dirs made for this sandbox.
-    dirs: Vec<usize>,
-    /// Those not removed yet.
+    /// Where its dir is, in each hierarchy used.
+    placed: Vec<Placed>,
+    /// Indexes into `placed` of the dirs not removed yet.
     remaining: Mutex<Vec<usize>>,
     v2_fd: Option<OwnedFd>,
     memory_limit: u64,
@@ -635,10 +800,7 @@ impl SandboxCgroup {
 
     /// The sandbox's dirs, one per hierarchy.
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.dirs
-            .iter()
-            .map(|&di| self.inner.dirs[di].path.join(&self.id))
-            .collect()
+        self.placed.iter().map(|d| d.path.join(&self.id)).collect()
     }
 
     /// The `tasks` files of the sandbox's v1 dirs, for a child that joins
@@ -784,10 +946,9 @@ impl SandboxCgroup {
         // close our fds into the dirs first
         *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut first_err = None;
-        let inner = Arc::clone(&self.inner);
         let mut remaining = self.remaining.lock().unwrap_or_else(|p| p.into_inner());
         remaining.retain(|&di| {
-            let d = &inner.dirs[di];
+            let d = &self.placed[di];
             match files::rmdir_at(d.fd(), &self.id, &d.path) {
                 Ok(()) => false,
                 Err(e) => {
@@ -797,6 +958,16 @@ impl SandboxCgroup {
             }
         });
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Lets go of the sandbox's cgroups without removing them (a
+    /// persistent sandbox this process no longer serves): dropping the
+    /// value then kills and removes nothing.
+    pub fn disown(&self) {
+        self.remaining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Kills what is left: cgroup.kill, or signals (frozen first when the
@@ -823,20 +994,20 @@ impl SandboxCgroup {
         }
     }
 
-    fn dirs(&self) -> impl Iterator<Item = &RuntimeDir> {
-        self.dirs.iter().map(|&di| &self.inner.dirs[di])
+    fn dirs(&self) -> impl Iterator<Item = &Placed> {
+        self.placed.iter()
     }
 
-    fn dir_of_version(&self, v: Version) -> Option<&RuntimeDir> {
+    fn dir_of_version(&self, v: Version) -> Option<&Placed> {
         self.dirs().find(|d| d.version == v)
     }
 
-    fn dir_of_role(&self, role: Controller) -> Option<&RuntimeDir> {
+    fn dir_of_role(&self, role: Controller) -> Option<&Placed> {
         let hi = self.inner.layout.index_of(role)?;
         self.dirs().find(|d| d.hier == hi)
     }
 
-    fn freezer(&self) -> Result<(Version, &RuntimeDir), CgroupError> {
+    fn freezer(&self) -> Result<(Version, &Placed), CgroupError> {
         self.dir_of_role(Controller::Freezer)
             .map(|d| (d.version, d))
             .ok_or(CgroupError::Unsupported("freezing"))
