@@ -59,16 +59,24 @@ impl Routers {
                 sandbox,
                 router,
                 request,
-            } => (surface, sandbox, call(router, request).await),
+            } => {
+                if let Some(record) = request.extensions().get::<Arc<SandboxRecord>>() {
+                    auto_resume(record).await;
+                }
+                (surface, sandbox, call(router, request).await)
+            }
             Routed::Port {
                 record,
                 port,
                 request,
-            } => (
-                "port",
-                Some(record.id().to_string()),
-                crate::ports::forward(record, port, request).await,
-            ),
+            } => {
+                auto_resume(&record).await;
+                (
+                    "port",
+                    Some(record.id().to_string()),
+                    crate::ports::forward(record, port, request).await,
+                )
+            }
             Routed::Refuse {
                 surface,
                 sandbox,
@@ -235,6 +243,22 @@ fn authorize(record: &SandboxRecord, port: u16, request: &Request<Body>) -> Resu
             "this sandbox's ports are not public (allowPublicTraffic is false): \
              send its traffic access token in E2B-Traffic-Access-Token",
         )),
+    }
+}
+
+/// `autoResume`: a request to a paused sandbox created with it resumes
+/// it first (as the reference's proxy does); a failed resume leaves the
+/// request to meet the paused sandbox and say so.
+async fn auto_resume(record: &Arc<SandboxRecord>) {
+    if !record.auto_resume || record.sandbox.state() != sandlot::State::Paused {
+        return;
+    }
+    let target = record.clone();
+    let resumed = tokio::task::spawn_blocking(move || target.sandbox.resume()).await;
+    match resumed {
+        Ok(Ok(())) => tracing::info!(sandbox = record.id(), "resumed by a request (autoResume)"),
+        Ok(Err(e)) => tracing::warn!(sandbox = record.id(), "autoResume: {e}"),
+        Err(e) => tracing::warn!(sandbox = record.id(), "autoResume: {e}"),
     }
 }
 

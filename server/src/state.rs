@@ -6,6 +6,11 @@
 //! A record lives as long as its sandbox: a thread follows the runtime's
 //! lifecycle events and drops the record when the sandbox is destroyed
 //! (timeout, kill, init died), which drops its watchers and processes.
+//! With a state dir its lasting facts are saved beside the sandbox
+//! (`persist.rs`), and a server that starts takes over every sandbox saved
+//! there that still lives: envd processes, watchers and code contexts of
+//! the server before are not carried over (their handles were that
+//! process's), the sandboxes, their files and their tokens are.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -22,6 +27,7 @@ use crate::control::network::NetworkSettings;
 use crate::envd::filesystem::Watchers;
 use crate::envd::process::ProcessTable;
 use crate::error::ApiError;
+use crate::persist::{Saved, Store};
 
 /// The envd version sandlot reports. The SDKs enable a feature when the
 /// sandbox's envd is at least the version that introduced it; 0.5.7 turns
@@ -72,11 +78,39 @@ pub struct SandboxRecord {
     /// Host addresses forwarding to the sandbox's ports, opened on first
     /// use by a request to `PORT-ID.D` (or `E2b-Sandbox-Port`).
     pub ports: Mutex<HashMap<u16, SocketAddr>>,
+    /// `autoPause`: the end of the lifetime pauses (the library's
+    /// `TimeoutAction::Pause`); reported as `lifecycle.onTimeout`.
+    pub auto_pause: bool,
+    /// `autoResume`: a request to a paused sandbox resumes it.
+    pub auto_resume: bool,
 }
 
 impl SandboxRecord {
     pub fn id(&self) -> &str {
         self.sandbox.id()
+    }
+
+    /// The record of a sandbox an earlier server made, from what it saved.
+    fn adopted(sandbox: Sandbox, saved: Saved) -> SandboxRecord {
+        SandboxRecord {
+            sandbox,
+            started_at: saved.started_at(),
+            template_id: saved.template_id,
+            template: saved.template,
+            envd_token: saved.envd_token,
+            traffic_token: saved.traffic_token,
+            secure: saved.secure,
+            cpu_count: saved.cpu_count,
+            memory_mb: saved.memory_mb,
+            disk_mb: saved.disk_mb,
+            processes: ProcessTable::default(),
+            watchers: Watchers::default(),
+            code_defaults: DefaultContexts::default(),
+            network: Mutex::new(saved.network),
+            ports: Mutex::default(),
+            auto_pause: saved.auto_pause,
+            auto_resume: saved.auto_resume,
+        }
     }
 
     /// Whether the sandbox's ports other than envd and the code
@@ -106,12 +140,17 @@ pub struct AppState {
     pub config: ServerConfig,
     pub runtime: Runtime,
     records: Mutex<HashMap<String, Arc<SandboxRecord>>>,
+    store: Store,
     idempotency: Mutex<HashMap<String, (Instant, IdempotencySlot)>>,
     pub monitor: ResourceMonitor,
 }
 
 impl AppState {
-    pub fn new(config: ServerConfig, runtime: Runtime) -> Result<Arc<AppState>, sandlot::Error> {
+    pub fn new(
+        config: ServerConfig,
+        runtime: Runtime,
+        store: Store,
+    ) -> Result<Arc<AppState>, sandlot::Error> {
         // Thresholds far above 100%: the monitor is used for its history
         // only, and raises no alerts that nobody would read.
         let never = sandlot::Thresholds {
@@ -124,11 +163,38 @@ impl AppState {
             config,
             runtime,
             records: Mutex::new(HashMap::new()),
+            store,
             idempotency: Mutex::new(HashMap::new()),
             monitor,
         });
         follow_lifecycle(&state);
+        state.adopt_saved();
         Ok(state)
+    }
+
+    /// Takes over every sandbox an earlier server saved that still lives;
+    /// forgets those that ended meanwhile.
+    fn adopt_saved(&self) {
+        for (id, saved) in self.store.load_all() {
+            match self.runtime.connect(&id) {
+                Ok(sandbox) => {
+                    tracing::info!(sandbox = %id, "taken over from an earlier server");
+                    self.records
+                        .lock()
+                        .unwrap()
+                        .insert(id, Arc::new(SandboxRecord::adopted(sandbox, saved)));
+                }
+                Err(e) => {
+                    tracing::info!(sandbox = %id, "saved sandbox is gone: {e}");
+                    self.store.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Saves a record's lasting facts (nothing without a state dir).
+    pub fn save(&self, record: &SandboxRecord) -> std::io::Result<()> {
+        self.store.save(record.id(), &Saved::of(record))
     }
 
     /// Checks `X-API-Key` in constant time.
@@ -157,7 +223,9 @@ impl AppState {
         Some(record)
     }
 
+    /// Forgets a sandbox that ended, and what was saved of it.
     pub fn remove(&self, id: &str) -> Option<Arc<SandboxRecord>> {
+        self.store.remove(id);
         self.records.lock().unwrap().remove(id)
     }
 

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sandlot::SandboxOptions;
+use sandlot::{SandboxOptions, TimeoutAction};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -31,7 +31,8 @@ struct NewSandbox {
     metadata: Option<BTreeMap<String, String>>,
     env_vars: Option<BTreeMap<String, String>>,
     auto_pause: Option<bool>,
-    /// Meaningful only with autoPause, which is refused.
+    /// Whether a pause keeps memory: sandlot's always does (the cgroup
+    /// freezer keeps everything).
     #[allow(dead_code)]
     auto_pause_memory: Option<bool>,
     auto_resume: Option<AutoResume>,
@@ -55,18 +56,6 @@ impl NewSandbox {
     /// Options sandlot cannot honour yet are refused by name, never
     /// silently dropped.
     fn refuse_unsupported(&self) -> Result<(), ApiError> {
-        if self.auto_pause == Some(true) {
-            return Err(ApiError::not_yet(
-                "autoPause (pause at timeout instead of kill)",
-                "waiting on the persistence and lifecycle work, issue 14",
-            ));
-        }
-        if self.auto_resume.as_ref().is_some_and(|a| a.enabled) {
-            return Err(ApiError::not_yet(
-                "autoResume",
-                "waiting on the persistence and lifecycle work, issue 14",
-            ));
-        }
         if self.mcp.as_ref().is_some_and(|m| !m.is_null()) {
             return Err(ApiError::not_yet("MCP servers", "not planned yet"));
         }
@@ -153,7 +142,14 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         request.network,
         state.config.default_internet,
     )?;
+    let auto_resume = request.auto_resume.as_ref().is_some_and(|a| a.enabled);
+    let on_timeout = if request.auto_pause == Some(true) {
+        TimeoutAction::Pause
+    } else {
+        TimeoutAction::Kill
+    };
     let mut options = SandboxOptions::template(&template)
+        .on_timeout(on_timeout)
         .network(planned.network)
         .timeout(Duration::from_secs(timeout))
         // A paused sandbox does not age: it waits for connect (the
@@ -201,7 +197,17 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         code_defaults: Default::default(),
         network: std::sync::Mutex::new(planned.settings),
         ports: Default::default(),
+        auto_pause: request.auto_pause == Some(true),
+        auto_resume,
     });
+    if let Err(e) = state.save(&record) {
+        // A sandbox the next server could not open is not handed out.
+        let sandbox = record.sandbox.clone();
+        let _ = blocking(move || Ok(sandbox.kill()?)).await;
+        return Err(ApiError::internal(format!(
+            "save the sandbox's record: {e}"
+        )));
+    }
     state.insert(record.clone());
     tracing::info!(sandbox = record.id(), template = %record.template, "created");
     Ok(sandbox_json(&state, &record))
@@ -236,9 +242,13 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        let paused: NewSandbox = parse_body(br#"{"templateID":"base","autoPause":true}"#).unwrap();
+        let paused: NewSandbox =
+            parse_body(br#"{"templateID":"base","autoPause":true,"autoResume":{"enabled":true}}"#)
+                .unwrap();
+        paused.refuse_unsupported().unwrap();
+        let mcp: NewSandbox = parse_body(br#"{"templateID":"base","mcp":{"x":{}}}"#).unwrap();
         assert_eq!(
-            paused.refuse_unsupported().unwrap_err().status,
+            mcp.refuse_unsupported().unwrap_err().status,
             StatusCode::NOT_IMPLEMENTED
         );
     }

@@ -46,7 +46,11 @@ pub(super) async fn info(
     body["domain"] = json!(state.config.domain);
     let network = record.network.lock().unwrap().clone();
     body["allowInternetAccess"] = json!(network.allow_internet_access);
-    body["network"] = json!(network);
+    body["network"] = network.wire();
+    body["lifecycle"] = json!({
+        "onTimeout": if record.auto_pause { "pause" } else { "kill" },
+        "autoResume": record.auto_resume,
+    });
     if record.secure {
         body["envdAccessToken"] = json!(record.envd_token);
     }

@@ -67,21 +67,33 @@ struct NetworkUpdate {
 }
 
 /// A sandbox's network as it is reported back (`GET /sandboxes/{id}`:
-/// `allowInternetAccess` and `network`), in the SDK's words.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// `allowInternetAccess` and `network`), in the SDK's words; saved with
+/// the sandbox (`persist.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSettings {
-    #[serde(skip)]
     pub allow_internet_access: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_out: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deny_out: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_servers: Option<Vec<String>>,
     pub allow_public_traffic: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_request_host: Option<String>,
+}
+
+impl NetworkSettings {
+    /// The `network` object of a sandbox's detail (`allowInternetAccess`
+    /// is a field of the detail itself).
+    pub fn wire(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            map.remove("allowInternetAccess");
+        }
+        value
+    }
 }
 
 /// A create's network: the library's option and what to report.
@@ -240,11 +252,16 @@ pub(super) async fn update(
     }
     let target = record.clone();
     blocking(move || Ok(target.sandbox.set_network(network)?)).await?;
-    let mut settings = record.network.lock().unwrap();
-    settings.allow_internet_access = internet;
-    settings.allow_out = allow_out;
-    settings.deny_out = deny_out;
-    settings.dns_servers = request.dns_servers;
+    {
+        let mut settings = record.network.lock().unwrap();
+        settings.allow_internet_access = internet;
+        settings.allow_out = allow_out;
+        settings.deny_out = deny_out;
+        settings.dns_servers = request.dns_servers;
+    }
+    state
+        .save(&record)
+        .map_err(|e| ApiError::internal(format!("save the sandbox's record: {e}")))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
