@@ -170,17 +170,10 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
     let traffic_token =
         new_token().map_err(|e| ApiError::internal(format!("random token: {e}")))?;
     let runtime = state.runtime.clone();
-    let (sandbox, metrics) = blocking(move || {
-        let sandbox = runtime.create(options)?;
-        match sandbox.metrics() {
-            Ok(metrics) => Ok((sandbox, metrics)),
-            Err(e) => {
-                let _ = sandbox.kill();
-                Err(e.into())
-            }
-        }
-    })
-    .await?;
+    let sandbox = blocking(move || Ok(runtime.create(options)?)).await?;
+    // The sizes the SDK reports (cpuCount, memoryMB, diskSizeMB) are the
+    // limits the sandbox got, template defaults filled in: no cgroup read.
+    let limits = sandbox.limits();
     let record = Arc::new(SandboxRecord {
         sandbox,
         template_id: request.template_id,
@@ -189,9 +182,9 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         traffic_token,
         secure,
         started_at: SystemTime::now(),
-        cpu_count: metrics.cpu_count.ceil().max(1.0) as u32,
-        memory_mb: metrics.memory_limit >> 20,
-        disk_mb: metrics.disk_total >> 20,
+        cpu_count: limits.cpus.ceil().max(1.0) as u32,
+        memory_mb: limits.memory >> 20,
+        disk_mb: limits.disk >> 20,
         processes: ProcessTable::default(),
         watchers: Watchers::default(),
         code_defaults: Default::default(),
