@@ -144,3 +144,49 @@ def test_rules_sandlot_cannot_express_are_refused_by_name(created):
     with pytest.raises(SandboxException) as e:
         created.append(Sandbox.create(timeout=60, network={"egress_proxy": {"address": "127.0.0.1:1080"}}))
     assert "egressProxy" in str(e.value)
+
+
+# A server that switches protocols (as a WebSocket server does) and then
+# echoes raw bytes.
+UPGRADE_SERVER = r"""
+import socket, sys, threading
+def serve(conn):
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += conn.recv(1024)
+    assert b"upgrade: echo" in head.lower(), head
+    conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+    while data := conn.recv(1024):
+        conn.sendall(data.upper())
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    conn, _ = s.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def test_upgraded_connections_are_spliced_both_ways(sandbox):
+    import socket
+    from urllib.parse import urlparse
+
+    sandbox.files.write("/tmp/upgrade.py", UPGRADE_SERVER)
+    sandbox.commands.run("python3 /tmp/upgrade.py 9000 >/dev/null 2>&1", background=True)
+    serve_check = f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', 9000))\""
+    for _ in range(100):
+        try:
+            sandbox.commands.run(serve_check, timeout=10)
+            break
+        except CommandExitException:
+            time.sleep(0.05)
+    target = urlparse(URL)
+    with socket.create_connection((target.hostname, target.port), timeout=10) as conn:
+        conn.sendall(
+            f"GET /ws HTTP/1.1\r\nHost: {sandbox.get_host(9000)}\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(1024)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        for word in (b"hello", b"again"):
+            conn.sendall(word)
+            assert conn.recv(1024) == word.upper()
