@@ -210,10 +210,12 @@ async fn accept_loop(
             }
         });
     }
-    tracing::info!("shutting down: no new connections; destroying the sandboxes");
-    // Sandboxes do not outlive the server yet (persistence is issue 14):
-    // destroying them first ends every command and watch stream, so the
-    // connections that carry them finish instead of holding the grace.
+    tracing::info!("shutting down: no new connections; letting go of the sandboxes");
+    // An ephemeral runtime destroys its sandboxes here, which ends every
+    // command and watch stream, so the connections that carry them finish
+    // instead of holding the grace. A persistent one lets go of them: they
+    // live on for the next server (the code contexts' interpreters end by
+    // themselves when this process's end of their pipes closes).
     let runtime = routers.state().runtime.clone();
     let _ = tokio::task::spawn_blocking(move || runtime.shutdown()).await;
     tokio::select! {

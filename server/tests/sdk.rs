@@ -387,7 +387,9 @@ fn sandboxes_outlive_a_restart_by_sigterm_and_by_sigkill() {
          \x20   s = Sandbox.create(timeout=600, metadata={'n': str(n)})\n\
          \x20   s.files.write('/home/user/kept.txt', f'file {n}')\n\
          \x20   s.commands.run('sleep 600', background=True)\n\
-         \x20   print(s.sandbox_id, s.get_info().end_at.timestamp())",
+         \x20   print(s.sandbox_id, s.get_info().end_at.timestamp())\n\
+         from e2b_code_interpreter import Sandbox as CodeSandbox\n\
+         assert CodeSandbox.connect(s.sandbox_id).run_code('x = 1').error is None",
         "creating sandboxes",
     );
     let made: Vec<(String, String)> = out
@@ -407,9 +409,21 @@ fn sandboxes_outlive_a_restart_by_sigterm_and_by_sigkill() {
     assert_eq!(live, ids, "the sandboxes must outlive a SIGTERM");
 
     // Each new server takes them over; the check runs after SIGTERM and
-    // again after SIGKILL.
+    // again after SIGKILL. Code contexts are the server's: their
+    // interpreters end with it (their pipes close; none is left in the
+    // sandbox), and the next server starts afresh (the variable is gone).
     let check = |server: &Server| {
-        let mut code = String::from("from e2b import Sandbox\n");
+        let mut code = String::from(
+            "from e2b import Sandbox\nfrom e2b_code_interpreter import Sandbox as CodeSandbox\n",
+        );
+        let last = &made[made.len() - 1].0;
+        code += &format!(
+            "ps = Sandbox.connect('{last}').commands.run('ps -eo args').stdout\n\
+             assert 'python' not in ps, ps\n\
+             c = CodeSandbox.connect('{last}')\n\
+             assert c.run_code('x').error.name == 'NameError', 'fresh context'\n\
+             assert c.run_code('x = 2\\nx * 21').text == '42', 'run_code'\n"
+        );
         for (id, end) in &made {
             code += &format!(
                 "s = Sandbox.connect('{id}')\n\
