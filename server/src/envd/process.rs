@@ -492,8 +492,8 @@ async fn start(record: Arc<SandboxRecord>, headers: &HeaderMap, bytes: &[u8]) ->
         Err(e) => return connect::stream_error(&e),
     };
     let pid = handle.pid() as u32;
-    // stdin: false (the default) gives the command an empty stdin, as a
-    // closed pipe: it reads end-of-file.
+    // stdin: false (the default) gives the command the library's default
+    // stdin, /dev/null: it reads end-of-file.
     let stdin = if spawn_request_stdin { stdin } else { None };
     let events = handle.events().clone();
     let entry = Arc::new(ProcessEntry {
