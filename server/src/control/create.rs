@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -174,6 +174,9 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
     // The sizes the SDK reports (cpuCount, memoryMB, diskSizeMB) are the
     // limits the sandbox got, template defaults filled in: no cgroup read.
     let limits = sandbox.limits();
+    // The library's creation time: end_at - started_at is the timeout,
+    // exactly.
+    let started_at = sandbox.info().created_at;
     let record = Arc::new(SandboxRecord {
         sandbox,
         template_id: request.template_id,
@@ -181,7 +184,7 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         envd_token: token,
         traffic_token,
         secure,
-        started_at: SystemTime::now(),
+        started_at,
         cpu_count: limits.cpus.ceil().max(1.0) as u32,
         memory_mb: limits.memory >> 20,
         disk_mb: limits.disk >> 20,
