@@ -179,6 +179,15 @@ impl AppState {
             match self.runtime.connect(&id) {
                 Ok(sandbox) => {
                     tracing::info!(sandbox = %id, "taken over from an earlier server");
+                    if saved.network.allow_internet_access || !saved.network.allow_out.is_empty() {
+                        // The library does not re-attach a network on
+                        // adoption: the sandbox's namespace fails closed.
+                        tracing::warn!(
+                            sandbox = %id,
+                            "its network does not work after a take-over: connections out are \
+                             refused until the library re-attaches networks on adoption"
+                        );
+                    }
                     self.records
                         .lock()
                         .unwrap()
