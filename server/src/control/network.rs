@@ -245,8 +245,10 @@ pub(super) async fn update(
             StatusCode::CONFLICT,
             crate::error::Code::FailedPrecondition,
             format!(
-                "sandbox \"{id}\" was created without a network (loopback only) and cannot get one \
-                 now: create it with allow_internet_access or network rules"
+                "sandbox \"{id}\" has no network here (loopback only) and cannot get one now: it \
+                 was created without one (create it with allow_internet_access or network \
+                 rules), or taken over from an earlier server, whose networks sandlot does not \
+                 re-attach yet"
             ),
         ));
     }
