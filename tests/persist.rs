@@ -809,3 +809,58 @@ fn the_state_dir_and_control_sockets_are_root_only() {
     );
     sandbox.kill().unwrap();
 }
+
+/// A persistent runtime's shutdown lets go of a sandbox that has code
+/// contexts — one idle, one in the middle of a cell — and returns; a new
+/// runtime takes the sandbox over and its contexts start afresh. (The
+/// contexts' release used to wait for an exit report that only the
+/// control connection the shutdown had just closed could bring: forever.)
+#[test]
+fn shutdown_lets_go_of_a_sandbox_with_code_contexts() {
+    use sandlot::code::{CellOptions, CodeContextOptions, Language};
+    let state = StateDir::new("contexts");
+    let rt = state.runtime();
+    let sb = rt.create(sandlot_tests::options()).unwrap();
+    let id = sb.id().to_string();
+    let python = CodeContextOptions::new(Language::Python).ipython(false);
+    let idle = sb.code().create_context(python.clone()).unwrap();
+    sb.code()
+        .run(&idle, "x = 1", CellOptions::default())
+        .unwrap();
+    let busy = sb.code().create_context(python.clone()).unwrap();
+    let cell = {
+        let sb = sb.clone();
+        std::thread::spawn(move || {
+            sb.code()
+                .run(&busy, "import time\ntime.sleep(60)", CellOptions::default())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let shutting = rt.clone();
+    std::thread::spawn(move || {
+        shutting.shutdown();
+        let _ = done_tx.send(());
+    });
+    // A bound that only tells a hang from an answer.
+    assert!(
+        done_rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the shutdown hung on the sandbox's code contexts"
+    );
+    let ended = cell.join().unwrap();
+    assert!(
+        ended.map_or(true, |e| e.state_lost || e.error.is_some()),
+        "the running cell must end lost or failed when its runtime lets go"
+    );
+    drop(rt);
+
+    let rt = state.runtime();
+    let again = rt.connect(&id).expect("the sandbox lived on");
+    let fresh = again.code().create_context(python).unwrap();
+    let execution = again
+        .code()
+        .run(&fresh, "1 + 1", CellOptions::default())
+        .unwrap();
+    assert_eq!(execution.text(), Some("2"));
+    again.kill().unwrap();
+}

@@ -15,6 +15,7 @@ import threading
 import time
 
 from e2b import Sandbox
+from e2b_code_interpreter import Sandbox as CodeSandbox
 
 PID = int(os.environ["SANDLOT_SERVER_PID"])
 
@@ -67,6 +68,14 @@ def latency():
     report("get_info()", timed(sbx.get_info, 200))
     it = iter(created)
     report("kill()", timed(lambda: next(it).kill(), len(created)))
+    # The code interpreter on the base template (python3 with IPython from
+    # the host's /usr); warm: the default context already started.
+    code = CodeSandbox.create(template="base", timeout=300)
+    try:
+        assert code.run_code("1+1").text == "2"
+        report('run_code("1+1") warm', timed(lambda: code.run_code("1+1"), 200), "< 5 ms")
+    finally:
+        code.kill()
 
 
 def throughput(clients=8, seconds=20):
@@ -107,6 +116,36 @@ def memory(count=50):
     print(f"server with {count} live sandboxes: RSS {busy['rss_kib'] / 1024:.1f} MiB ({per:.0f} KiB per sandbox), {busy['fds']} fds ({(busy['fds'] - idle['fds']) / count:.1f} per sandbox), {busy['threads']} threads", flush=True)
     for s in sandboxes:
         s.kill()
+
+
+def rounds(count=3, clients=50, seconds=60):
+    """The RSS over rounds of create -> run -> kill, with the census 15 s
+    after each (issue 12's load, repeated to see whether the server grows)."""
+    print(f"census at start {census()}", flush=True)
+    for n in range(count):
+        cycles = [0] * clients
+        errors = []
+        stop = time.monotonic() + seconds
+
+        def client(i):
+            while time.monotonic() < stop:
+                try:
+                    s = Sandbox.create()
+                    s.commands.run("echo hi")
+                    s.kill()
+                    cycles[i] += 1
+                except Exception as e:
+                    errors.append(repr(e))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        time.sleep(15)
+        print(f"round {n + 1}: {sum(cycles)} cycles, {len(errors)} errors; census {census()}", flush=True)
+        for e in errors[:3]:
+            print("  error:", e)
 
 
 def load(streams=100, clients=50, seconds=60):

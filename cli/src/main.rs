@@ -265,7 +265,7 @@ fn main() -> ExitCode {
         Command::Stats { ref id, json } => managed(&mut |rt| manage::stats(rt, id, json)),
         Command::Template(command) => template(&cli.data_dir, command).map(|()| ExitCode::SUCCESS),
         Command::Doctor => Ok(doctor(&cli.data_dir)),
-        Command::Serve(args) => Ok(serve::serve(&cli.data_dir, *args)),
+        Command::Serve(args) => Ok(serve::serve(&cli.data_dir, &cli.state_dir, *args)),
     };
     result.unwrap_or_else(|e| {
         eprintln!("sandlot: {e}");

@@ -41,13 +41,22 @@ pub struct ServeArgs {
     /// Sandboxes alive at once (more are refused with 429).
     #[arg(long)]
     max_sandboxes: Option<usize>,
+    /// The network of a sandbox whose create says nothing about it:
+    /// `internet` (public addresses, as E2B gives) or `off` (loopback only).
+    #[arg(long, value_parser = ["internet", "off"], default_value = "internet")]
+    default_network: String,
+    /// Sandboxes end with the server. Without it they are kept in the
+    /// state dir (--state-dir) and outlive it: a restart (SIGTERM or
+    /// SIGKILL) takes them over.
+    #[arg(long)]
+    ephemeral: bool,
 }
 
 /// Runs the server until SIGTERM or SIGINT; exit 0 then, 2 for bad flags,
 /// 1 for a server that failed.
-pub fn serve(data_dir: &Path, args: ServeArgs) -> ExitCode {
+pub fn serve(data_dir: &Path, state_dir: &Path, args: ServeArgs) -> ExitCode {
     sandlot_server::init_logging();
-    let config = match config(data_dir, args) {
+    let config = match config(data_dir, state_dir, args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("sandlot serve: {e}");
@@ -73,13 +82,15 @@ pub fn serve(data_dir: &Path, args: ServeArgs) -> ExitCode {
     }
 }
 
-fn config(data_dir: &Path, args: ServeArgs) -> Result<ServerConfig, String> {
+fn config(data_dir: &Path, state_dir: &Path, args: ServeArgs) -> Result<ServerConfig, String> {
     let mut config = ServerConfig {
         listen: args.listen,
         insecure_no_api_key: args.insecure_no_api_key,
         domain: args.domain,
         data_dir: Some(data_dir.to_path_buf()),
         max_sandboxes: args.max_sandboxes,
+        default_internet: args.default_network == "internet",
+        state_dir: (!args.ephemeral).then(|| state_dir.to_path_buf()),
         ..ServerConfig::default()
     };
     config.api_key = match (args.api_key, args.api_key_file) {

@@ -29,7 +29,9 @@ const HOST_TOP: &[&str] = &["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx
 
 /// Small host files and trees under /etc that programs from /usr expect
 /// (the dynamic loader's cache, Debian's alternatives symlinks, time zone,
-/// protocol and service names). Nothing secret: no shadow, no keys.
+/// protocol and service names, fontconfig's configuration, and Debian's
+/// matplotlib defaults, which it keeps in /etc and without which `import
+/// matplotlib` fails). Nothing secret: no shadow, no keys.
 const HOST_ETC: &[&str] = &[
     "ld.so.cache",
     "ld.so.conf",
@@ -41,6 +43,8 @@ const HOST_ETC: &[&str] = &[
     "protocols",
     "services",
     "mime.types",
+    "fonts",
+    "matplotlibrc",
 ];
 
 /// Uid and gid of the unprivileged user every template offers.

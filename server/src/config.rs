@@ -13,6 +13,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 
 /// The code interpreter SDK's default template, mapped to sandlot's
 /// code-interpreter template unless `--template-alias` says otherwise.
+/// The default `--state-dir`: the CLI's too, so `sandlot ls` shows the
+/// server's sandboxes.
+pub const DEFAULT_STATE_DIR: &str = "/run/sandlot";
+
 pub const CODE_INTERPRETER_ALIAS: (&str, &str) = ("code-interpreter-v1", "code-interpreter");
 
 #[derive(Debug, Clone)]
@@ -37,6 +41,15 @@ pub struct ServerConfig {
     pub data_dir: Option<PathBuf>,
     /// Sandboxes alive at once (the library's quota); unlimited if unset.
     pub max_sandboxes: Option<usize>,
+    /// What a create that says nothing about the network gets
+    /// (`--default-network internet|off`): the internet (public
+    /// addresses over TCP, DNS through sandlot's resolver), as the
+    /// reference gives, or loopback only.
+    pub default_internet: bool,
+    /// Where sandboxes are kept so that they outlive the server (a restart,
+    /// SIGKILL included, takes them over); `None` (`--ephemeral`): they end
+    /// with it.
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +74,8 @@ impl Default for ServerConfig {
             template_aliases,
             data_dir: None,
             max_sandboxes: None,
+            default_internet: true,
+            state_dir: Some(PathBuf::from(DEFAULT_STATE_DIR)),
         }
     }
 }
@@ -68,6 +83,7 @@ impl Default for ServerConfig {
 pub const USAGE: &str = "usage: sandlot-server [--listen ADDR:PORT] (--api-key KEY | --api-key-file FILE | --insecure-no-api-key)
                       [--tls-cert FILE --tls-key FILE] [--domain DOMAIN]
                       [--template-alias NAME=TEMPLATE]... [--data-dir DIR] [--max-sandboxes N]
+                      [--default-network internet|off] [--state-dir DIR | --ephemeral]
 The API key may also come from SANDLOT_API_KEY.";
 
 impl ServerConfig {
@@ -132,6 +148,11 @@ impl ServerConfig {
                         ServerError::config(format!("--max-sandboxes {v:?} is not a number"))
                     })?);
                 }
+                "--default-network" => {
+                    config.default_internet = parse_default_network(&value("--default-network")?)?
+                }
+                "--state-dir" => config.state_dir = Some(PathBuf::from(value("--state-dir")?)),
+                "--ephemeral" => config.state_dir = None,
                 "-h" | "--help" => return Err(ServerError::config(USAGE)),
                 other => {
                     return Err(ServerError::config(format!(
@@ -191,9 +212,21 @@ impl ServerConfig {
     }
 }
 
+/// `--default-network`: `internet` or `off`.
+pub fn parse_default_network(value: &str) -> Result<bool, ServerError> {
+    match value {
+        "internet" => Ok(true),
+        "off" => Ok(false),
+        other => Err(ServerError::config(format!(
+            "--default-network {other:?} is not `internet` or `off`"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn flags_as_the_issue_names_them() {
@@ -216,7 +249,20 @@ mod tests {
             "code-interpreter"
         );
         assert_eq!(config.resolve_template("other"), "other");
+        assert_eq!(
+            config.state_dir.as_deref(),
+            Some(Path::new(DEFAULT_STATE_DIR))
+        );
+        assert!(config.default_internet);
         config.validate().unwrap();
+        let config =
+            ServerConfig::from_args(["--state-dir", "/tmp/s", "--default-network", "off"]).unwrap();
+        assert_eq!(config.state_dir.as_deref(), Some(Path::new("/tmp/s")));
+        assert!(!config.default_internet);
+        assert_eq!(
+            ServerConfig::from_args(["--ephemeral"]).unwrap().state_dir,
+            None
+        );
     }
 
     #[test]
@@ -227,6 +273,7 @@ mod tests {
             (vec!["--template-alias", "x"], "NAME=TEMPLATE"),
             (vec!["--bogus"], "--bogus"),
             (vec!["--api-key"], "needs a value"),
+            (vec!["--default-network", "on"], "--default-network"),
         ] {
             let err = ServerConfig::from_args(args).unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should name {needle}");

@@ -219,6 +219,11 @@ impl From<sandlot::Error> for ApiError {
             }
             E::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, Code::DeadlineExceeded),
             E::Files(f) => files_error(f),
+            // The template has no such interpreter: the request asked for
+            // a language this sandbox cannot run.
+            E::InterpreterNotFound { .. } => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
+            E::CodeContextNotFound(_) => (StatusCode::NOT_FOUND, Code::NotFound),
+            E::NetworkRule(_) => (StatusCode::BAD_REQUEST, Code::InvalidArgument),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, Code::Internal),
         };
         let message = match &e {

@@ -4,23 +4,23 @@
 //!
 //! - a request naming a sandbox — the SDK's `E2b-Sandbox-Id` and
 //!   `E2b-Sandbox-Port` headers, or with `--domain D` a Host of
-//!   `PORT-ID.D` — goes to that sandbox's envd (port 49983) or code
-//!   interpreter (49999); it needs the sandbox's access token
-//!   (`X-Access-Token`, or a valid signature on `/files`) when the sandbox
-//!   is secure, and one sandbox's token never opens another;
+//!   `PORT-ID.D` — goes to that sandbox's envd (port 49983), code
+//!   interpreter (49999) or, for any other port, its own server there
+//!   (`ports.rs`); [`authorize`] says which token each needs, and one
+//!   sandbox's token never opens another;
 //! - anything else is the control plane and needs `X-API-Key`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, Request};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower::ServiceExt;
 
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, SandboxRecord};
 
 /// envd's port inside a sandbox, and the code interpreter's.
 pub const ENVD_PORT: u16 = 49983;
@@ -59,7 +59,24 @@ impl Routers {
                 sandbox,
                 router,
                 request,
-            } => (surface, sandbox, call(router, request).await),
+            } => {
+                if let Some(record) = request.extensions().get::<Arc<SandboxRecord>>() {
+                    auto_resume(record).await;
+                }
+                (surface, sandbox, call(router, request).await)
+            }
+            Routed::Port {
+                record,
+                port,
+                request,
+            } => {
+                auto_resume(&record).await;
+                (
+                    "port",
+                    Some(record.id().to_string()),
+                    crate::ports::forward(record, port, request).await,
+                )
+            }
             Routed::Refuse {
                 surface,
                 sandbox,
@@ -143,44 +160,21 @@ impl Routers {
             let error = ApiError::sandbox_gone(&id);
             refuse!("envd", Some(id), error);
         };
-        if record.secure {
-            let token_ok = request
-                .headers()
-                .get("x-access-token")
-                .is_some_and(|t| record.token_matches(t.as_bytes()));
-            let signed = request.uri().path() == "/files"
-                && crate::envd::files::signature_ok(
-                    &record,
-                    request.method(),
-                    request.uri().query(),
-                );
-            if !token_ok && !signed {
-                refuse!(
-                    "envd",
-                    Some(id),
-                    ApiError::unauthorized(
-                        "this sandbox is secure: send its envd access token in X-Access-Token",
-                    )
-                );
-            }
+        if let Err(error) = authorize(&record, port, &request) {
+            refuse!(surface_of(port), Some(id), error);
         }
-        request.extensions_mut().insert(record);
         let (surface, router) = match port {
             ENVD_PORT => ("envd", self.envd.clone()),
             CODE_PORT => ("code", self.code.clone()),
-            other => {
-                let error = ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    crate::error::Code::Unavailable,
-                    format!(
-                        // The SDK recognises "port is not open".
-                        "The sandbox {id} is running but its port is not open: {other} \
-                         (exposing a sandbox's ports waits on networking, issue 13)"
-                    ),
-                );
-                refuse!("port", Some(id), error);
+            port => {
+                return Routed::Port {
+                    record,
+                    port,
+                    request,
+                }
             }
         };
+        request.extensions_mut().insert(record);
         Routed::Forward {
             surface,
             sandbox: Some(id),
@@ -190,12 +184,96 @@ impl Routers {
     }
 }
 
+fn surface_of(port: u16) -> &'static str {
+    match port {
+        ENVD_PORT => "envd",
+        CODE_PORT => "code",
+        _ => "port",
+    }
+}
+
+/// Whether a request may reach this port of the sandbox:
+/// - envd (49983) of a secure sandbox takes its envd access token
+///   (`X-Access-Token`), or a valid signature on `/files`;
+/// - the code interpreter (49999) of a secure sandbox takes the envd token
+///   or the traffic token (`E2B-Traffic-Access-Token`): the SDKs send the
+///   envd token only with `/execute`, the traffic token on every call;
+/// - any other port is public unless the sandbox was created with
+///   `allowPublicTraffic: false`, then it takes the traffic token.
+///
+/// Tokens are compared in constant time; one sandbox's never opens another.
+fn authorize(record: &SandboxRecord, port: u16, request: &Request<Body>) -> Result<(), ApiError> {
+    let header_matches = |name: &str, token: &str| {
+        request
+            .headers()
+            .get(name)
+            .is_some_and(|t| crate::state::tokens_match(t.as_bytes(), token))
+    };
+    let envd_token = || header_matches("x-access-token", &record.envd_token);
+    let traffic_token = || header_matches("e2b-traffic-access-token", &record.traffic_token);
+    match port {
+        ENVD_PORT if record.secure => {
+            let signed = request.uri().path() == "/files"
+                && crate::envd::files::signature_ok(
+                    record,
+                    request.method(),
+                    request.uri().query(),
+                );
+            if envd_token() || signed {
+                Ok(())
+            } else {
+                Err(ApiError::unauthorized(
+                    "this sandbox is secure: send its envd access token in X-Access-Token",
+                ))
+            }
+        }
+        CODE_PORT if record.secure => {
+            if envd_token() || traffic_token() {
+                Ok(())
+            } else {
+                Err(ApiError::unauthorized(
+                    "this sandbox is secure: send its traffic access token in \
+                     E2B-Traffic-Access-Token (or its envd access token in X-Access-Token)",
+                ))
+            }
+        }
+        ENVD_PORT | CODE_PORT => Ok(()),
+        _ if record.public_traffic() || traffic_token() => Ok(()),
+        _ => Err(ApiError::unauthorized(
+            "this sandbox's ports are not public (allowPublicTraffic is false): \
+             send its traffic access token in E2B-Traffic-Access-Token",
+        )),
+    }
+}
+
+/// `autoResume`: a request to a paused sandbox created with it resumes
+/// it first (as the reference's proxy does); a failed resume leaves the
+/// request to meet the paused sandbox and say so.
+async fn auto_resume(record: &Arc<SandboxRecord>) {
+    if !record.auto_resume || record.sandbox.state() != sandlot::State::Paused {
+        return;
+    }
+    let target = record.clone();
+    let resumed = tokio::task::spawn_blocking(move || target.sandbox.resume()).await;
+    match resumed {
+        Ok(Ok(())) => tracing::info!(sandbox = record.id(), "resumed by a request (autoResume)"),
+        Ok(Err(e)) => tracing::warn!(sandbox = record.id(), "autoResume: {e}"),
+        Err(e) => tracing::warn!(sandbox = record.id(), "autoResume: {e}"),
+    }
+}
+
 /// Where the dispatcher sends a request.
 enum Routed {
     Forward {
         surface: &'static str,
         sandbox: Option<String>,
         router: Router,
+        request: Request<Body>,
+    },
+    /// A server of the sandbox's own (any other port).
+    Port {
+        record: Arc<SandboxRecord>,
+        port: u16,
         request: Request<Body>,
     },
     Refuse {

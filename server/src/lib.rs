@@ -25,6 +25,8 @@ pub mod control;
 pub mod envd;
 pub mod error;
 pub mod http;
+mod persist;
+mod ports;
 pub mod proto;
 mod serve;
 pub mod state;

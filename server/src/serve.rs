@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use crate::config::ServerConfig;
 use crate::error::ServerError;
 use crate::http::Routers;
+use crate::persist::Store;
 use crate::state::AppState;
 
 /// Header bytes a request may carry (HTTP/1.1 read buffer, HTTP/2 header
@@ -54,6 +55,15 @@ impl Server {
         if let Some(max) = config.max_sandboxes {
             builder = builder.max_sandboxes(max);
         }
+        // The lock first: a second server on the same state dir must not
+        // take over the first one's sandboxes.
+        let store = match &config.state_dir {
+            Some(dir) => {
+                builder = builder.persistent(dir);
+                Store::open(dir)?
+            }
+            None => Store::ephemeral(),
+        };
         let runtime = builder.build()?;
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -67,7 +77,7 @@ impl Server {
         let listener = tokio
             .block_on(TcpListener::bind(addr))
             .map_err(|source| ServerError::Listen { addr, source })?;
-        let state = AppState::new(config, runtime)?;
+        let state = AppState::new(config, runtime, store)?;
         Ok(Server {
             tokio,
             listener,
@@ -95,7 +105,8 @@ impl Server {
             None => None,
         };
         let result = tokio.block_on(accept_loop(listener, state.clone(), tls));
-        // Destroys every sandbox (the runtime's shutdown) before returning.
+        // An ephemeral runtime destroys every sandbox here; a persistent one
+        // lets go of them, and they live on for the next server.
         state.runtime.shutdown();
         drop(state);
         tokio.shutdown_timeout(Duration::from_secs(1));
@@ -199,10 +210,12 @@ async fn accept_loop(
             }
         });
     }
-    tracing::info!("shutting down: no new connections; destroying the sandboxes");
-    // Sandboxes do not outlive the server yet (persistence is issue 14):
-    // destroying them first ends every command and watch stream, so the
-    // connections that carry them finish instead of holding the grace.
+    tracing::info!("shutting down: no new connections; letting go of the sandboxes");
+    // An ephemeral runtime destroys its sandboxes here, which ends every
+    // command and watch stream, so the connections that carry them finish
+    // instead of holding the grace. A persistent one lets go of them: they
+    // live on for the next server (the code contexts' interpreters end by
+    // themselves when this process's end of their pipes closes).
     let runtime = routers.state().runtime.clone();
     let _ = tokio::task::spawn_blocking(move || runtime.shutdown()).await;
     tokio::select! {

@@ -6,19 +6,28 @@
 //! A record lives as long as its sandbox: a thread follows the runtime's
 //! lifecycle events and drops the record when the sandbox is destroyed
 //! (timeout, kill, init died), which drops its watchers and processes.
+//! With a state dir its lasting facts are saved beside the sandbox
+//! (`persist.rs`), and a server that starts takes over every sandbox saved
+//! there that still lives: envd processes, watchers and code contexts of
+//! the server before are not carried over (their handles were that
+//! process's), the sandboxes, their files and their tokens are.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sandlot::{ResourceMonitor, Runtime, Sandbox, State};
 use subtle::ConstantTimeEq;
 
+use crate::code::DefaultContexts;
 use crate::config::ServerConfig;
+use crate::control::network::NetworkSettings;
 use crate::envd::filesystem::Watchers;
 use crate::envd::process::ProcessTable;
 use crate::error::ApiError;
+use crate::persist::{Saved, Store};
 
 /// The envd version sandlot reports. The SDKs enable a feature when the
 /// sandbox's envd is at least the version that introduced it; 0.5.7 turns
@@ -48,8 +57,11 @@ pub struct SandboxRecord {
     /// template it resolved to.
     pub template_id: String,
     pub template: String,
-    /// Sent as `X-Access-Token`; required when `secure`.
+    /// Sent as `X-Access-Token`; required on envd when `secure`.
     pub envd_token: String,
+    /// Sent as `E2B-Traffic-Access-Token`: opens the code interpreter of a
+    /// secure sandbox, and its other ports when they are not public.
+    pub traffic_token: String,
     pub secure: bool,
     pub started_at: SystemTime,
     pub cpu_count: u32,
@@ -57,6 +69,20 @@ pub struct SandboxRecord {
     pub disk_mb: u64,
     pub processes: ProcessTable,
     pub watchers: Watchers,
+    /// The default code context of each language (`/execute` without a
+    /// context).
+    pub code_defaults: DefaultContexts,
+    /// The network as the SDK described it (reported by info; the
+    /// library holds the rules themselves).
+    pub network: Mutex<NetworkSettings>,
+    /// Host addresses forwarding to the sandbox's ports, opened on first
+    /// use by a request to `PORT-ID.D` (or `E2b-Sandbox-Port`).
+    pub ports: Mutex<HashMap<u16, SocketAddr>>,
+    /// `autoPause`: the end of the lifetime pauses (the library's
+    /// `TimeoutAction::Pause`); reported as `lifecycle.onTimeout`.
+    pub auto_pause: bool,
+    /// `autoResume`: a request to a paused sandbox resumes it.
+    pub auto_resume: bool,
 }
 
 impl SandboxRecord {
@@ -64,10 +90,39 @@ impl SandboxRecord {
         self.sandbox.id()
     }
 
-    /// Whether `token` opens this sandbox, compared in constant time.
-    pub fn token_matches(&self, token: &[u8]) -> bool {
-        bool::from(token.ct_eq(self.envd_token.as_bytes()))
+    /// The record of a sandbox an earlier server made, from what it saved.
+    fn adopted(sandbox: Sandbox, saved: Saved) -> SandboxRecord {
+        SandboxRecord {
+            sandbox,
+            started_at: saved.started_at(),
+            template_id: saved.template_id,
+            template: saved.template,
+            envd_token: saved.envd_token,
+            traffic_token: saved.traffic_token,
+            secure: saved.secure,
+            cpu_count: saved.cpu_count,
+            memory_mb: saved.memory_mb,
+            disk_mb: saved.disk_mb,
+            processes: ProcessTable::default(),
+            watchers: Watchers::default(),
+            code_defaults: DefaultContexts::default(),
+            network: Mutex::new(saved.network),
+            ports: Mutex::default(),
+            auto_pause: saved.auto_pause,
+            auto_resume: saved.auto_resume,
+        }
     }
+
+    /// Whether the sandbox's ports other than envd and the code
+    /// interpreter answer without the traffic token.
+    pub fn public_traffic(&self) -> bool {
+        self.network.lock().unwrap().allow_public_traffic
+    }
+}
+
+/// Whether a presented token is `expected`, compared in constant time.
+pub fn tokens_match(presented: &[u8], expected: &str) -> bool {
+    bool::from(presented.ct_eq(expected.as_bytes()))
 }
 
 /// The SDK's two states: a sandbox is paused or running (idle and busy
@@ -85,12 +140,17 @@ pub struct AppState {
     pub config: ServerConfig,
     pub runtime: Runtime,
     records: Mutex<HashMap<String, Arc<SandboxRecord>>>,
+    store: Store,
     idempotency: Mutex<HashMap<String, (Instant, IdempotencySlot)>>,
     pub monitor: ResourceMonitor,
 }
 
 impl AppState {
-    pub fn new(config: ServerConfig, runtime: Runtime) -> Result<Arc<AppState>, sandlot::Error> {
+    pub fn new(
+        config: ServerConfig,
+        runtime: Runtime,
+        store: Store,
+    ) -> Result<Arc<AppState>, sandlot::Error> {
         // Thresholds far above 100%: the monitor is used for its history
         // only, and raises no alerts that nobody would read.
         let never = sandlot::Thresholds {
@@ -103,11 +163,47 @@ impl AppState {
             config,
             runtime,
             records: Mutex::new(HashMap::new()),
+            store,
             idempotency: Mutex::new(HashMap::new()),
             monitor,
         });
         follow_lifecycle(&state);
+        state.adopt_saved();
         Ok(state)
+    }
+
+    /// Takes over every sandbox an earlier server saved that still lives;
+    /// forgets those that ended meanwhile.
+    fn adopt_saved(&self) {
+        for (id, saved) in self.store.load_all() {
+            match self.runtime.connect(&id) {
+                Ok(sandbox) => {
+                    tracing::info!(sandbox = %id, "taken over from an earlier server");
+                    if saved.network.allow_internet_access || !saved.network.allow_out.is_empty() {
+                        // The library does not re-attach a network on
+                        // adoption: the sandbox's namespace fails closed.
+                        tracing::warn!(
+                            sandbox = %id,
+                            "its network does not work after a take-over: connections out are \
+                             refused until the library re-attaches networks on adoption"
+                        );
+                    }
+                    self.records
+                        .lock()
+                        .unwrap()
+                        .insert(id, Arc::new(SandboxRecord::adopted(sandbox, saved)));
+                }
+                Err(e) => {
+                    tracing::info!(sandbox = %id, "saved sandbox is gone: {e}");
+                    self.store.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Saves a record's lasting facts (nothing without a state dir).
+    pub fn save(&self, record: &SandboxRecord) -> std::io::Result<()> {
+        self.store.save(record.id(), &Saved::of(record))
     }
 
     /// Checks `X-API-Key` in constant time.
@@ -136,7 +232,9 @@ impl AppState {
         Some(record)
     }
 
+    /// Forgets a sandbox that ended, and what was saved of it.
     pub fn remove(&self, id: &str) -> Option<Arc<SandboxRecord>> {
+        self.store.remove(id);
         self.records.lock().unwrap().remove(id)
     }
 

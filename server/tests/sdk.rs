@@ -5,6 +5,10 @@
 //!
 //! The SDKs are installed by `server/tests/sdk/install.sh` (CI runs it);
 //! without them these tests fail saying so.
+//!
+//! Each server gets a state dir of its own (servers of one state dir
+//! exclude each other), removed at the end with whatever sandboxes a
+//! failed test left in it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -38,12 +42,63 @@ fn require_sdks() {
     );
 }
 
+/// A state dir for test servers; when dropped, every sandbox still in it
+/// is killed (through the library, as a runtime that only attaches) and
+/// the directory removed.
+struct StateDir(PathBuf);
+
+impl StateDir {
+    fn new() -> StateDir {
+        let dir = std::env::temp_dir().join(format!("sandlot-server-state-{:016x}", rand_u64()));
+        StateDir(dir)
+    }
+
+    /// Sandboxes alive in it.
+    fn live(&self) -> Vec<String> {
+        match self.attach() {
+            Some(runtime) => runtime
+                .list(&sandlot::ListFilter::all())
+                .into_iter()
+                .map(|i| i.id)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    fn attach(&self) -> Option<sandlot::Runtime> {
+        if !self.0.exists() {
+            return None;
+        }
+        sandlot::Runtime::builder()
+            .persistent(&self.0)
+            .attach_only()
+            .build()
+            .ok()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.attach() {
+            for info in runtime.list(&sandlot::ListFilter::all()) {
+                if let Ok(sandbox) = runtime.connect(&info.id) {
+                    let _ = sandbox.kill();
+                }
+            }
+            runtime.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A sandlot-server child on 127.0.0.1 with a random API key; stopped
 /// (SIGTERM, then SIGKILL after a grace) when dropped.
 struct Server {
     child: Option<Child>,
     url: String,
     key: String,
+    /// Its own state dir, unless it was given one (or --ephemeral).
+    _state: Option<StateDir>,
 }
 
 impl Server {
@@ -52,14 +107,29 @@ impl Server {
     }
 
     fn start_with(extra: &[&str]) -> Server {
+        let state = StateDir::new();
+        let mut server = Server::start_in(&state.0, &format!("test-{:016x}", rand_u64()), extra);
+        server._state = Some(state);
+        server
+    }
+
+    /// A server on `state_dir` (an earlier server's, to take its
+    /// sandboxes over) with API key `key`.
+    fn start_in(state_dir: &Path, key: &str, extra: &[&str]) -> Server {
         require_root();
         require_sdks();
-        let key = format!("test-{:016x}", rand_u64());
+        let key = key.to_string();
+        let mut state_args: Vec<&std::ffi::OsStr> = Vec::new();
+        if !extra.contains(&"--ephemeral") {
+            state_args.push("--state-dir".as_ref());
+            state_args.push(state_dir.as_os_str());
+        }
         let data_dir =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/sandlot-server-test-data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sandlot-server"))
             .args(["--listen", "127.0.0.1:0", "--api-key", &key, "--data-dir"])
             .arg(&data_dir)
+            .args(&state_args)
             .args(extra)
             .env("SANDLOT_LOG", "warn")
             .stdin(Stdio::null())
@@ -86,6 +156,7 @@ impl Server {
             child: Some(child),
             url: format!("http://{addr}"),
             key,
+            _state: None,
         }
     }
 
@@ -105,6 +176,13 @@ impl Server {
             .env_remove("E2B_DEBUG")
             .stdin(Stdio::null());
         command
+    }
+
+    /// SIGKILL and wait: the server has no chance to do anything.
+    fn kill_hard(&mut self) {
+        let mut child = self.child.take().expect("already stopped");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     /// SIGTERM and wait: the exit status.
@@ -187,9 +265,13 @@ fn inits_of(server_pid: u32) -> Vec<u32> {
 
 #[test]
 fn python_sdk_suites() {
-    let server = Server::start();
+    // --domain: `get_host(port)` names PORT-ID.sandlot.test, which the
+    // network tests send as the Host header.
+    let server = Server::start_with(&["--domain", "sandlot.test"]);
     let mut pytest = server.sdk_command(&sdk_dir().join(".venv/bin/python"));
-    pytest.args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python"]);
+    pytest
+        .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python"])
+        .env("SANDLOT_DOMAIN", "sandlot.test");
     run(pytest, "the Python SDK suites (pytest)");
 }
 
@@ -201,12 +283,11 @@ fn javascript_sdk_smoke() {
     run(node, "the JavaScript SDK smoke test (node --test)");
 }
 
-/// A server stopped with SIGTERM destroys the sandboxes it still has and
-/// exits 0 (until persistence lands, issue 14, sandboxes do not outlive
-/// it).
+/// An ephemeral server (`--ephemeral`) stopped with SIGTERM destroys the
+/// sandboxes it still has and exits 0.
 #[test]
-fn shutdown_destroys_every_sandbox() {
-    let mut server = Server::start();
+fn an_ephemeral_server_destroys_every_sandbox_at_shutdown() {
+    let mut server = Server::start_with(&["--ephemeral"]);
     let mut create = server.sdk_command(&sdk_dir().join(".venv/bin/python"));
     create.args([
         "-c",
@@ -281,4 +362,108 @@ fn tls_and_domain_routing() {
         .env("SANDLOT_TLS_CA", &cert)
         .env("SANDLOT_DOMAIN", "sandlot.test");
     run(check, "TLS and domain routing (tls_domain.py)");
+}
+
+/// Python run against `server`, its stdout.
+fn python(server: &Server, code: &str, what: &str) -> String {
+    let mut command = server.sdk_command(&sdk_dir().join(".venv/bin/python"));
+    command.args(["-c", code]);
+    String::from_utf8_lossy(&run(command, what).stdout).into_owned()
+}
+
+/// The server's state dir keeps its sandboxes across restarts: SIGTERM,
+/// then SIGKILL, and each time a new server takes them over — the SDK's
+/// `Sandbox.connect(id)` works, files and background processes are still
+/// there, the end is unchanged; a killed sandbox is "not found".
+#[test]
+fn sandboxes_outlive_a_restart_by_sigterm_and_by_sigkill() {
+    let state = StateDir::new();
+    let key = format!("test-{:016x}", rand_u64());
+    let mut first = Server::start_in(&state.0, &key, &[]);
+    let out = python(
+        &first,
+        "from e2b import Sandbox\n\
+         for n in range(2):\n\
+         \x20   s = Sandbox.create(timeout=600, metadata={'n': str(n)})\n\
+         \x20   s.files.write('/home/user/kept.txt', f'file {n}')\n\
+         \x20   s.commands.run('sleep 600', background=True)\n\
+         \x20   print(s.sandbox_id, s.get_info().end_at.timestamp())\n\
+         from e2b_code_interpreter import Sandbox as CodeSandbox\n\
+         assert CodeSandbox.connect(s.sandbox_id).run_code('x = 1').error is None",
+        "creating sandboxes",
+    );
+    let made: Vec<(String, String)> = out
+        .lines()
+        .map(|l| {
+            let (id, end) = l.split_once(' ').unwrap();
+            (id.to_string(), end.to_string())
+        })
+        .collect();
+    assert_eq!(made.len(), 2);
+    let status = first.stop();
+    assert!(status.success(), "sandlot-server exited with {status}");
+    let mut live = state.live();
+    live.sort();
+    let mut ids: Vec<String> = made.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(live, ids, "the sandboxes must outlive a SIGTERM");
+
+    // Each new server takes them over; the check runs after SIGTERM and
+    // again after SIGKILL. Code contexts are the server's: their
+    // interpreters end with it (their pipes close; none is left in the
+    // sandbox), and the next server starts afresh (the variable is gone).
+    let check = |server: &Server| {
+        let mut code = String::from(
+            "from e2b import Sandbox\nfrom e2b_code_interpreter import Sandbox as CodeSandbox\n",
+        );
+        let last = &made[made.len() - 1].0;
+        code += &format!(
+            "ps = Sandbox.connect('{last}').commands.run('ps -eo args').stdout\n\
+             assert 'python' not in ps, ps\n\
+             c = CodeSandbox.connect('{last}')\n\
+             assert c.run_code('x').error.name == 'NameError', 'fresh context'\n\
+             assert c.run_code('x = 2\\nx * 21').text == '42', 'run_code'\n"
+        );
+        for (id, end) in &made {
+            code += &format!(
+                "s = Sandbox.connect('{id}')\n\
+                 assert s.files.read('/home/user/kept.txt').startswith('file '), 'file'\n\
+                 assert 'sleep 600' in s.commands.run('ps -eo args').stdout, 'process'\n\
+                 assert s.commands.run('echo $((20+22))').stdout == '42\\n', 'command'\n\
+                 assert abs(s.get_info().end_at.timestamp() - {end}) < 1, 'end_at'\n\
+                 assert len(Sandbox.list(query=None).next_items()) == 2, 'list'\n"
+            );
+        }
+        python(server, &code, "connecting after a restart");
+    };
+    let mut second = Server::start_in(&state.0, &key, &[]);
+    check(&second);
+    second.kill_hard();
+    assert_eq!(
+        state.live().len(),
+        2,
+        "the sandboxes must outlive a SIGKILL"
+    );
+    let third = Server::start_in(&state.0, &key, &[]);
+    check(&third);
+
+    let (gone, kept) = (&made[0].0, &made[1].0);
+    python(
+        &third,
+        &format!(
+            "from e2b import Sandbox\n\
+             from e2b.exceptions import NotFoundException\n\
+             s = Sandbox.connect('{gone}')\n\
+             s.kill()\n\
+             assert not s.is_running()\n\
+             try:\n\
+             \x20   Sandbox.connect('{gone}')\n\
+             \x20   raise AssertionError('a killed sandbox must be not found')\n\
+             except NotFoundException as e:\n\
+             \x20   assert 'not found' in str(e), str(e)\n\
+             Sandbox.connect('{kept}').kill()"
+        ),
+        "killing after a restart",
+    );
+    assert!(state.live().is_empty());
 }

@@ -413,6 +413,12 @@ impl SandboxShared {
         });
     }
 
+    /// The runtime let go of it (a persistent runtime's shutdown): nothing
+    /// more about it comes to this process, no exit report included.
+    pub fn is_detached(&self) -> bool {
+        self.detached.load(Ordering::SeqCst)
+    }
+
     pub fn not_running(&self) -> Error {
         if self.detached.load(Ordering::SeqCst) {
             return Error::RuntimeShutDown;

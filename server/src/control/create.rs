@@ -3,14 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sandlot::SandboxOptions;
+use sandlot::{SandboxOptions, TimeoutAction};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -31,7 +31,8 @@ struct NewSandbox {
     metadata: Option<BTreeMap<String, String>>,
     env_vars: Option<BTreeMap<String, String>>,
     auto_pause: Option<bool>,
-    /// Meaningful only with autoPause, which is refused.
+    /// Whether a pause keeps memory: sandlot's always does (the cgroup
+    /// freezer keeps everything).
     #[allow(dead_code)]
     auto_pause_memory: Option<bool>,
     auto_resume: Option<AutoResume>,
@@ -39,7 +40,7 @@ struct NewSandbox {
     allow_internet_access: Option<bool>,
     /// Only the legacy create has it; v2 sandboxes are always secure.
     secure: Option<bool>,
-    network: Option<serde_json::Map<String, Value>>,
+    network: Option<super::network::CreateNetwork>,
     mcp: Option<Value>,
     iam: Option<Value>,
     volume_mounts: Option<Vec<Value>>,
@@ -55,30 +56,6 @@ impl NewSandbox {
     /// Options sandlot cannot honour yet are refused by name, never
     /// silently dropped.
     fn refuse_unsupported(&self) -> Result<(), ApiError> {
-        if self.auto_pause == Some(true) {
-            return Err(ApiError::not_yet(
-                "autoPause (pause at timeout instead of kill)",
-                "waiting on the persistence and lifecycle work, issue 14",
-            ));
-        }
-        if self.auto_resume.as_ref().is_some_and(|a| a.enabled) {
-            return Err(ApiError::not_yet(
-                "autoResume",
-                "waiting on the persistence and lifecycle work, issue 14",
-            ));
-        }
-        if self.allow_internet_access == Some(true) {
-            return Err(ApiError::not_yet(
-                "internet access (sandboxes have loopback only)",
-                "waiting on networking, issue 13; omit allow_internet_access or set it to false",
-            ));
-        }
-        if self.network.as_ref().is_some_and(|n| !n.is_empty()) {
-            return Err(ApiError::not_yet(
-                "network rules",
-                "waiting on networking, issue 13",
-            ));
-        }
         if self.mcp.as_ref().is_some_and(|m| !m.is_null()) {
             return Err(ApiError::not_yet("MCP servers", "not planned yet"));
         }
@@ -160,7 +137,20 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         .config
         .resolve_template(&request.template_id)
         .to_string();
+    let planned = super::network::plan(
+        request.allow_internet_access,
+        request.network,
+        state.config.default_internet,
+    )?;
+    let auto_resume = request.auto_resume.as_ref().is_some_and(|a| a.enabled);
+    let on_timeout = if request.auto_pause == Some(true) {
+        TimeoutAction::Pause
+    } else {
+        TimeoutAction::Kill
+    };
     let mut options = SandboxOptions::template(&template)
+        .on_timeout(on_timeout)
+        .network(planned.network)
         .timeout(Duration::from_secs(timeout))
         // A paused sandbox does not age: it waits for connect (the
         // reference keeps paused sandboxes until they are resumed).
@@ -177,31 +167,43 @@ async fn create_sandbox(state: Arc<AppState>, body: Bytes, v2: bool) -> Result<V
         request.secure.unwrap_or(false)
     };
     let token = new_token().map_err(|e| ApiError::internal(format!("random token: {e}")))?;
+    let traffic_token =
+        new_token().map_err(|e| ApiError::internal(format!("random token: {e}")))?;
     let runtime = state.runtime.clone();
-    let (sandbox, metrics) = blocking(move || {
-        let sandbox = runtime.create(options)?;
-        match sandbox.metrics() {
-            Ok(metrics) => Ok((sandbox, metrics)),
-            Err(e) => {
-                let _ = sandbox.kill();
-                Err(e.into())
-            }
-        }
-    })
-    .await?;
+    let sandbox = blocking(move || Ok(runtime.create(options)?)).await?;
+    // The sizes the SDK reports (cpuCount, memoryMB, diskSizeMB) are the
+    // limits the sandbox got, template defaults filled in: no cgroup read.
+    let limits = sandbox.limits();
+    // The library's creation time: end_at - started_at is the timeout,
+    // exactly.
+    let started_at = sandbox.info().created_at;
     let record = Arc::new(SandboxRecord {
         sandbox,
         template_id: request.template_id,
         template,
         envd_token: token,
+        traffic_token,
         secure,
-        started_at: SystemTime::now(),
-        cpu_count: metrics.cpu_count.ceil().max(1.0) as u32,
-        memory_mb: metrics.memory_limit >> 20,
-        disk_mb: metrics.disk_total >> 20,
+        started_at,
+        cpu_count: limits.cpus.ceil().max(1.0) as u32,
+        memory_mb: limits.memory >> 20,
+        disk_mb: limits.disk >> 20,
         processes: ProcessTable::default(),
         watchers: Watchers::default(),
+        code_defaults: Default::default(),
+        network: std::sync::Mutex::new(planned.settings),
+        ports: Default::default(),
+        auto_pause: request.auto_pause == Some(true),
+        auto_resume,
     });
+    if let Err(e) = state.save(&record) {
+        // A sandbox the next server could not open is not handed out.
+        let sandbox = record.sandbox.clone();
+        let _ = blocking(move || Ok(sandbox.kill()?)).await;
+        return Err(ApiError::internal(format!(
+            "save the sandbox's record: {e}"
+        )));
+    }
     state.insert(record.clone());
     tracing::info!(sandbox = record.id(), template = %record.template, "created");
     Ok(sandbox_json(&state, &record))
@@ -236,9 +238,13 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        let paused: NewSandbox = parse_body(br#"{"templateID":"base","autoPause":true}"#).unwrap();
+        let paused: NewSandbox =
+            parse_body(br#"{"templateID":"base","autoPause":true,"autoResume":{"enabled":true}}"#)
+                .unwrap();
+        paused.refuse_unsupported().unwrap();
+        let mcp: NewSandbox = parse_body(br#"{"templateID":"base","mcp":{"x":{}}}"#).unwrap();
         assert_eq!(
-            paused.refuse_unsupported().unwrap_err().status,
+            mcp.refuse_unsupported().unwrap_err().status,
             StatusCode::NOT_IMPLEMENTED
         );
     }

@@ -44,7 +44,13 @@ pub(super) async fn info(
     let record = record(&state, &id)?;
     let mut body = listed_json(&state, &record);
     body["domain"] = json!(state.config.domain);
-    body["allowInternetAccess"] = json!(false);
+    let network = record.network.lock().unwrap().clone();
+    body["allowInternetAccess"] = json!(network.allow_internet_access);
+    body["network"] = network.wire();
+    body["lifecycle"] = json!({
+        "onTimeout": if record.auto_pause { "pause" } else { "kill" },
+        "autoResume": record.auto_resume,
+    });
     if record.secure {
         body["envdAccessToken"] = json!(record.envd_token);
     }

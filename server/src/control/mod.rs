@@ -35,13 +35,14 @@ mod create;
 mod lifecycle;
 mod list;
 mod metrics;
+pub(crate) mod network;
 mod pending;
 
 use create::{create_v1, create_v2};
 use lifecycle::{connect, kill, pause, refresh, resume, set_timeout};
 use list::{info, list_v1, list_v2};
 use metrics::{metrics, metrics_many};
-use pending::{fork, logs, network, snapshots};
+use pending::{fork, logs, snapshots};
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -56,7 +57,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sandboxes/{id}/connect", post(connect))
         .route("/v2/sandboxes/{id}/connect", post(connect))
         .route("/sandboxes/{id}/metrics", get(metrics))
-        .route("/sandboxes/{id}/network", put(network))
+        .route("/sandboxes/{id}/network", put(network::update))
         .route("/sandboxes/{id}/snapshots", post(snapshots))
         .route("/sandboxes/{id}/fork", post(fork))
         .route("/sandboxes/{id}/logs", get(logs))
@@ -71,7 +72,12 @@ async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError 
 
 /// A request body, refused past [`MAX_BODY`] bytes.
 async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    Limited::new(body, MAX_BODY)
+    read_limited(body, MAX_BODY).await
+}
+
+/// A request body, refused past `limit` bytes (413 in the SDK's shape).
+pub(crate) async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    Limited::new(body, limit)
         .collect()
         .await
         .map(|c| c.to_bytes())
@@ -79,12 +85,18 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 crate::error::Code::ResourceExhausted,
-                format!("request body: {e} (at most {MAX_BODY} bytes)"),
+                format!("request body: {e} (at most {limit} bytes)"),
             )
         })
 }
 
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    parse_json(body)
+}
+
+/// A JSON body, strictly: bad JSON, unknown fields and wrong types are a
+/// 400 naming what was wrong; an empty body is `{}`.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]
     } else {
@@ -150,6 +162,7 @@ fn sandbox_json(state: &AppState, record: &SandboxRecord) -> Value {
     }
     if record.secure {
         body["envdAccessToken"] = json!(record.envd_token);
+        body["trafficAccessToken"] = json!(record.traffic_token);
     }
     body
 }

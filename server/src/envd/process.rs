@@ -12,6 +12,12 @@
 //! A command's time limit is the `Start` call's `Connect-Timeout-Ms`, as
 //! in envd: the library kills the command's process group when it passes
 //! and the stream ends with `deadline_exceeded`.
+//!
+//! A `Start` with `pty` runs the command on a terminal allocated inside the
+//! sandbox (the library's `spawn_pty`): its output is one stream, sent as
+//! `data.pty`; its input comes as `input.pty` (`SendInput`, `StreamInput`)
+//! and `Update` resizes it. Terminal input to a piped command, and stdin
+//! to a terminal's, are refused by name, as envd does.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -24,7 +30,10 @@ use axum::extract::Path;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use http_body_util::{BodyExt, Limited};
-use sandlot::{Cmd, CommandExit, CommandHandle, ExitReason, ProcessEvent as LibEvent, RunOptions};
+use sandlot::{
+    Cmd, CommandExit, CommandHandle, ExitReason, ProcessEvent as LibEvent, PtyHandle, PtySize,
+    RunOptions,
+};
 use tokio::sync::mpsc;
 
 use super::users::{self, Accounts};
@@ -44,11 +53,47 @@ enum Delivery {
     Fail(ApiError),
 }
 
+/// How a started command runs: on pipes, or on a terminal.
+enum Running {
+    Piped(CommandHandle),
+    Terminal(PtyHandle),
+}
+
+impl Running {
+    fn pid(&self) -> i32 {
+        match self {
+            Running::Piped(h) => h.pid(),
+            Running::Terminal(h) => h.pid(),
+        }
+    }
+
+    fn events(&self) -> &sandlot::ProcessEvents {
+        match self {
+            Running::Piped(h) => h.events(),
+            Running::Terminal(h) => h.events(),
+        }
+    }
+
+    fn kill(&self) -> sandlot::Result<()> {
+        match self {
+            Running::Piped(h) => h.kill(),
+            Running::Terminal(h) => h.kill(),
+        }
+    }
+
+    fn signal_group(&self, signal: sandlot::Signal) -> sandlot::Result<()> {
+        match self {
+            Running::Piped(h) => h.signal_group(signal),
+            Running::Terminal(h) => h.signal_group(signal),
+        }
+    }
+}
+
 pub struct ProcessEntry {
     pid: u32,
     tag: Option<String>,
     config: pb::ProcessConfig,
-    handle: CommandHandle,
+    handle: Running,
     stdin: Mutex<Option<File>>,
     subscribers: Mutex<Vec<mpsc::Sender<Delivery>>>,
 }
@@ -232,8 +277,13 @@ impl ProcessEntry {
 fn pump(record: Arc<SandboxRecord>, entry: Arc<ProcessEntry>, events: sandlot::ProcessEvents) {
     use pb::process_event::data_event::Output;
     let mut ended = false;
+    let terminal = matches!(entry.handle, Running::Terminal(_));
     for ev in events.iter() {
         match ev {
+            // A terminal has one stream, which envd sends as `pty`.
+            LibEvent::Stdout(bytes) if terminal => {
+                entry.deliver(|| Delivery::Event(data_event(Output::Pty(bytes.clone()))))
+            }
             LibEvent::Stdout(bytes) => {
                 entry.deliver(|| Delivery::Event(data_event(Output::Stdout(bytes.clone()))))
             }
@@ -371,14 +421,7 @@ pub async fn call(
                     connect::unary_response(send_signal(&record, &headers, &bytes).await)
                 }
                 "CloseStdin" => connect::unary_response(close_stdin(&record, &headers, &bytes)),
-                "Update" => connect::unary_response(
-                    connect::decode_unary::<pb::UpdateRequest>(&headers, &bytes).and_then(|_| {
-                        Err::<pb::UpdateResponse, _>(ApiError::not_yet(
-                            "PTY resize",
-                            "PTYs wait on issue 11",
-                        ))
-                    }),
-                ),
+                "Update" => connect::unary_response(update(&record, &headers, &bytes).await),
                 other => connect::unary_error(&unknown_method("process.Process", other)),
             }
         }
@@ -388,9 +431,7 @@ pub async fn call(
 async fn start(record: Arc<SandboxRecord>, headers: &HeaderMap, bytes: &[u8]) -> Response {
     let prepared = async {
         let request: pb::StartRequest = connect::decode_stream_request(headers, bytes)?;
-        if request.pty.is_some() {
-            return Err(ApiError::not_yet("PTY processes", "PTYs wait on issue 11"));
-        }
+        let terminal = request.pty.map(|pty| pty_size(pty.size)).transpose()?;
         let config = request
             .process
             .clone()
@@ -400,16 +441,17 @@ async fn start(record: Arc<SandboxRecord>, headers: &HeaderMap, bytes: &[u8]) ->
         }
         let timeout = connect::timeout(headers)?.filter(|t| !t.is_zero());
         let user = users::from_basic_auth(headers)?;
-        Ok((request, config, timeout, user))
+        Ok((request, config, timeout, user, terminal))
     };
-    let (request, config, timeout, user) = match prepared.await {
+    let (request, config, timeout, user, terminal) = match prepared.await {
         Ok(v) => v,
         Err(e) => return connect::stream_error(&e),
     };
     let keepalive = connect::keepalive_interval(headers);
     let spawn_record = record.clone();
     let spawn_config = config.clone();
-    let spawn_request_stdin = request.stdin == Some(true);
+    // A terminal's input is the terminal: no stdin pipe beside it.
+    let spawn_request_stdin = request.stdin == Some(true) && terminal.is_none();
     let spawned = blocking(move || {
         let sandbox = &spawn_record.sandbox;
         let accounts = Accounts::load(sandbox);
@@ -434,9 +476,15 @@ async fn start(record: Arc<SandboxRecord>, headers: &HeaderMap, bytes: &[u8]) ->
         }
         let mut argv = vec![spawn_config.cmd.clone()];
         argv.extend(spawn_config.args.iter().cloned());
+        if let Some(size) = terminal {
+            let handle = sandbox
+                .commands()
+                .spawn_pty(Cmd::Argv(argv), size, options)?;
+            return Ok((Running::Terminal(handle), None));
+        }
         let mut handle = sandbox.commands().spawn(Cmd::Argv(argv), options)?;
         let stdin = handle.take_stdin();
-        Ok((handle, stdin))
+        Ok((Running::Piped(handle), stdin))
     })
     .await;
     let (handle, stdin) = match spawned {
@@ -444,13 +492,9 @@ async fn start(record: Arc<SandboxRecord>, headers: &HeaderMap, bytes: &[u8]) ->
         Err(e) => return connect::stream_error(&e),
     };
     let pid = handle.pid() as u32;
-    // stdin: false (the default) gives the command an empty stdin, as a
-    // closed pipe: it reads end-of-file.
-    let stdin = if request.stdin == Some(true) {
-        stdin
-    } else {
-        None
-    };
+    // stdin: false (the default) gives the command the library's default
+    // stdin, /dev/null: it reads end-of-file.
+    let stdin = if spawn_request_stdin { stdin } else { None };
     let events = handle.events().clone();
     let entry = Arc::new(ProcessEntry {
         pid,
@@ -499,9 +543,70 @@ async fn connect_to(record: Arc<SandboxRecord>, headers: &HeaderMap, bytes: &[u8
     response
 }
 
-/// Writes to a command's stdin off the async threads (a full pipe blocks).
+/// A terminal's size from the request: rows and columns of at least 1 and
+/// at most 65535; no size is the classic 24x80.
+fn pty_size(size: Option<pb::pty::Size>) -> Result<PtySize, ApiError> {
+    let Some(size) = size else {
+        return Ok(PtySize::default());
+    };
+    let fit = |n: u32, what: &str| {
+        u16::try_from(n).ok().filter(|&n| n > 0).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "pty size: {what} is {n}; it must be between 1 and 65535"
+            ))
+        })
+    };
+    Ok(PtySize::new(
+        fit(size.rows, "rows")?,
+        fit(size.cols, "cols")?,
+    ))
+}
+
+fn precondition(message: String) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition,
+        message,
+    )
+}
+
+/// Input for a command, by where it goes.
+enum Input {
+    Stdin(Vec<u8>),
+    Pty(Vec<u8>),
+}
+
+/// Writes input off the async threads (a full pipe or terminal queue
+/// blocks): stdin to a piped command, pty input to a terminal's.
+async fn write_input(entry: Arc<ProcessEntry>, input: Input) -> Result<(), ApiError> {
+    match input {
+        Input::Stdin(data) => write_stdin(entry, data).await,
+        Input::Pty(data) => {
+            blocking(move || match &entry.handle {
+                Running::Terminal(pty) => pty.write(&data).map_err(|e| {
+                    precondition(format!(
+                        "writing to the terminal of process {}: {e}",
+                        entry.pid
+                    ))
+                }),
+                Running::Piped(_) => Err(precondition(format!(
+                    "process {} has no terminal (start it with pty): send its input as stdin",
+                    entry.pid
+                ))),
+            })
+            .await
+        }
+    }
+}
+
 async fn write_stdin(entry: Arc<ProcessEntry>, data: Vec<u8>) -> Result<(), ApiError> {
     blocking(move || {
+        if matches!(entry.handle, Running::Terminal(_)) {
+            return Err(precondition(format!(
+                "process {} runs on a terminal: send its input as pty",
+                entry.pid
+            )));
+        }
         let mut stdin = entry.stdin.lock().unwrap();
         let file = stdin.as_mut().ok_or_else(|| {
             ApiError::new(
@@ -524,14 +629,38 @@ async fn write_stdin(entry: Arc<ProcessEntry>, data: Vec<u8>) -> Result<(), ApiE
     .await
 }
 
-fn stdin_bytes(input: Option<pb::ProcessInput>) -> Result<Vec<u8>, ApiError> {
+fn input_of(input: Option<pb::ProcessInput>) -> Result<Input, ApiError> {
     match input.and_then(|i| i.input) {
-        Some(pb::process_input::Input::Stdin(data)) => Ok(data),
-        Some(pb::process_input::Input::Pty(_)) => {
-            Err(ApiError::not_yet("PTY input", "PTYs wait on issue 11"))
-        }
+        Some(pb::process_input::Input::Stdin(data)) => Ok(Input::Stdin(data)),
+        Some(pb::process_input::Input::Pty(data)) => Ok(Input::Pty(data)),
         None => Err(ApiError::bad_request("input is required")),
     }
+}
+
+/// `Update`: resizes a terminal (its foreground process group gets
+/// SIGWINCH).
+async fn update(
+    record: &SandboxRecord,
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<pb::UpdateResponse, ApiError> {
+    let request: pb::UpdateRequest = connect::decode_unary(headers, bytes)?;
+    let entry = record.processes.find(request.process.as_ref())?;
+    let Some(pty) = request.pty else {
+        return Ok(pb::UpdateResponse {});
+    };
+    let size = pty_size(Some(pty.size.ok_or_else(|| {
+        ApiError::bad_request("pty.size is required to resize a terminal")
+    })?))?;
+    blocking(move || match &entry.handle {
+        Running::Terminal(handle) => Ok(handle.resize(size)?),
+        Running::Piped(_) => Err(precondition(format!(
+            "process {} has no terminal to resize (start it with pty)",
+            entry.pid
+        ))),
+    })
+    .await?;
+    Ok(pb::UpdateResponse {})
 }
 
 async fn send_input(
@@ -541,7 +670,7 @@ async fn send_input(
 ) -> Result<pb::SendInputResponse, ApiError> {
     let request: pb::SendInputRequest = connect::decode_unary(headers, bytes)?;
     let entry = record.processes.find(request.process.as_ref())?;
-    write_stdin(entry, stdin_bytes(request.input)?).await?;
+    write_input(entry, input_of(request.input)?).await?;
     Ok(pb::SendInputResponse {})
 }
 
@@ -559,7 +688,7 @@ async fn stream_input(record: Arc<SandboxRecord>, headers: &HeaderMap, body: Bod
                     let target = entry
                         .clone()
                         .ok_or_else(|| ApiError::bad_request("data before the start event"))?;
-                    write_stdin(target, stdin_bytes(data.input)?).await?;
+                    write_input(target, input_of(data.input)?).await?;
                 }
                 Some(Event::Keepalive(_)) | None => {}
             }

@@ -119,11 +119,14 @@ impl SandboxDriver {
     }
 
     /// Whether the sandbox has ended (its teardown reaped every process:
-    /// no exit report may come any more, none is needed).
+    /// no exit report may come any more, none is needed), or this process
+    /// let go of it (a persistent runtime's shutdown: the control
+    /// connection that would bring the report is closed, and the
+    /// interpreter is no longer this process's to wait for).
     fn sandbox_ended(&self) -> bool {
         self.sandbox
             .upgrade()
-            .is_none_or(|sandbox| !sandbox.state().is_live())
+            .is_none_or(|sandbox| !sandbox.state().is_live() || sandbox.is_detached())
     }
 }
 

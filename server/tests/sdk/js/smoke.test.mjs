@@ -62,3 +62,29 @@ test('create, info, commands, files, list, kill', async () => {
   }
   assert.equal(await sbx.isRunning(), false)
 })
+
+test('pty: an interactive shell, typed input, resize, kill', async () => {
+  const sbx = await Sandbox.create({ timeoutMs: 60_000 })
+  try {
+    let screen = ''
+    const decoder = new TextDecoder()
+    const waitFor = async (needle) => {
+      for (let i = 0; i < 200 && !screen.includes(needle); i++) await new Promise((r) => setTimeout(r, 50))
+      assert.ok(screen.includes(needle), `${JSON.stringify(needle)} never appeared:\n${screen}`)
+    }
+    const terminal = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => (screen += decoder.decode(d)) })
+    const type = (text) => sbx.pty.sendInput(terminal.pid, new TextEncoder().encode(text))
+    // Markers are typed split so that the echo of the input never matches.
+    await type('tty; stty size; echo o""k\n')
+    await waitFor('24 80\r\nok\r\n')
+    assert.match(screen, /\/dev\/pts\/\d+/)
+    await sbx.pty.resize(terminal.pid, { cols: 100, rows: 30 })
+    await type('stty size; echo o""k2\n')
+    await waitFor('30 100\r\nok2\r\n')
+    assert.equal(await sbx.pty.kill(terminal.pid), true)
+    const ended = await terminal.wait().catch((e) => e)
+    assert.equal(ended.exitCode, -1)
+  } finally {
+    await sbx.kill()
+  }
+})
