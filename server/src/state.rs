@@ -178,16 +178,10 @@ impl AppState {
         for (id, saved) in self.store.load_all() {
             match self.runtime.connect(&id) {
                 Ok(sandbox) => {
+                    // Its network (as last set) is served by this
+                    // process from now on: the library re-serves it on
+                    // adoption.
                     tracing::info!(sandbox = %id, "taken over from an earlier server");
-                    if saved.network.allow_internet_access || !saved.network.allow_out.is_empty() {
-                        // The library does not re-attach a network on
-                        // adoption: the sandbox's namespace fails closed.
-                        tracing::warn!(
-                            sandbox = %id,
-                            "its network does not work after a take-over: connections out are \
-                             refused until the library re-attaches networks on adoption"
-                        );
-                    }
                     self.records
                         .lock()
                         .unwrap()

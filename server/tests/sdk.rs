@@ -384,7 +384,7 @@ fn sandboxes_outlive_a_restart_by_sigterm_and_by_sigkill() {
         &first,
         "from e2b import Sandbox\n\
          for n in range(2):\n\
-         \x20   s = Sandbox.create(timeout=600, metadata={'n': str(n)})\n\
+         \x20   s = Sandbox.create(timeout=600, metadata={'n': str(n)}, allow_internet_access=n == 0)\n\
          \x20   s.files.write('/home/user/kept.txt', f'file {n}')\n\
          \x20   s.commands.run('sleep 600', background=True)\n\
          \x20   print(s.sandbox_id, s.get_info().end_at.timestamp())\n\
@@ -423,6 +423,17 @@ fn sandboxes_outlive_a_restart_by_sigterm_and_by_sigkill() {
              c = CodeSandbox.connect('{last}')\n\
              assert c.run_code('x').error.name == 'NameError', 'fresh context'\n\
              assert c.run_code('x = 2\\nx * 21').text == '42', 'run_code'\n"
+        );
+        // Its network (no internet: an allow list naming nothing) is
+        // served again: a name it may not reach is answered NXDOMAIN by
+        // sandlot's resolver at once (never sent upstream); unserved, the
+        // lookup would go unanswered (EAI_AGAIN).
+        code += &format!(
+            "import socket\n\
+             s = Sandbox.connect('{last}')\n\
+             s.files.write('/tmp/dns.py', 'import socket\\ntry:\\n    socket.getaddrinfo(\"example.com\", 80)\\n    print(\"resolved\")\\nexcept socket.gaierror as e:\\n    print(e.errno)\\n')\n\
+             r = s.commands.run('python3 /tmp/dns.py', timeout=60).stdout.strip()\n\
+             assert r == str(socket.EAI_NONAME), 'DNS after a take-over: ' + r\n"
         );
         for (id, end) in &made {
             code += &format!(

@@ -245,10 +245,8 @@ pub(super) async fn update(
             StatusCode::CONFLICT,
             crate::error::Code::FailedPrecondition,
             format!(
-                "sandbox \"{id}\" has no network here (loopback only) and cannot get one now: it \
-                 was created without one (create it with allow_internet_access or network \
-                 rules), or taken over from an earlier server, whose networks sandlot does not \
-                 re-attach yet"
+                "sandbox \"{id}\" has no network (loopback only) and cannot get one now: it was \
+                 created without one (create it with allow_internet_access or network rules)"
             ),
         ));
     }
