@@ -718,6 +718,44 @@ fn a_start_command_that_logs_outlives_its_creator_and_is_not_activity() {
 }
 
 #[test]
+fn a_command_that_writes_outlives_the_process_that_read_its_output() {
+    let state = StateDir::new("command-output");
+    let rt = state.runtime();
+    let sandbox = rt.create(sandlot_tests::options()).unwrap();
+    let id = sandbox.id().to_string();
+    // 8 KiB to stdout and a line to stderr every 10 ms: a closed pipe kills
+    // the shell (SIGPIPE), an undrained one blocks it within 0.1 s.
+    let writer = sandbox
+        .command("sh")
+        .args([
+            "-c",
+            "i=0; while :; do i=$((i+1)); printf '%8192s\\n' \"$i\"; echo \"err $i\" >&2; \
+             echo $i >/tmp/n; sleep 0.01; done",
+        ])
+        .spawn()
+        .unwrap();
+    let line = writer.events().recv_timeout(Duration::from_secs(10));
+    assert!(
+        matches!(line, Ok(sandlot::ProcessEvent::Stdout(_))),
+        "{line:?}"
+    );
+    drop(writer);
+    drop(sandbox);
+    drop(rt); // the process that read its output lets go
+    std::thread::sleep(Duration::from_millis(1000));
+    let rt = state.runtime();
+    let sandbox = rt.connect(&id).unwrap();
+    let count = || -> u64 { sh(&sandbox, "cat /tmp/n").trim().parse().unwrap() };
+    let first = count();
+    assert!(
+        sandlot_tests::eventually(Duration::from_secs(10), || count() > first + 10),
+        "the command stopped once nobody read its output (at {first})"
+    );
+    assert!(sh(&sandbox, "ps -eo args").contains("while :"));
+    sandbox.kill().unwrap();
+}
+
+#[test]
 fn cleanup_inactive_destroys_only_what_is_idle_longer_than_the_threshold() {
     for persistent in [false, true] {
         let state = StateDir::new(if persistent { "cleanup-p" } else { "cleanup" });

@@ -95,7 +95,7 @@ impl Control {
 /// A spawn must carry exactly the descriptors its mask and its extras
 /// declare, and the mask may name no stream this init does not know.
 fn stdio_matches(spawn: &Spawn, fds: usize) -> bool {
-    spawn.stdio.0 & !StdioMask::ALL.0 == 0 && spawn.fd_count() == fds
+    spawn.stdio.0 & !StdioMask::VALID == 0 && spawn.fd_count() == fds
 }
 
 /// A datagram that did not decode: if it starts like a spawn, its id is

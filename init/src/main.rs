@@ -2,7 +2,9 @@
 //!
 //! It starts commands when the host asks (over the control socket at fd 3,
 //! with their stdio passed as descriptors), reports when they end, forwards
-//! signals, and reaps every orphan. It never sees user output. When the host
+//! signals, and reaps every orphan. It never forwards user output: the host
+//! reads the pipes it made (in a persistent sandbox, init reads and
+//! discards the output of commands whose connection is gone). When the host
 //! goes away it kills everything and exits, which ends the sandbox — unless
 //! the host made the sandbox persistent (`Request::Persist`): then init
 //! outlives it, accepts further control connections on a listening socket,
@@ -88,6 +90,7 @@ fn run() -> Result<(), (&'static str, io::Error)> {
     let mut init = Init {
         conns: vec![Conn::new(PRIMARY, Control::new(sock))],
         listener: None,
+        draining: Vec::new(),
         next_key: PRIMARY + 1,
         sigfd,
         commands: Commands::default(),
@@ -123,6 +126,9 @@ struct Init {
     conns: Vec<Conn>,
     /// Set by `Request::Persist`: the sandbox outlives its creator.
     listener: Option<OwnedFd>,
+    /// Output pipes of commands whose connection is gone, read and
+    /// discarded until their end.
+    draining: Vec<OwnedFd>,
     next_key: ConnKey,
     sigfd: OwnedFd,
     commands: Commands,
@@ -187,7 +193,28 @@ impl Init {
             return Err(HostGone);
         }
         self.conns.retain(|c| c.key != key);
+        // Nobody reads its commands' output any more: we do, so that they
+        // neither die of a closed pipe nor block on a full one.
+        for fd in self.commands.take_kept(key) {
+            if sys::set_nonblocking(fd.as_fd()).is_ok() {
+                self.draining.push(fd);
+            }
+        }
         Ok(())
+    }
+
+    /// Reads and discards what is waiting in a drained pipe (a bounded
+    /// amount per wake-up); `false` once it is at its end.
+    fn drain(fd: BorrowedFd<'_>) -> bool {
+        let mut buf = [0u8; 16 * 1024];
+        for _ in 0..16 {
+            match sys::read(fd, &mut buf) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+            }
+        }
+        true
     }
 
     fn serve(&mut self) {
@@ -205,6 +232,10 @@ impl Init {
             if let Some(listener) = &self.listener {
                 fds.push(pollfd(listener.as_fd(), libc::POLLIN));
             }
+            let first_drain = fds.len();
+            for fd in &self.draining {
+                fds.push(pollfd(fd.as_fd(), libc::POLLIN));
+            }
             let first_conn = fds.len();
             for conn in &self.conns {
                 let out = if conn.queued.is_empty() {
@@ -221,9 +252,17 @@ impl Init {
             if fds[0].revents != 0 && self.on_sigchld().is_err() {
                 return;
             }
-            if first_conn == 2 && fds[1].revents != 0 {
+            if first_drain == 2 && fds[1].revents != 0 {
                 self.accept_all();
             }
+            // Drained pipes at their end close (their pollfds are rebuilt
+            // on the next turn).
+            let mut at = 0;
+            self.draining.retain(|fd| {
+                let revents = fds[first_drain + at].revents;
+                at += 1;
+                revents == 0 || Init::drain(fd.as_fd())
+            });
             for (i, &key) in polled.iter().enumerate() {
                 let revents = fds[first_conn + i].revents;
                 if revents != 0 && self.on_connection(key, revents).is_err() {
@@ -297,11 +336,13 @@ impl Init {
             return Ok(());
         };
         match conn.control.receive() {
-            Incoming::Request(Request::Spawn(spawn), fds) => {
+            Incoming::Request(Request::Spawn(spawn), mut fds) => {
                 let id = spawn.id;
+                // The kept read ends come last (the count was checked).
+                let kept = fds.split_off(fds.len() - spawn.stdio.kept());
                 let (event, pty_master) = self.spawn(key, spawn, fds);
                 if let Event::Spawned { pid, .. } | Event::SpawnedPty { pid, .. } = event {
-                    self.commands.insert(key, id, pid);
+                    self.commands.insert(key, id, pid, kept);
                 }
                 // A terminal's master end goes to the host with the answer;
                 // our copy closes once it is sent (or its connection is).

@@ -2,6 +2,7 @@
 //! child that ends, and signalling everything at once.
 
 use std::io;
+use std::os::fd::OwnedFd;
 
 use sandlot_proto::{Event, Status, Usage};
 
@@ -20,25 +21,49 @@ pub const PRIMARY: ConnKey = 0;
 /// never hit a recycled pid.
 #[derive(Default)]
 pub struct Commands {
-    running: Vec<(ConnKey, u64, i32)>,
+    running: Vec<Command>,
+}
+
+struct Command {
+    conn: ConnKey,
+    id: u64,
+    pid: i32,
+    /// Read ends of its output pipes kept for its connection's end
+    /// (`StdioMask::KEEP_OUTPUT`); closed when it is reaped.
+    kept: Vec<OwnedFd>,
 }
 
 impl Commands {
-    pub fn insert(&mut self, conn: ConnKey, id: u64, pid: i32) {
-        self.running.push((conn, id, pid));
+    pub fn insert(&mut self, conn: ConnKey, id: u64, pid: i32, kept: Vec<OwnedFd>) {
+        self.running.push(Command {
+            conn,
+            id,
+            pid,
+            kept,
+        });
     }
 
     pub fn pid_of(&self, conn: ConnKey, id: u64) -> Option<i32> {
         self.running
             .iter()
-            .find(|&&(c, i, _)| c == conn && i == id)
-            .map(|&(_, _, pid)| pid)
+            .find(|c| c.conn == conn && c.id == id)
+            .map(|c| c.pid)
+    }
+
+    /// The kept read ends of every command of connection `conn`, which is
+    /// gone: now someone must read them.
+    pub fn take_kept(&mut self, conn: ConnKey) -> Vec<OwnedFd> {
+        self.running
+            .iter_mut()
+            .filter(|c| c.conn == conn)
+            .flat_map(|c| std::mem::take(&mut c.kept))
+            .collect()
     }
 
     fn take(&mut self, pid: i32) -> Option<(ConnKey, u64)> {
-        let at = self.running.iter().position(|&(_, _, p)| p == pid)?;
-        let (conn, id, _) = self.running.swap_remove(at);
-        Some((conn, id))
+        let at = self.running.iter().position(|c| c.pid == pid)?;
+        let command = self.running.swap_remove(at);
+        Some((command.conn, command.id))
     }
 }
 
@@ -192,15 +217,25 @@ mod tests {
     #[test]
     fn commands_are_found_by_id_and_taken_by_pid() {
         let mut commands = Commands::default();
-        commands.insert(PRIMARY, 7, 100);
-        commands.insert(PRIMARY, 8, 101);
+        let kept = || {
+            let (read_end, _write_end) = std::io::pipe().unwrap();
+            vec![OwnedFd::from(read_end)]
+        };
+        commands.insert(PRIMARY, 7, 100, Vec::new());
+        commands.insert(PRIMARY, 8, 101, kept());
         // Another connection's id 7 is another command.
-        commands.insert(3, 7, 102);
+        commands.insert(3, 7, 102, kept());
         assert_eq!(commands.pid_of(PRIMARY, 8), Some(101));
         assert_eq!(commands.pid_of(3, 7), Some(102));
         assert_eq!(commands.take(100), Some((PRIMARY, 7)));
         assert_eq!(commands.take(100), None);
         assert_eq!(commands.pid_of(PRIMARY, 7), None);
         assert_eq!(commands.pid_of(3, 7), Some(102));
+        // A connection's end hands over its commands' kept read ends, once;
+        // the commands stay until reaped.
+        assert_eq!(commands.take_kept(3).len(), 1);
+        assert!(commands.take_kept(3).is_empty());
+        assert_eq!(commands.pid_of(3, 7), Some(102));
+        assert_eq!(commands.take_kept(PRIMARY).len(), 1);
     }
 }

@@ -49,8 +49,12 @@ pub const STDIO_FDS: usize = 3;
 /// ([`Spawn::extra_fds`]).
 pub const MAX_EXTRA_FDS: usize = 5;
 
+/// Most output read ends a [`Spawn`] carries for init to keep
+/// ([`StdioMask::KEEP_OUTPUT`]).
+pub const MAX_KEPT_FDS: usize = 2;
+
 /// Most descriptors one [`Spawn`] carries in all.
-pub const MAX_SPAWN_FDS: usize = STDIO_FDS + MAX_EXTRA_FDS;
+pub const MAX_SPAWN_FDS: usize = STDIO_FDS + MAX_EXTRA_FDS + MAX_KEPT_FDS;
 
 /// The numbers an extra descriptor may be placed at: above stdio, and
 /// within any sandbox's open-files limit.
@@ -95,14 +99,33 @@ impl StdioMask {
     pub const STDOUT: u8 = 2;
     pub const STDERR: u8 = 4;
     pub const ALL: StdioMask = StdioMask(7);
+    /// Not a stream: after every other descriptor, a read end of each
+    /// output pipe the mask names (stdout, then stderr). init keeps them
+    /// and, once the connection that started the command is gone, reads
+    /// and discards what the command writes until end of file — a command
+    /// of a persistent sandbox then neither dies of a pipe nobody reads
+    /// nor blocks on a full one. Closed when the command ends.
+    pub const KEEP_OUTPUT: u8 = 8;
+    /// Every bit a mask may have.
+    pub const VALID: u8 = 15;
 
     pub fn has(self, stream: u8) -> bool {
         self.0 & stream != 0
     }
 
-    /// How many descriptors travel with the message.
+    /// How many stdio descriptors travel with the message.
     pub fn count(self) -> usize {
         (self.0 & 7).count_ones() as usize
+    }
+
+    /// How many kept read ends travel with the message (after the stdio
+    /// and extra descriptors).
+    pub fn kept(self) -> usize {
+        if self.has(Self::KEEP_OUTPUT) {
+            (self.0 & (Self::STDOUT | Self::STDERR)).count_ones() as usize
+        } else {
+            0
+        }
     }
 }
 
@@ -174,7 +197,7 @@ impl Spawn {
 
     /// How many descriptors travel with the message.
     pub fn fd_count(&self) -> usize {
-        self.stdio.count() + self.extra_fds.len()
+        self.stdio.count() + self.extra_fds.len() + self.stdio.kept()
     }
 }
 
@@ -543,8 +566,14 @@ impl Request {
                 let n = r.count(4)?;
                 let groups = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
                 let stdio = match r.u8()? {
-                    mask if mask & !StdioMask::ALL.0 == 0 => StdioMask(mask),
-                    other => return Err(invalid("stdio", other)),
+                    // Keeping output needs an output to keep.
+                    mask if mask & !StdioMask::VALID != 0
+                        || (StdioMask(mask).has(StdioMask::KEEP_OUTPUT)
+                            && StdioMask(mask).kept() == 0) =>
+                    {
+                        return Err(invalid("stdio", mask))
+                    }
+                    mask => StdioMask(mask),
                 };
                 let (extra_fds, pty) = if r.buf.is_empty() {
                     (Vec::new(), None)
@@ -812,6 +841,25 @@ mod tests {
         assert_eq!(*plain.last().unwrap(), StdioMask::ALL.0);
         assert_eq!(code_context_spawn().fd_count(), 4);
         assert_eq!(terminal_spawn().fd_count(), 0);
+    }
+
+    #[test]
+    fn kept_output_read_ends_are_counted_and_need_an_output() {
+        let mut keep = sample_spawn();
+        keep.stdio = StdioMask(StdioMask::ALL.0 | StdioMask::KEEP_OUTPUT);
+        assert_eq!(keep.stdio.kept(), 2);
+        assert_eq!(keep.fd_count(), 5);
+        let request = Request::Spawn(keep);
+        assert_eq!(Request::decode(&request.encode()), Ok(request));
+        // Keeping with no output to keep, or an unknown bit: refused.
+        for mask in [StdioMask::STDIN | StdioMask::KEEP_OUTPUT, 16] {
+            let mut spawn = sample_spawn();
+            spawn.stdio = StdioMask(mask);
+            assert!(
+                Request::decode(&Request::Spawn(spawn).encode()).is_err(),
+                "{mask}"
+            );
+        }
     }
 
     #[test]

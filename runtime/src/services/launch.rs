@@ -228,6 +228,7 @@ fn request(
     argv: &[String],
     options: &RunOptions,
     stdio: &Stdio,
+    keep_output: bool,
 ) -> Result<(Spawn, User)> {
     let user = users::resolve(sandbox, options.user.as_deref())?;
     let cwd = options
@@ -238,7 +239,14 @@ fn request(
     let env = process_env(sandbox, &user, options);
     let (mask, extra_fds, pty) = match stdio {
         Stdio::Pipes { stdin, .. } => (
-            StdioMask::STDOUT | StdioMask::STDERR | if *stdin { StdioMask::STDIN } else { 0 },
+            StdioMask::STDOUT
+                | StdioMask::STDERR
+                | if *stdin { StdioMask::STDIN } else { 0 }
+                | if keep_output {
+                    StdioMask::KEEP_OUTPUT
+                } else {
+                    0
+                },
             Vec::new(),
             None,
         ),
@@ -290,7 +298,7 @@ struct Plumbing {
     spare_output: Option<OwnedFd>,
 }
 
-fn plumb(stdio: Stdio, owner: (Option<u32>, Option<u32>)) -> Result<Plumbing> {
+fn plumb(stdio: Stdio, owner: (Option<u32>, Option<u32>), keep_output: bool) -> Result<Plumbing> {
     let mut plumbing = Plumbing {
         to_send: Vec::new(),
         outputs: Vec::new(),
@@ -340,6 +348,15 @@ fn plumb(stdio: Stdio, owner: (Option<u32>, Option<u32>)) -> Result<Plumbing> {
     for end in &plumbing.to_send {
         give_pipe(end, owner)?;
     }
+    if keep_output {
+        // Last: a read end of each output for init to keep.
+        for (read_end, _) in &plumbing.outputs {
+            let kept = read_end
+                .try_clone()
+                .map_err(|e| Error::io("duplicate an output pipe", e))?;
+            plumbing.to_send.push(kept);
+        }
+    }
     Ok(plumbing)
 }
 
@@ -366,14 +383,19 @@ pub(crate) fn launch(sandbox: &Arc<SandboxShared>, launch: Launch<'_>) -> Result
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let (mut request, user) = request(sandbox, &argv, options, &stdio)?;
+    // A command of a persistent sandbox may outlive this process: init
+    // keeps a read end of its output for when nobody here reads it.
+    let keep_output = role == Role::Command
+        && sandbox.files().is_some()
+        && matches!(stdio, Stdio::Pipes { merged: false, .. });
+    let (mut request, user) = request(sandbox, &argv, options, &stdio, keep_output)?;
     let budget = budget.or(exec.max_output_bytes).unwrap_or(u64::MAX);
     let terminal = matches!(stdio, Stdio::Terminal(_)).then_some(budget);
     let owner = (
         sandbox.ctx.range.to_host(user.uid),
         sandbox.ctx.range.to_host(user.gid),
     );
-    let plumbing = plumb(stdio, owner)?;
+    let plumbing = plumb(stdio, owner, keep_output)?;
 
     let (events_tx, events_rx) = sandbox.ctx.reactor.event_queue();
     let (spawned_tx, spawned_rx) = crossbeam_channel::bounded(1);
