@@ -386,7 +386,7 @@ fn sandboxes_outlive_a_restart_by_sigterm_and_by_sigkill() {
          for n in range(2):\n\
          \x20   s = Sandbox.create(timeout=600, metadata={'n': str(n)}, allow_internet_access=n == 0)\n\
          \x20   s.files.write('/home/user/kept.txt', f'file {n}')\n\
-         \x20   s.commands.run('sleep 600', background=True)\n\
+         \x20   s.commands.run('while :; do echo tick; sleep 0.05; done', background=True)\n\
          \x20   print(s.sandbox_id, s.get_info().end_at.timestamp())\n\
          from e2b_code_interpreter import Sandbox as CodeSandbox\n\
          assert CodeSandbox.connect(s.sandbox_id).run_code('x = 1').error is None",
@@ -439,7 +439,7 @@ fn sandboxes_outlive_a_restart_by_sigterm_and_by_sigkill() {
             code += &format!(
                 "s = Sandbox.connect('{id}')\n\
                  assert s.files.read('/home/user/kept.txt').startswith('file '), 'file'\n\
-                 assert 'sleep 600' in s.commands.run('ps -eo args').stdout, 'process'\n\
+                 assert 'echo tick' in s.commands.run('ps -eo args').stdout, 'a printing background command'\n\
                  assert s.commands.run('echo $((20+22))').stdout == '42\\n', 'command'\n\
                  assert abs(s.get_info().end_at.timestamp() - {end}) < 1, 'end_at'\n\
                  assert len(Sandbox.list(query=None).next_items()) == 2, 'list'\n"
