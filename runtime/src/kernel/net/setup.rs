@@ -4,7 +4,7 @@
 //! resolver UDP socket and TCP listener) and the steering program.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, TcpListener, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -66,14 +66,7 @@ pub fn create(home: &NetNamespace) -> Result<(SandboxNetns, HostSockets), Kernel
         netlink::configure_loopback(ipv6)?;
         sysctl::allow_unprivileged_low_ports()?;
         let sockets = host_sockets(ipv6)?;
-        let steering = Steering::attach(
-            ns.as_fd(),
-            &[
-                (Slot::Proxy, sockets.proxy.as_fd()),
-                (Slot::DnsTcp, sockets.dns_tcp.as_fd()),
-                (Slot::DnsUdp, sockets.dns_udp.as_fd()),
-            ],
-        )?;
+        let steering = steer(ns.as_fd(), &sockets)?;
         Ok((steering, sockets))
     })?;
     Ok((SandboxNetns { steering, netns }, sockets))
@@ -100,15 +93,21 @@ pub fn rejoin(
         let _inside = netns.enter(home)?;
         host_sockets(ipv6)?
     };
-    let steering = Steering::attach(
-        netns.as_fd(),
+    let steering = steer(netns.as_fd(), &sockets)?;
+    Ok((SandboxNetns { steering, netns }, sockets))
+}
+
+/// Steers the namespace's TCP to the proxy's listener and its DNS to the
+/// resolver's sockets.
+fn steer(netns: BorrowedFd<'_>, sockets: &HostSockets) -> Result<Steering, KernelError> {
+    Steering::attach(
+        netns,
         &[
             (Slot::Proxy, sockets.proxy.as_fd()),
             (Slot::DnsTcp, sockets.dns_tcp.as_fd()),
             (Slot::DnsUdp, sockets.dns_udp.as_fd()),
         ],
-    )?;
-    Ok((SandboxNetns { steering, netns }, sockets))
+    )
 }
 
 /// A non-blocking, close-on-exec socket bound to `port` of the
