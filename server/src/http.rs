@@ -6,7 +6,7 @@
 //!   `E2b-Sandbox-Port` headers, or with `--domain D` a Host of
 //!   `PORT-ID.D` — goes to that sandbox's envd (port 49983), code
 //!   interpreter (49999) or, for any other port, its own server there
-//!   (`ports.rs`); [`authorize`] says which token each needs, and one
+//!   (`ports.rs`); `authorize` says which token each needs, and one
 //!   sandbox's token never opens another;
 //! - anything else is the control plane and needs `X-API-Key`.
 

@@ -8,7 +8,7 @@
 //! command fails; then it prints `ended <state> <reason>` of that sandbox
 //! and exits 0.
 //!
-//! usage: sandlot-test-persist-host DATA_DIR STATE_DIR COUNT [TIMEOUT_MS]
+//! usage: `sandlot-test-persist-host DATA_DIR STATE_DIR COUNT [TIMEOUT_MS]`
 
 use std::io::Write;
 use std::time::Duration;
