@@ -61,6 +61,12 @@ fn main() {
                 match ran {
                     Ok(out) if out.stdout_str() == "ok\n" => {}
                     _ => {
+                        // The command failed as init went; the end itself
+                        // is noticed by the io thread a moment later.
+                        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                        while sandbox.is_alive() && std::time::Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
                         let info = sandbox.info();
                         let reason = info.end_reason.map(|r| r.to_string()).unwrap_or_default();
                         writeln!(out, "ended {} {reason}", info.state).unwrap();
