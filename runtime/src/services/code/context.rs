@@ -341,13 +341,15 @@ impl ContextCore {
         let started_at = Instant::now();
         let timeout_at = started_at.checked_add(timeout);
         let grace = self.options.interrupt_grace;
+        let resend_after = (grace / 2).min(std::time::Duration::from_secs(1));
         let mut started = false;
         let mut done = false;
         let mut gone = false;
         let mut interrupted_at: Option<Instant> = None;
         let mut protocol_error: Option<String> = None;
         let mut killed = false;
-        let mut signalled = false;
+        let mut signalled_at: Option<Instant> = None;
+        let mut resignalled = false;
 
         while !done && !gone && protocol_error.is_none() {
             let now = Instant::now();
@@ -358,11 +360,17 @@ impl ContextCore {
                 interrupted_at = Some(now);
                 self.set_state(ContextState::Interrupting);
             }
-            // One SIGINT, and only once the driver said the cell started:
-            // earlier it could land in the middle of reading the request.
-            if interrupted_at.is_some() && started && !signalled {
-                signalled = true;
-                let _ = driver.process.interrupt();
+            // SIGINT only once the driver said the cell started: earlier it
+            // could land in the middle of reading the request. A second one
+            // a moment later, in case the first fell in the driver's own
+            // code around the cell, which drops it to keep its framing.
+            if interrupted_at.is_some() && started {
+                let again = signalled_at.is_some_and(|at| !resignalled && now >= at + resend_after);
+                if signalled_at.is_none() || again {
+                    resignalled = signalled_at.is_some();
+                    signalled_at = Some(now);
+                    let _ = driver.process.interrupt();
+                }
             }
             if let Some(at) = interrupted_at {
                 if now >= at + grace {
@@ -370,9 +378,12 @@ impl ContextCore {
                     break;
                 }
             }
-            let until = match interrupted_at {
-                Some(at) => Some(at + grace),
-                None => timeout_at,
+            let until = match (interrupted_at, signalled_at) {
+                (Some(at), Some(sent)) if !resignalled => {
+                    Some((at + grace).min(sent + resend_after))
+                }
+                (Some(at), _) => Some(at + grace),
+                (None, _) => timeout_at,
             };
             let result =
                 driver.pipes.step(

@@ -17,8 +17,11 @@ pub const DEFAULT_CELL_OUTPUT_CAP: u64 = 16 << 20;
 pub const DEFAULT_CELL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long an interrupted cell has to stop before its interpreter is
-/// killed and the context restarted.
-pub const DEFAULT_INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+/// killed and the context restarted. Stopping includes reporting the
+/// interrupt: IPython's first traceback imports its formatting machinery
+/// (0.15 s on an idle machine, seconds on a loaded one; 3 s was once too
+/// short in CI). A cell that ignores SIGINT waits this long.
+pub const DEFAULT_INTERRUPT_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a new context's interpreter may take to be ready (IPython with
 /// numpy and pandas on a cold page cache takes a few seconds).
