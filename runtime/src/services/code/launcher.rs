@@ -115,6 +115,22 @@ impl Launcher for HostLauncher {
                 format!("the host launcher runs drivers as the calling user, not {user:?}"),
             )));
         }
+        // Looked up here, not left to the spawn: the descriptors placed at
+        // fixed numbers below (in the child, before exec) may land on the
+        // pipe through which std reports a failed exec, and the failure
+        // would then look like an interpreter that exited at once.
+        let path = request
+            .env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        if !executable_exists(&program, &path) {
+            return Err(LaunchError::NotFound {
+                program: program.clone(),
+            });
+        }
         let mut cmd = Command::new(&program);
         cmd.args(&request.argv[1..])
             .envs(request.env.iter().map(|(k, v)| (k, v)))
@@ -138,6 +154,23 @@ impl Launcher for HostLauncher {
             status: Mutex::new(None),
         }))
     }
+}
+
+/// Whether `program` names an executable file: as a path when it has a
+/// slash, else in one of `path`'s directories.
+fn executable_exists(program: &str, path: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return executable(std::path::Path::new(program));
+    }
+    !program.is_empty()
+        && path
+            .split(':')
+            .filter(|dir| !dir.is_empty())
+            .any(|dir| executable(&std::path::Path::new(dir).join(program)))
 }
 
 struct HostDriver {
