@@ -118,32 +118,39 @@ def memory(count=50):
         s.kill()
 
 
+def create_run_kill(clients, seconds):
+    """`clients` threads, each creating a sandbox, running `echo hi` in it
+    and killing it, over and over for `seconds`: (cycles, errors)."""
+    cycles = [0] * clients
+    errors = []
+    stop = time.monotonic() + seconds
+
+    def client(i):
+        while time.monotonic() < stop:
+            try:
+                s = Sandbox.create()
+                assert s.commands.run("echo hi").stdout == "hi\n"
+                s.kill()
+                cycles[i] += 1
+            except Exception as e:
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return sum(cycles), errors
+
+
 def rounds(count=3, clients=50, seconds=60):
     """The RSS over rounds of create -> run -> kill, with the census 15 s
     after each (issue 12's load, repeated to see whether the server grows)."""
     print(f"census at start {census()}", flush=True)
     for n in range(count):
-        cycles = [0] * clients
-        errors = []
-        stop = time.monotonic() + seconds
-
-        def client(i):
-            while time.monotonic() < stop:
-                try:
-                    s = Sandbox.create()
-                    s.commands.run("echo hi")
-                    s.kill()
-                    cycles[i] += 1
-                except Exception as e:
-                    errors.append(repr(e))
-
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
+        cycles, errors = create_run_kill(clients, seconds)
         time.sleep(15)
-        print(f"round {n + 1}: {sum(cycles)} cycles, {len(errors)} errors; census {census()}", flush=True)
+        print(f"round {n + 1}: {cycles} cycles, {len(errors)} errors; census {census()}", flush=True)
         for e in errors[:3]:
             print("  error:", e)
 
@@ -176,27 +183,11 @@ def load(streams=100, clients=50, seconds=60):
     for s in sandboxes:
         s.kill()
 
-    cycles = [0] * clients
-    stop = time.monotonic() + seconds
-
-    def client(i):
-        while time.monotonic() < stop:
-            try:
-                s = Sandbox.create()
-                assert s.commands.run("echo hi").stdout == "hi\n"
-                s.kill()
-                cycles[i] += 1
-            except Exception as e:
-                errors.append(repr(e))
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    cycles, cycle_errors = create_run_kill(clients, seconds)
+    errors += cycle_errors
     time.sleep(6)
     after = census()
-    print(f"{clients} clients create->run->kill for {seconds} s: {sum(cycles)} cycles, {len(errors)} errors", flush=True)
+    print(f"{clients} clients create->run->kill for {seconds} s: {cycles} cycles, {len(errors)} errors", flush=True)
     print(f"census before {before}\ncensus after  {after}", flush=True)
     for e in errors[:5]:
         print("  error:", e)
