@@ -129,9 +129,11 @@ def create_run_kill(clients, seconds):
         while time.monotonic() < stop:
             try:
                 s = Sandbox.create()
-                assert s.commands.run("echo hi").stdout == "hi\n"
-                s.kill()
-                cycles[i] += 1
+                try:
+                    assert s.commands.run("echo hi").stdout == "hi\n"
+                    cycles[i] += 1
+                finally:
+                    s.kill()
             except Exception as e:
                 errors.append(repr(e))
 

@@ -5,7 +5,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use sandlot_proto::{Request, Spawn, StdioMask, MAX_MESSAGE};
+use sandlot_proto::{Request, Spawn, MAX_MESSAGE};
 
 use crate::sys;
 
@@ -93,9 +93,9 @@ impl Control {
 }
 
 /// A spawn must carry exactly the descriptors its mask and its extras
-/// declare, and the mask may name no stream this init does not know.
+/// declare (the decoder already refused a mask with unknown bits).
 fn stdio_matches(spawn: &Spawn, fds: usize) -> bool {
-    spawn.stdio.0 & !StdioMask::VALID == 0 && spawn.fd_count() == fds
+    spawn.fd_count() == fds
 }
 
 /// A datagram that did not decode: if it starts like a spawn, its id is

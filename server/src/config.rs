@@ -11,12 +11,12 @@ use crate::error::ServerError;
 /// The default `--listen`: loopback only, port 3000 (the SDK's debug URL).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 
-/// The code interpreter SDK's default template, mapped to sandlot's
-/// code-interpreter template unless `--template-alias` says otherwise.
 /// The default `--state-dir`: the CLI's too, so `sandlot ls` shows the
 /// server's sandboxes.
 pub const DEFAULT_STATE_DIR: &str = "/run/sandlot";
 
+/// The code interpreter SDK's default template, mapped to sandlot's
+/// code-interpreter template unless `--template-alias` says otherwise.
 pub const CODE_INTERPRETER_ALIAS: (&str, &str) = ("code-interpreter-v1", "code-interpreter");
 
 #[derive(Debug, Clone)]

@@ -126,16 +126,25 @@ impl Store {
         let (Some(dir), Some(path)) = (&self.dir, self.path(id)) else {
             return Ok(());
         };
-        let temp = dir.join(format!(".{id}.json.new"));
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(&serde_json::to_vec(saved).map_err(std::io::Error::other)?)?;
-        drop(file);
-        fs::rename(&temp, &path)
+        // A name of its own per write: two saves of one sandbox at once
+        // (two network updates) never write into one file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(".{id}.{}.{n}.tmp", std::process::id()));
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&temp)?;
+            file.write_all(&serde_json::to_vec(saved).map_err(std::io::Error::other)?)?;
+            drop(file);
+            fs::rename(&temp, &path)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written
     }
 
     pub fn remove(&self, id: &str) {
@@ -156,13 +165,16 @@ impl Store {
         let mut out = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                // A write that never finished.
+                if name.ends_with(".tmp") {
+                    let _ = fs::remove_file(entry.path());
+                }
+                continue;
+            }
             let Some(id) = name.strip_suffix(".json") else {
                 continue;
             };
-            if id.starts_with('.') {
-                let _ = fs::remove_file(entry.path());
-                continue;
-            }
             match fs::read(entry.path())
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Saved>(&b).ok())

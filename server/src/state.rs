@@ -204,7 +204,7 @@ impl AppState {
     pub fn api_key_ok(&self, presented: Option<&[u8]>) -> bool {
         match (&self.config.api_key, presented) {
             (None, _) => self.config.insecure_no_api_key,
-            (Some(key), Some(presented)) => bool::from(presented.ct_eq(key.as_bytes())),
+            (Some(key), Some(presented)) => tokens_match(presented, key),
             (Some(_), None) => false,
         }
     }

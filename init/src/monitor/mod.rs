@@ -17,9 +17,7 @@
 //!    is never taken for init);
 //! 4. waits on init's pidfd, an inotify watch of the sandbox dir (the
 //!    lifecycle file is replaced whenever a runtime moves the deadline,
-//!    pauses or resumes) and a timeout at the next deadline, and drains its
-//!    stdin (the output of the template's start command, which nobody else
-//!    may be left to read);
+//!    pauses or resumes) and a timeout at the next deadline;
 //! 5. at the deadline: destroys the sandbox, or pauses it when its
 //!    lifecycle says so; when idle longer than the idle timeout (the
 //!    activity file's mtime, and no shared lock on it: commands in flight):
@@ -190,8 +188,6 @@ struct Monitor {
     args: Args,
     init: OwnedFd,
     inotify: OwnedFd,
-    /// stdin while it is open: the start command's output, drained.
-    drain: bool,
     lifecycle: Option<Lifecycle>,
 }
 
@@ -222,13 +218,10 @@ impl Monitor {
         let Ok(inotify) = sys::watch_renames_into(&dir) else {
             return Err(args);
         };
-        let stdin = std::io::stdin();
-        let drain = sys::set_nonblocking(stdin.as_fd()).is_ok();
         let mut monitor = Monitor {
             args,
             init,
             inotify,
-            drain,
             lifecycle: None,
         };
         monitor.reload();
@@ -272,7 +265,6 @@ impl Monitor {
             let mut fds = [
                 pollfd(self.init.as_raw_fd()),
                 pollfd(self.inotify.as_raw_fd()),
-                pollfd(if self.drain { 0 } else { -1 }),
             ];
             let timeout = wake.saturating_sub(now).min(MAX_SLEEP_MS) as i32;
             if crate::sys::poll(&mut fds, timeout).is_err() {
@@ -290,9 +282,6 @@ impl Monitor {
                     return self.end(reason::INIT_DIED, None);
                 }
                 self.reload();
-            }
-            if fds[2].revents != 0 {
-                self.drain = sys::drain(std::io::stdin().as_fd()).unwrap_or(false);
             }
         }
     }

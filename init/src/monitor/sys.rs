@@ -112,18 +112,3 @@ pub fn drain(fd: BorrowedFd<'_>) -> io::Result<bool> {
         }
     }
 }
-
-/// Sets `O_NONBLOCK` on a descriptor we borrow.
-pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: F_GETFL only reads the status flags.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) } as libc::c_long)?;
-    // SAFETY: F_SETFL only changes the status flags.
-    cvt(unsafe {
-        libc::fcntl(
-            fd.as_raw_fd(),
-            libc::F_SETFL,
-            flags as c_int | libc::O_NONBLOCK,
-        )
-    } as libc::c_long)
-    .map(drop)
-}

@@ -26,9 +26,7 @@ use crate::services::{quota, template};
 use crate::sys::process;
 
 fn new_id() -> Result<String> {
-    let mut bytes = [0u8; 8];
-    process::random_bytes(&mut bytes).map_err(|e| Error::setup("getrandom", e))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    process::random_id().map_err(|e| Error::setup("getrandom", e))
 }
 
 /// Kills and reaps a child whose setup did not complete.

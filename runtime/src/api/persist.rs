@@ -28,7 +28,6 @@ use crate::kernel::cgroups::PERSISTENT_PREFIX;
 use crate::kernel::monitor::{self, MonitorSpec};
 use crate::kernel::procs::ProcId;
 use crate::services::net::service as net;
-use crate::services::template;
 
 /// The name of a persistent sandbox's cgroup dirs.
 pub(crate) fn cgroup_name(id: &str) -> String {
@@ -117,7 +116,7 @@ pub(crate) fn outlive_creator(
         record
     };
     shared.mark_persisted();
-    start_monitor(ctx, files, &record, template::take_start_output(shared));
+    start_monitor(ctx, files, &record);
     Ok(())
 }
 
@@ -129,7 +128,7 @@ pub(crate) fn ensure_monitor(ctx: &RuntimeCtx, state: &StateDir, record: &Record
     }
     if let Ok(files) = SandboxFiles::open(state, &record.id) {
         if !files.monitored() {
-            start_monitor(ctx, &files, record, None);
+            start_monitor(ctx, &files, record);
         }
     }
 }
@@ -140,7 +139,7 @@ pub(crate) fn ensure_monitor(ctx: &RuntimeCtx, state: &StateDir, record: &Record
 /// before it returns, so only a creator killed within the millisecond this
 /// takes leaves a sandbox without a monitor — started then by the next
 /// process that opens the state dir.
-fn start_monitor(ctx: &RuntimeCtx, files: &SandboxFiles, record: &Record, drain: Option<OwnedFd>) {
+fn start_monitor(ctx: &RuntimeCtx, files: &SandboxFiles, record: &Record) {
     let Some(init) = record.init else {
         return;
     };
@@ -151,7 +150,6 @@ fn start_monitor(ctx: &RuntimeCtx, files: &SandboxFiles, record: &Record, drain:
             dir: &dir,
             init,
             cgroups: &cgroups,
-            drain,
         });
         if let Ok(starting) = started {
             starting.wait();
@@ -306,7 +304,7 @@ pub(crate) fn adopt(
     }
     if let Some(files) = shared.files() {
         if !files.monitored() {
-            start_monitor(ctx, files, &record, None);
+            start_monitor(ctx, files, &record);
         }
     }
     // Its network, unless another process serves it. An attach-only

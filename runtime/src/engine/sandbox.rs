@@ -912,9 +912,8 @@ impl SandboxShared {
     /// the sandbox Active. Past `max_concurrent` of them in flight:
     /// `QuotaExceeded`.
     pub fn register_execution(&self, execution: Execution) -> Result<u64> {
-        // Take in what another process changed first (refreshing takes
-        // `execs` itself), then decide under the lock.
-        self.refresh();
+        // What another process changed was taken in by the launcher's
+        // check a moment ago (refreshing takes `execs` itself: not here).
         let mut execs = lock(&self.execs);
         if !self.state().accepts_commands() {
             return Err(self.not_running());

@@ -5,7 +5,6 @@
 //! and the caller reaps it (see [`Starting::wait`]); the monitor itself is
 //! nobody's child of ours and outlives us.
 
-use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,10 +22,6 @@ pub(crate) struct MonitorSpec<'a> {
     pub init: ProcId,
     /// The sandbox's cgroup dirs, one per hierarchy.
     pub cgroups: &'a [PathBuf],
-    /// Becomes the monitor's stdin, which it reads and discards for as long
-    /// as it is open: a pipe whose writers nobody else may be left to read
-    /// (the template's start command's output). `None`: /dev/null.
-    pub drain: Option<OwnedFd>,
 }
 
 /// The first process of a monitor, which forks the monitor and exits.
@@ -44,10 +39,6 @@ impl Starting {
 /// used, so the cost does not grow with the host's memory.
 pub(crate) fn start(spec: MonitorSpec<'_>) -> KernelResult<Starting> {
     let init = init_binary::init_fd()?;
-    let stdin = match spec.drain {
-        Some(fd) => Stdio::from(fd),
-        None => Stdio::null(),
-    };
     let child = Command::new(format!("/proc/self/fd/{init}"))
         .arg0(MONITOR_ARGV0)
         .arg(spec.dir)
@@ -56,7 +47,7 @@ pub(crate) fn start(spec: MonitorSpec<'_>) -> KernelResult<Starting> {
         .args(spec.cgroups)
         .env_clear()
         .current_dir("/")
-        .stdin(stdin)
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

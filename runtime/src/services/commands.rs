@@ -527,32 +527,21 @@ pub(crate) fn run(
 
 /// Starts a template's start command: in the background — a server that
 /// runs for the sandbox's whole life is not activity (it would keep the
-/// idle timeout from ever passing) — and, with `keep_output`, with stdout
-/// and stderr on one pipe whose second read end is returned: once a
-/// persistent sandbox's creator is gone, its monitor reads (and discards)
-/// what the command writes, so it never blocks on a full pipe or dies of a
-/// closed one.
-pub(crate) fn spawn_start_command(
-    sandbox: &Arc<SandboxShared>,
-    cmd: Cmd,
-    keep_output: bool,
-) -> Result<(CommandHandle, Option<std::os::fd::OwnedFd>)> {
+/// idle timeout from ever passing). In a persistent sandbox its output is
+/// kept by init like any command's, for when this process is gone.
+pub(crate) fn spawn_start_command(sandbox: &Arc<SandboxShared>, cmd: Cmd) -> Result<CommandHandle> {
     let options = RunOptions::default();
-    let mut launched = launch::launch(
+    let launched = launch::launch(
         sandbox,
         Launch {
             argv: cmd.into_argv(sandbox),
             options: &options,
-            stdio: launch::Stdio::Pipes {
-                stdin: false,
-                merged: keep_output,
-            },
+            stdio: launch::Stdio::Pipes { stdin: false },
             role: Role::Service,
             budget: None,
         },
     )?;
-    let reader = launched.spare_output.take();
-    Ok((CommandHandle::launched(sandbox, launched), reader))
+    Ok(CommandHandle::launched(sandbox, launched))
 }
 
 /// Starts a command: stdout and stderr through the io thread, stdin as
@@ -571,7 +560,6 @@ fn spawn(
             options: &options,
             stdio: launch::Stdio::Pipes {
                 stdin: !matches!(options.stdin, Stdin::Null),
-                merged: false,
             },
             role: Role::Command,
             budget,

@@ -92,10 +92,8 @@ impl RunOptions {
 pub(crate) enum Stdio {
     /// Pipes the host makes: stdout and stderr read by the io thread into
     /// the process's event queue; stdin a pipe the caller writes when
-    /// asked for, `/dev/null` otherwise. `merged`: stdout and stderr on
-    /// one pipe (its output comes as stdout), with a second read end of it
-    /// in [`Launched::spare_output`].
-    Pipes { stdin: bool, merged: bool },
+    /// asked for, `/dev/null` otherwise.
+    Pipes { stdin: bool },
     /// A terminal of this size, made by init inside the sandbox: its slave
     /// end is stdin, stdout, stderr and the controlling terminal; the io
     /// thread reads its master end into the event queue (as stdout).
@@ -136,23 +134,31 @@ pub(crate) struct Launched {
     pub stdin: Option<File>,
     /// A terminal's master end (`Stdio::Terminal`), for input and resizing.
     pub master: Option<OwnedFd>,
-    /// A second read end of the one output pipe (`Stdio::Pipes` merged).
-    pub spare_output: Option<OwnedFd>,
 }
 
-/// The environment of a process: template, then the user's identity,
-/// then the sandbox's, then the process's own (later entries win); only
-/// the process's own with `env_clear`.
-pub(crate) fn process_env(
+/// `TERM` of a terminal command unless the template, the sandbox or the
+/// command sets one: what the reference's terminals and most emulators
+/// announce.
+pub const DEFAULT_TERM: &str = "xterm-256color";
+
+/// The environment of a process: on a terminal `TERM` first, then the
+/// template's, the user's identity, the sandbox's, the process's own
+/// (later entries win); only `TERM` and the process's own with
+/// `env_clear`.
+fn process_env(
     sandbox: &SandboxShared,
     user: &User,
     options: &RunOptions,
+    terminal: bool,
 ) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |key: &str, value: String| {
         env.retain(|(k, _)| k != key);
         env.push((key.to_string(), value));
     };
+    if terminal {
+        set("TERM", DEFAULT_TERM.into());
+    }
     if !options.env_clear {
         for (key, value) in &sandbox.template.config.env {
             set(key, value.clone());
@@ -236,9 +242,9 @@ fn request(
         .clone()
         .or_else(|| sandbox.template.config.working_dir.clone())
         .unwrap_or_else(|| user.home.clone());
-    let env = process_env(sandbox, &user, options);
+    let env = process_env(sandbox, &user, options, matches!(stdio, Stdio::Terminal(_)));
     let (mask, extra_fds, pty) = match stdio {
-        Stdio::Pipes { stdin, .. } => (
+        Stdio::Pipes { stdin } => (
             StdioMask::STDOUT
                 | StdioMask::STDERR
                 | if *stdin { StdioMask::STDIN } else { 0 }
@@ -295,7 +301,6 @@ struct Plumbing {
     to_send: Vec<OwnedFd>,
     outputs: Vec<(OwnedFd, OutputStream)>,
     stdin: Option<OwnedFd>,
-    spare_output: Option<OwnedFd>,
 }
 
 fn plumb(stdio: Stdio, owner: (Option<u32>, Option<u32>), keep_output: bool) -> Result<Plumbing> {
@@ -303,33 +308,19 @@ fn plumb(stdio: Stdio, owner: (Option<u32>, Option<u32>), keep_output: bool) -> 
         to_send: Vec::new(),
         outputs: Vec::new(),
         stdin: None,
-        spare_output: None,
     };
     match stdio {
-        Stdio::Pipes { stdin, merged } => {
+        Stdio::Pipes { stdin } => {
             if stdin {
                 let (read_end, write_end) = pipe()?;
                 plumbing.to_send.push(read_end);
                 plumbing.stdin = Some(write_end);
             }
-            if merged {
+            for stream in [OutputStream::Stdout, OutputStream::Stderr] {
                 let (read_end, write_end) = pipe()?;
                 set_nonblocking(&read_end)?;
-                let dup = |fd: &OwnedFd| {
-                    fd.try_clone()
-                        .map_err(|e| Error::io("duplicate an output pipe", e))
-                };
-                plumbing.spare_output = Some(dup(&read_end)?);
-                plumbing.to_send.push(dup(&write_end)?);
                 plumbing.to_send.push(write_end);
-                plumbing.outputs.push((read_end, OutputStream::Stdout));
-            } else {
-                for stream in [OutputStream::Stdout, OutputStream::Stderr] {
-                    let (read_end, write_end) = pipe()?;
-                    set_nonblocking(&read_end)?;
-                    plumbing.to_send.push(write_end);
-                    plumbing.outputs.push((read_end, stream));
-                }
+                plumbing.outputs.push((read_end, stream));
             }
         }
         Stdio::Terminal(_) => {}
@@ -385,9 +376,10 @@ pub(crate) fn launch(sandbox: &Arc<SandboxShared>, launch: Launch<'_>) -> Result
     };
     // A command of a persistent sandbox may outlive this process: init
     // keeps a read end of its output for when nobody here reads it.
-    let keep_output = role == Role::Command
-        && sandbox.files().is_some()
-        && matches!(stdio, Stdio::Pipes { merged: false, .. });
+    // (A code context's interpreter is not kept: its context goes with the
+    // process that made it.)
+    let keep_output =
+        role != Role::Helper && sandbox.files().is_some() && matches!(stdio, Stdio::Pipes { .. });
     let (mut request, user) = request(sandbox, &argv, options, &stdio, keep_output)?;
     let budget = budget.or(exec.max_output_bytes).unwrap_or(u64::MAX);
     let terminal = matches!(stdio, Stdio::Terminal(_)).then_some(budget);
@@ -457,6 +449,5 @@ pub(crate) fn launch(sandbox: &Arc<SandboxShared>, launch: Launch<'_>) -> Result
         events: events_rx,
         stdin: plumbing.stdin.map(File::from),
         master: spawned.master,
-        spare_output: plumbing.spare_output,
     })
 }

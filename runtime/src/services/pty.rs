@@ -23,10 +23,7 @@ use crate::services::commands::{Cmd, CommandHandle, CommandResult, Commands};
 use crate::services::launch::{self, Launch, Role, RunOptions, Stdin};
 use crate::sys::pty;
 
-/// `TERM` of a terminal command unless the template, the sandbox or the
-/// command sets one: what the reference's terminals and most emulators
-/// announce.
-pub const DEFAULT_TERM: &str = "xterm-256color";
+pub use crate::services::launch::DEFAULT_TERM;
 
 /// A terminal's size in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -198,7 +195,7 @@ fn spawn_pty(
     sandbox: &Arc<SandboxShared>,
     cmd: Cmd,
     size: PtySize,
-    mut options: RunOptions,
+    options: RunOptions,
 ) -> Result<PtyHandle> {
     let size = size.validate()?;
     if options.stdin != Stdin::Null {
@@ -206,13 +203,6 @@ fn spawn_pty(
             "stdin",
             "a terminal's input is written with PtyHandle::write",
         ));
-    }
-    let has_term = |env: &[(String, String)]| env.iter().any(|(k, _)| k == "TERM");
-    if !has_term(&options.env)
-        && (options.env_clear
-            || !(has_term(&sandbox.template.config.env) || has_term(&sandbox.env)))
-    {
-        options.env.insert(0, ("TERM".into(), DEFAULT_TERM.into()));
     }
     let mut launched = launch::launch(
         sandbox,

@@ -11,18 +11,15 @@
 //!   ([`Sandbox::interpreters`]) for whoever starts code contexts.
 
 use std::fs;
-use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sandlot_rootfs::{Readiness, Settings, StartCommand};
 
 use crate::engine::error::{Error, Result};
-use crate::engine::extensions::Extension;
 use crate::engine::lifecycle::{ProcessEvent, Reason};
 use crate::engine::options::SandboxOptions;
 use crate::engine::sandbox::SandboxShared;
-use crate::engine::sync::lock;
 use crate::kernel::limits::MachineLimits;
 use crate::services::commands::{self, Cmd, CommandHandle, CommandResult, Commands, RunOptions};
 use crate::services::files::Files;
@@ -100,24 +97,6 @@ impl Tail {
     }
 }
 
-/// A second read end of the output of a persistent sandbox's start
-/// command (see [`take_start_output`]).
-#[derive(Default)]
-struct StartOutput(Mutex<Option<OwnedFd>>);
-
-impl Extension for StartOutput {
-    fn release(&self) {
-        lock(&self.0).take();
-    }
-}
-
-/// The read end of the start command's output pipe, for whoever reads it
-/// once this process is gone (the sandbox's monitor); `None` when the
-/// template has no start command or the sandbox is not persistent.
-pub(crate) fn take_start_output(sandbox: &SandboxShared) -> Option<OwnedFd> {
-    lock(&sandbox.ext.get_or_insert_with(StartOutput::default).0).take()
-}
-
 fn wait_started(sandbox: &Arc<SandboxShared>, start: &StartCommand) -> Result<()> {
     let timeout = Duration::from_secs(start.ready_timeout_secs);
     let deadline = Instant::now().checked_add(timeout).ok_or_else(|| {
@@ -126,17 +105,10 @@ fn wait_started(sandbox: &Arc<SandboxShared>, start: &StartCommand) -> Result<()
             format!("ready timeout of {timeout:?} is out of range"),
         )
     })?;
-    // A persistent sandbox outlives this process: a second read end of the
-    // command's output goes to its monitor (`take_start_output`).
-    let persistent = sandbox.files().is_some();
-    let (handle, reader): (CommandHandle, _) =
-        commands::spawn_start_command(sandbox, Cmd::Shell(start.command.clone()), persistent)
-            .map_err(|e| {
-                start_failed(sandbox, format!("{:?} did not start: {e}", start.command))
-            })?;
-    if let Some(reader) = reader {
-        *lock(&sandbox.ext.get_or_insert_with(StartOutput::default).0) = Some(reader);
-    }
+    let handle: CommandHandle =
+        commands::spawn_start_command(sandbox, Cmd::Shell(start.command.clone())).map_err(|e| {
+            start_failed(sandbox, format!("{:?} did not start: {e}", start.command))
+        })?;
     let Some(ready) = &start.ready else {
         // No check: started is ready. Dropping the handle lets the
         // command run on; its output is discarded from now on.

@@ -52,6 +52,9 @@ pub struct Insn {
 /// `A` must be a `repr(C)` prefix of `union bpf_attr` for `cmd`, and every
 /// pointer it holds must be valid for what the command does with it.
 unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> SysResult<libc::c_long> {
+    // A program load can fail with EAGAIN while the verifier is short of
+    // memory: a few more tries (as libbpf does), never a spin.
+    let mut tries_left = 5;
     loop {
         // SAFETY: forwarded to the caller's contract; the size is exactly
         // the struct's, so the kernel reads and writes only inside it.
@@ -64,7 +67,8 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> SysResult<libc::c_long> {
             )
         });
         match ret {
-            Err(Errno::EINTR) | Err(Errno::EAGAIN) if cmd == BPF_PROG_LOAD => continue,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) if cmd == BPF_PROG_LOAD && tries_left > 0 => tries_left -= 1,
             other => return other,
         }
     }

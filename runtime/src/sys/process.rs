@@ -110,6 +110,19 @@ pub fn loopback_up() -> SysResult<()> {
     result
 }
 
+/// 8 random bytes as 16 lowercase hex digits (sandbox and context ids).
+pub fn random_id() -> SysResult<String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; 8];
+    random_bytes(&mut bytes)?;
+    let mut id = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    Ok(id)
+}
+
 /// Fills `buf` from the kernel's random pool (for sandbox ids).
 pub fn random_bytes(buf: &mut [u8]) -> SysResult<()> {
     let mut done = 0;

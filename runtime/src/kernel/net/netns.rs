@@ -11,7 +11,6 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 
 use nix::sched::{setns, unshare, CloneFlags};
 
@@ -30,16 +29,7 @@ pub struct NetNamespace {
 impl NetNamespace {
     /// The calling thread's current network namespace.
     pub fn current() -> Result<NetNamespace, KernelError> {
-        let file = File::open(THREAD_NETNS)
-            .map_err(|e| KernelError::setup_io("open", THREAD_NETNS, &e))?;
-        let inode = file
-            .metadata()
-            .map_err(|e| KernelError::setup_io("stat", THREAD_NETNS, &e))?
-            .ino();
-        Ok(NetNamespace {
-            fd: file.into(),
-            inode,
-        })
+        NetNamespace::open(THREAD_NETNS)
     }
 
     /// A namespace descriptor received from elsewhere (the caller's table,
@@ -53,16 +43,12 @@ impl NetNamespace {
 
     /// The network namespace of process `pid` (`/proc/<pid>/ns/net`).
     pub fn of_process(pid: i32) -> Result<NetNamespace, KernelError> {
-        let path = format!("/proc/{pid}/ns/net");
-        let file = File::open(&path).map_err(|e| KernelError::setup_io("open", &path, &e))?;
-        let inode = file
-            .metadata()
-            .map_err(|e| KernelError::setup_io("stat", &path, &e))?
-            .ino();
-        Ok(NetNamespace {
-            fd: file.into(),
-            inode,
-        })
+        NetNamespace::open(&format!("/proc/{pid}/ns/net"))
+    }
+
+    fn open(path: &str) -> Result<NetNamespace, KernelError> {
+        let file = File::open(path).map_err(|e| KernelError::setup_io("open", path, &e))?;
+        NetNamespace::from_fd(file.into())
     }
 
     /// Makes a new network namespace and runs `setup` on the calling

@@ -277,6 +277,7 @@ fn the_factory_hands_out_ready_namespaces_and_closes_the_rest_when_dropped() {
         .map(|_| factory.create().expect("a namespace"))
         .collect();
     let mut inodes: Vec<u64> = made.iter().map(|(ns, _)| ns.netns.inode()).collect();
+    inodes.sort_unstable();
     inodes.dedup();
     assert_eq!(inodes.len(), 3, "each caller gets its own namespace");
     for (ns, sockets) in &made {

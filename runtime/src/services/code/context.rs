@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use nix::fcntl::OFlag;
@@ -27,6 +27,7 @@ use super::types::{
     CellOptions, CodeContextOptions, Execution, ExecutionError, Language, CONTEXT_EXITED,
     DEFAULT_CELL_OUTPUT_CAP, DEFAULT_CELL_TIMEOUT, EXIT_STATUS, PROTOCOL_ERROR, TIMEOUT_ERROR,
 };
+use crate::engine::sync::lock;
 
 /// Start-up output kept to explain a driver that failed to start.
 const STARTUP_LOG: usize = 8 << 10;
@@ -69,10 +70,6 @@ pub(crate) struct ContextCore {
     waker_rx: File,
     waker_tx: File,
     execution_count: Mutex<u32>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), CodeError> {

@@ -10,6 +10,7 @@ use super::error::CodeError;
 use super::launcher::Launcher;
 use super::protocol;
 use super::types::{CellOptions, CodeContextOptions, Execution, Language};
+use crate::engine::sync::lock;
 
 /// A context, as the caller names it: cheap to clone, valid until removed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,15 +68,10 @@ impl CodeContexts {
     }
 
     fn new_id(&self) -> String {
-        let mut random = [0u8; 8];
-        if crate::sys::process::random_bytes(&mut random).is_err() {
-            random = self.next.fetch_add(1, Ordering::Relaxed).to_le_bytes();
-        }
-        let mut id = String::with_capacity(20);
-        for b in random {
-            id.push_str(&format!("{b:02x}"));
-        }
-        format!("{id}-{}", self.next.fetch_add(1, Ordering::Relaxed))
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let random =
+            crate::sys::process::random_id().unwrap_or_else(|_| format!("{:016x}", n.swap_bytes()));
+        format!("{random}-{n}")
     }
 
     /// Creates a context and starts its interpreter (so that a missing
@@ -115,7 +111,7 @@ impl CodeContexts {
     }
 
     fn lock_contexts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<ContextCore>>> {
-        self.contexts.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.contexts)
     }
 
     fn core(&self, context: &Context) -> Result<Arc<ContextCore>, CodeError> {
@@ -150,7 +146,7 @@ impl CodeContexts {
 
     /// The default context of `language` (created if needed).
     pub fn default_context(&self, language: Language) -> Result<Context, CodeError> {
-        let mut defaults = self.defaults.lock().unwrap_or_else(|e| e.into_inner());
+        let mut defaults = lock(&self.defaults);
         if let Some(id) = defaults.get(&language) {
             if let Some(core) = self.lock_contexts().get(id) {
                 return Ok(Context {
@@ -167,11 +163,7 @@ impl CodeContexts {
 
     /// Every context, in id order.
     pub fn list(&self) -> Vec<ContextInfo> {
-        let defaults = self
-            .defaults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let defaults = lock(&self.defaults).clone();
         self.lock_contexts()
             .values()
             .map(|core| ContextInfo {

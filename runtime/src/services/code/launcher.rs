@@ -13,6 +13,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::engine::error::Error;
+use crate::engine::sync::lock;
 
 /// Everything needed to start a driver.
 #[derive(Debug)]
@@ -185,7 +186,7 @@ impl HostDriver {
     fn signal(&self, signal: Signal) -> io::Result<()> {
         // The lock keeps `wait` from reaping (and the id from being reused)
         // while the signal is sent.
-        let child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let child = lock(&self.child);
         if child.is_none() {
             return Ok(());
         }
@@ -211,7 +212,7 @@ impl DriverProcess for HostDriver {
     }
 
     fn wait(&self) -> io::Result<DriverExit> {
-        let mut slot = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = lock(&self.child);
         if let Some(mut child) = slot.take() {
             use std::os::unix::process::ExitStatusExt;
             let status = child.wait()?;
@@ -220,13 +221,9 @@ impl DriverProcess for HostDriver {
                 (None, Some(sig)) => DriverExit::Signal(sig),
                 (None, None) => DriverExit::Code(-1),
             };
-            *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(exit);
+            *lock(&self.status) = Some(exit);
         }
-        Ok(self
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(DriverExit::Code(-1)))
+        Ok(lock(&self.status).unwrap_or(DriverExit::Code(-1)))
     }
 }
 

@@ -151,12 +151,19 @@ pub fn plan(policy: &Policy, fakes: &FakeIps, bytes: &[u8], now: Instant) -> Pla
     }))
 }
 
-fn record_ip(record: &Record) -> Option<IpAddr> {
+pub(crate) fn record_ip(record: &Record) -> Option<IpAddr> {
     match &record.data {
         RData::A(a) => Some(IpAddr::V4(a.0)),
         RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
         _ => None,
     }
+}
+
+/// How long a name's fake address stays assigned: its records' TTL, at
+/// least the fake answer's own TTL, at most the cache's bound.
+pub(crate) fn fake_keep(answers: &[Record]) -> Duration {
+    let ttl = answers.iter().map(|r| r.ttl).min().unwrap_or(0);
+    Duration::from_secs(u64::from(ttl).max(u64::from(FAKE_TTL))).min(MAX_CACHE)
 }
 
 /// Builds the answer to `q` from upstream's, applying the rules. `udp`:
@@ -210,9 +217,7 @@ pub fn finish(
             // NXDOMAIN or no data upstream: say the same, without addresses.
             reply(&q.message, answer.metadata.response_code, vec![])
         } else {
-            let ttl = answer.answers.iter().map(|r| r.ttl).min().unwrap_or(0);
-            let keep = Duration::from_secs(u64::from(ttl).max(u64::from(FAKE_TTL))).min(MAX_CACHE);
-            let ip = fakes.assign(&q.name, addrs, keep, now);
+            let ip = fakes.assign(&q.name, addrs, fake_keep(&answer.answers), now);
             let name = q.message.queries[0].name().clone();
             reply(
                 &q.message,

@@ -103,16 +103,6 @@ const RESERVED: &[Reserved] = &[
     },
 ];
 
-/// The always-denied range `ip` is in, if any. IPv4-mapped IPv6 addresses
-/// are judged as the IPv4 address they carry.
-pub fn reserved_range(ip: IpAddr) -> Option<&'static str> {
-    let ip = canonical(ip);
-    RESERVED
-        .iter()
-        .find(|r| r.net.contains(&ip))
-        .map(|r| r.what)
-}
-
 /// `::ffff:a.b.c.d` as `a.b.c.d`; anything else unchanged.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

@@ -24,6 +24,7 @@ use super::slab::{Key, Slab};
 use super::worker::{Job, ReplyTo};
 use super::{add, Destination, Msg, NetworkConfig, Shared};
 use crate::engine::error::Error;
+use crate::engine::sync::lock;
 use crate::kernel::net::{HostSockets, NetNamespace};
 use crate::services::net::bucket::Bucket;
 use crate::services::net::dns::{self, Plan};
@@ -622,11 +623,7 @@ impl Reactor {
         let policy = shared.policy();
         let now = Instant::now();
         let (destination, targets, resolve) = if is_fake(dest.ip()) {
-            let found = shared
-                .fakes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .lookup(dest.ip(), now);
+            let found = lock(&shared.fakes).lookup(dest.ip(), now);
             let Some((name, cached)) = found else {
                 shared.denied(
                     Destination::Address(dest),
@@ -768,19 +765,20 @@ impl Reactor {
                 self.close(key, true);
                 return;
             };
-            let netns = if conn.exposed {
-                self.sandboxes
+            // A connection to an exposed port is made inside the sandbox's
+            // namespace, never from the host's (its targets are loopback
+            // addresses: the host's own there).
+            let socket = if conn.exposed {
+                match self
+                    .sandboxes
                     .get(conn.sb)
-                    .and_then(|s| s.netns.try_clone().ok())
+                    .map(|s| s.netns.enter(&self.home))
+                {
+                    Some(Ok(_inside)) => stream_socket(target),
+                    _ => Err(Errno::EIO),
+                }
             } else {
-                None
-            };
-            let socket = match netns {
-                Some(ns) => match ns.enter(&self.home) {
-                    Ok(_inside) => stream_socket(target),
-                    Err(_) => Err(Errno::EIO),
-                },
-                None => stream_socket(target),
+                stream_socket(target)
             };
             let Ok(socket) = socket else { continue };
             let addr = SockaddrStorage::from(target);
@@ -1127,7 +1125,7 @@ impl Reactor {
         add(&shared.counters.dns_queries, 1);
         let policy = shared.policy();
         let plan = {
-            let fakes = shared.fakes.lock().unwrap_or_else(|p| p.into_inner());
+            let fakes = lock(&shared.fakes);
             dns::plan(&policy, &fakes, &query, Instant::now())
         };
         match plan {

@@ -12,6 +12,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use super::slab::Key;
 use super::{Destination, LoopHandle, Msg, Shared};
+use crate::engine::sync::lock;
 use crate::services::net::dns::{self, Question};
 use crate::services::net::rules::DeniedBy;
 
@@ -60,7 +61,7 @@ pub fn run(jobs: Receiver<Job>, loops: Vec<LoopHandle>) {
                 };
                 let policy = shared.policy();
                 let (bytes, denied) = {
-                    let mut fakes = shared.fakes.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut fakes = lock(&shared.fakes);
                     let udp = matches!(to, ReplyTo::Udp { .. });
                     dns::finish(
                         &policy,
@@ -109,13 +110,12 @@ fn resolve(shared: &Shared, name: &str, port: u16) -> Result<Vec<SocketAddr>, De
         fake: true,
     };
     let answer = dns::exchange(server, &question).map_err(DeniedBy::Unresolvable)?;
+    // An A query: its answers' addresses are IPv4 (an AAAA is ignored).
     let ips: Vec<IpAddr> = answer
         .answers
         .iter()
-        .filter_map(|r| match &r.data {
-            hickory_proto::rr::RData::A(a) => Some(IpAddr::V4(a.0)),
-            _ => None,
-        })
+        .filter_map(dns::record_ip)
+        .filter(IpAddr::is_ipv4)
         .collect();
     if ips.is_empty() {
         return Err(DeniedBy::Unresolvable(format!(
@@ -133,13 +133,12 @@ fn resolve(shared: &Shared, name: &str, port: u16) -> Result<Vec<SocketAddr>, De
         let all: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
         return Err(DeniedBy::Rebinding(all.join(", ")));
     }
-    let ttl = answer.answers.iter().map(|r| r.ttl).min().unwrap_or(0);
-    let keep = std::time::Duration::from_secs(u64::from(ttl).clamp(30, 300));
-    shared
-        .fakes
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .assign(name, allowed.clone(), keep, Instant::now());
+    lock(&shared.fakes).assign(
+        name,
+        allowed.clone(),
+        dns::fake_keep(&answer.answers),
+        Instant::now(),
+    );
     Ok(allowed
         .into_iter()
         .map(|ip| SocketAddr::new(ip, port))
