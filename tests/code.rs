@@ -926,6 +926,14 @@ fn nothing_is_left_after_contexts_end() {
         }
         let removed = contexts.list()[0].clone();
         pids.extend(contexts.list().iter().filter_map(|c| c.pid));
+        assert_eq!(pids.len(), Language::ALL.len(), "an interpreter each");
+        // Each interpreter leads its process group; a sleep in each.
+        assert!(
+            sandlot_tests::eventually(Duration::from_secs(10), || sleeps_in(&pids).lines().count()
+                == Language::ALL.len()),
+            "a sleep per interpreter: {}",
+            sleeps_in(&pids)
+        );
         contexts
             .remove(&contexts.get(&removed.id).unwrap())
             .unwrap();
@@ -945,7 +953,7 @@ fn nothing_is_left_after_contexts_end() {
             .is_ok());
         // The rest end with `contexts`.
     }
-    for pid in pids {
+    for &pid in &pids {
         assert!(
             !process_alive(pid),
             "interpreter {pid} outlived its context"
@@ -954,9 +962,27 @@ fn nothing_is_left_after_contexts_end() {
     assert_eq!(open_fds(), fds_before, "every pipe was closed");
     // The `sleep 1000`s started by cells are in the interpreters' process
     // groups and were killed with them.
+    // Killed, they may be zombies a moment (their new parent reaps them).
+    let alive = || -> Vec<i32> {
+        sleeps_in(&pids)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .filter(|&pid| sandlot_tests::process_exists(pid))
+            .collect()
+    };
+    assert!(
+        sandlot_tests::eventually(Duration::from_secs(10), || alive().is_empty()),
+        "sleeps outlived their interpreters: {:?}",
+        alive()
+    );
+}
+
+/// `sleep` processes in the process groups led by `leaders` (pgrep's list).
+fn sleeps_in(leaders: &[u32]) -> String {
+    let groups: Vec<String> = leaders.iter().map(u32::to_string).collect();
     let out = std::process::Command::new("pgrep")
-        .args(["-x", "-P", &std::process::id().to_string(), "sleep"])
+        .args(["-x", "-g", &groups.join(","), "sleep"])
         .output()
         .unwrap();
-    assert!(out.stdout.is_empty());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -53,16 +53,18 @@ impl StateDir {
         StateDir(dir)
     }
 
-    /// Sandboxes alive in it.
+    /// Sandboxes alive in it (a state dir that cannot be opened fails the
+    /// test: it must not read as "none left").
     fn live(&self) -> Vec<String> {
-        match self.attach() {
-            Some(runtime) => runtime
-                .list(&sandlot::ListFilter::all())
-                .into_iter()
-                .map(|i| i.id)
-                .collect(),
-            None => Vec::new(),
-        }
+        sandlot::Runtime::builder()
+            .persistent(&self.0)
+            .attach_only()
+            .build()
+            .unwrap_or_else(|e| panic!("attach to {}: {e}", self.0.display()))
+            .list(&sandlot::ListFilter::all())
+            .into_iter()
+            .map(|i| i.id)
+            .collect()
     }
 
     fn attach(&self) -> Option<sandlot::Runtime> {

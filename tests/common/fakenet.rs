@@ -269,6 +269,17 @@ impl FakeNet {
     pub fn logs(&self) -> std::sync::MutexGuard<'_, Logs> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// How many queries for `name` the DNS server has logged (the world is
+    /// shared by a test binary's tests: compare counts, not presence).
+    pub fn dns_count(&self, name: &str) -> usize {
+        self.logs().dns.iter().filter(|n| *n == name).count()
+    }
+
+    /// How many ClientHellos naming `name` the TLS listener has read.
+    pub fn sni_count(&self, name: &str) -> usize {
+        self.logs().sni.iter().filter(|n| *n == name).count()
+    }
 }
 
 impl Drop for FakeNet {
