@@ -19,6 +19,13 @@ fn a_deadline_holds_while_no_sandlot_process_runs() {
     let host = PersistHost::start(HOST, &state, 1, Some(lifetime));
     let (id, init) = host.sandboxes[0].clone();
     let created = std::time::Instant::now();
+    // The monitor is started just after create returns, off its path (a
+    // creator killed within that moment leaves the deadline to the next
+    // process that opens the state dir): kill the host once it runs.
+    assert!(
+        eventually(Duration::from_secs(5), || state.monitors().len() == 1),
+        "no monitor started"
+    );
     host.kill();
     assert!(process_exists(init), "init died with its creator");
     // Nothing of the sandbox runs a second after its deadline, with no
